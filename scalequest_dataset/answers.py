@@ -1,0 +1,117 @@
+"""Final answers of math responses: extraction (the last balanced \\boxed{...}, else "answer is X") and
+equivalence (math_verify, with normalised string equality first and as the fallback).
+
+Used by self-consistency difficulty and self-consistency rewards. Everything here is a pure function of
+its text: math_verify runs without its wall-clock timeouts (they would make results depend on machine
+speed), and long answers skip the symbolic check so a pathological expression cannot stall a worker."""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from typing import Any
+
+ANSWER_IS = re.compile(r"answer is\s*:?\s*(.+)", re.IGNORECASE)
+MAX_SYMBOLIC_CHARS = 200  # longer answers are compared as strings only
+
+
+def last_boxed(text: str) -> str | None:
+    """The content of the last complete \\boxed{...} (braces balanced), or None."""
+    start = text.rfind("\\boxed")
+    while start >= 0:
+        content = _braced(text, start + len("\\boxed"))
+        if content is not None:
+            return content
+        start = text.rfind("\\boxed", 0, start)
+    return None
+
+
+def _braced(text: str, i: int) -> str | None:
+    while i < len(text) and text[i] == " ":
+        i += 1
+    if i >= len(text) or text[i] != "{":
+        return None
+    depth = 0
+    for j in range(i, len(text)):
+        if text[j] == "{":
+            depth += 1
+        elif text[j] == "}":
+            depth -= 1
+            if depth == 0:
+                return text[i + 1 : j]
+    return None  # unbalanced: a response cut off inside its answer
+
+
+def extract_answer(text: str) -> str | None:
+    """The final answer of a response: the last \\boxed{...}, else what follows the last "answer is" on its
+    line; None when there is none (or it is empty)."""
+    boxed = last_boxed(text)
+    if boxed is None:
+        matches = list(ANSWER_IS.finditer(text))
+        boxed = matches[-1].group(1) if matches else None
+        if boxed is not None:
+            boxed = boxed.strip().strip("$").rstrip(".").strip().strip("$").strip()
+    if boxed is None:
+        return None
+    boxed = boxed.strip()
+    return boxed or None
+
+
+def normalize_answer(answer: str) -> str:
+    """What string equality compares: no whitespace, no math delimiters or trailing period, case-folded."""
+    text = re.sub(r"\s+", "", answer).replace("\\!", "").replace("\\,", "").replace("\\;", "")
+    return text.strip("$").rstrip(".").casefold()
+
+
+def equivalent(a: str | None, b: str | None) -> bool:
+    """Two final answers are the same: equal after normalisation, or math_verify says so either way round.
+    A missing answer is equivalent to nothing (not even another missing one)."""
+    if a is None or b is None:
+        return False
+    if normalize_answer(a) == normalize_answer(b):
+        return True
+    pa, pb = _parsed(a), _parsed(b)
+    if not pa or not pb:
+        return False
+    from math_verify import verify
+
+    return bool(verify(list(pa), list(pb), timeout_seconds=None) or verify(list(pb), list(pa), timeout_seconds=None))
+
+
+@lru_cache(maxsize=4096)
+def _parsed(answer: str) -> tuple[Any, ...]:
+    if len(answer) > MAX_SYMBOLIC_CHARS:
+        return ()
+    try:
+        from math_verify import parse
+    except ImportError as exc:  # a silent fallback would change outputs: refuse instead
+        raise ImportError("answer equivalence needs math-verify: pip install 'scalequest-dataset[stages]'") from exc
+    return tuple(parse(f"${answer}$", parsing_timeout=None))
+
+
+def largest_agreement(answers: list[str | None]) -> int:
+    """The size of the largest group of equivalent answers (missing answers join no group). Groups are
+    formed in order: an answer joins the first group whose first member it is equivalent to."""
+    groups: list[list[str]] = []
+    for answer in answers:
+        if answer is None:
+            continue
+        for group in groups:
+            if equivalent(group[0], answer):
+                group.append(answer)
+                break
+        else:
+            groups.append([answer])
+    return max((len(g) for g in groups), default=0)
+
+
+def agreement_shares(answers: list[str | None]) -> list[float]:
+    """For each answer, the share of the OTHER answers equivalent to it; 0 for a missing answer or a lone one."""
+    n = len(answers)
+    if n < 2:
+        return [0.0] * n
+    same = [[False] * n for _ in range(n)]
+    for i in range(n):
+        for j in range(i + 1, n):
+            same[i][j] = same[j][i] = equivalent(answers[i], answers[j])
+    return [sum(same[i]) / (n - 1) if answers[i] is not None else 0.0 for i in range(n)]

@@ -1,0 +1,150 @@
+"""`scalequest run | status | tiny-model | demo-model | presets` (publish, load, diff, regenerate follow)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from .config import ConfigError, preset_names, resolve_config
+from .models import cache_dir
+
+
+def _add_run(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="run (or resume) the pipeline for a preset into a run directory")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--preset", default=None, help=f"built-in preset ({', '.join(preset_names())}) or a YAML path")
+    src.add_argument("--config", default=None, help="a resolved config file (e.g. RUN/config.yaml)")
+    p.add_argument("--out", required=True, type=Path, help="run directory (created; resumed if it exists)")
+    p.add_argument("--stage", action="append", help="run only this stage (repeatable); default: all, in order")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set seed=7 --set stages.responses.samples=3")
+    p.add_argument("--engine", choices=["vllm", "transformers"], help="override engine.name")
+    p.add_argument("--shard", help="run only slice i/N of each stage's shards (a Slurm array task)")
+    p.add_argument("--workers", type=int, default=1, help="local worker processes (each runs one slice)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .executor import Run, ShardSlice
+
+    source = args.config or args.preset or "demo"
+    config = resolve_config(source, args.overrides, args.engine)
+    shard = ShardSlice.parse(args.shard) if args.shard else None
+    if args.workers < 1:
+        raise ConfigError(f"--workers must be >= 1, got {args.workers}")
+    stages = args.stage or None
+    for name in stages or []:
+        if name not in config.stage_names():
+            raise ConfigError(f"unknown stage {name!r}: this config has {', '.join(config.stage_names())}")
+    run = Run(args.out, config, show_progress=not args.no_progress)
+    try:
+        run.run(stages, shard=shard, workers=args.workers)
+    finally:
+        run.close()
+    _print_status(run)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Every stage of the `demo` preset, then the funnel, one stage loaded back, and where things are."""
+    from .executor import Run
+    from .funnel import format_funnel, funnel
+    from .loading import load_dataset
+
+    config = resolve_config(args.preset, args.overrides)
+    run = Run(args.out, config, show_progress=not args.no_progress)
+    try:
+        run.run()
+    finally:
+        run.close()
+    stages = config.stage_names()
+    print("\nfunnel (rows in -> out per stage):")
+    print(format_funnel(funnel(run.root, stages)))
+    last = stages[-1]
+    ds = load_dataset(run.root, last)
+    print(f"\nloaded back with datasets: stage {last!r}: {ds.num_rows} rows, columns {ds.column_names}")
+    if ds.num_rows:
+        row = ds[0]
+        text = row.get("response") or row.get("query") or ""
+        print(f"first row {row['id']}: {text[:300]!r}")
+    print(f"\nrun directory: {run.root.resolve()}")
+    print(f"  data:      {run.root.resolve() / 'data'}/<stage>/train-*.parquet")
+    print(f"  manifests: {run.root.resolve() / 'manifests'}/<stage>.json")
+    print(f"  models:    {cache_dir()}/models")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from .executor import Run
+
+    config_path = args.run_dir / "config.yaml"
+    if not config_path.exists():
+        raise ConfigError(f"{args.run_dir} is not a run directory (no config.yaml)")
+    run = Run(args.run_dir, resolve_config(str(config_path)), show_progress=False)
+    _print_status(run)
+    return 0
+
+
+def _print_status(run) -> None:
+    print(f"run: {run.root}  (preset {run.config.preset}, seed {run.config.seed})")
+    print(f"{'stage':<12} {'shards':>11} {'rows':>9}  state")
+    for s in run.status():
+        shards = f"{s['shards_done']}/{s['shards']}" if s["shards"] is not None else "-"
+        state = "complete" if s["complete"] else ("partial" if s["shards_done"] else "not started")
+        print(f"{s['stage']:<12} {shards:>11} {s['rows']:>9}  {state}")
+
+
+def cmd_model(args: argparse.Namespace) -> int:
+    from .models import build_tiny_model, convert_demo_model
+
+    out = args.dir
+    if args.command == "tiny-model":
+        build_tiny_model(out, seed=args.seed)
+    else:
+        convert_demo_model(out)
+    print(f"wrote {out}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="scalequest", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_run(sub)
+    p = sub.add_parser("demo", help="run the demo preset end to end and print the funnel (README command 1)")
+    p.add_argument("--preset", default="demo")
+    p.add_argument("--out", type=Path, default=Path("runs/demo"))
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--no-progress", action="store_true")
+    p = sub.add_parser("status", help="stages, shards done/total and rows of a run directory")
+    p.add_argument("run_dir", type=Path)
+    p = sub.add_parser("tiny-model", help="build the tiny random Qwen2 test model (byte-identical per seed)")
+    p.add_argument("dir", type=Path)
+    p.add_argument("--seed", type=int, default=0)
+    p = sub.add_parser("demo-model", help="convert PyPI's SmolLM2-135M-Instruct GGUF into a transformers folder")
+    p.add_argument("dir", type=Path)
+    sub.add_parser("presets", help="list the built-in presets")
+    args = parser.parse_args(argv)
+    handlers = {"run": cmd_run, "demo": cmd_demo, "status": cmd_status, "tiny-model": cmd_model, "demo-model": cmd_model,
+                "presets": lambda a: print("\n".join(preset_names())) or 0}
+    try:
+        return handlers[args.command](args)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: completed shards are kept; run the same command again to resume", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        from .executor import StageError
+
+        if isinstance(exc, StageError):
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        raise
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    sys.exit(main())

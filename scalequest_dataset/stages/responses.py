@@ -1,0 +1,69 @@
+"""Stage 7 of the paper: k responses per question (k requests with n=1 each, as the released code sends),
+the raw Qwen-format response prompt verbatim, then the released answer-format filter: a response is kept
+iff it contains one of "boxed", "he answer is", "final answer is"."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import datasets
+
+from ..engines import Request, Sampling
+from ..ids import derive_seed, response_id
+from ..prompts import RESPONSE_PROMPT, response_prompt
+from .base import ShardResult, Stage, StageContext, with_drop_reason
+from .difficulty import CHATML_STOP
+
+FEATURES = datasets.Features({
+    "id": datasets.Value("string"),  # "{question_id}-r{sample}"
+    "question_id": datasets.Value("string"),
+    "generator": datasets.Value("string"),  # the question's generator
+    "query": datasets.Value("string"),
+    "response": datasets.Value("string"),
+    "sample": datasets.Value("int32"),
+    "seed": datasets.Value("int64"),
+    "finish_reason": datasets.Value("string"),
+    "completion_tokens": datasets.Value("int32"),
+    "has_answer_format": datasets.Value("bool"),
+    "difficulty": datasets.Value("float64"),  # the question's, when the run has a difficulty stage
+})
+
+
+class ResponsesStage(Stage):
+    name = "responses"
+    version = "1"
+    input = "difficulty"
+    description = "Sampled responses per question that state a final answer; the rest in `dropped`."
+    features = FEATURES
+    dropped_features = with_drop_reason(FEATURES)
+
+    def model_specs(self) -> dict[str, Any]:
+        return {"responder": self.params.model}
+
+    def prompts(self) -> dict[str, str]:
+        return {"responder": RESPONSE_PROMPT, "answer_markers": "|".join(self.params.answer_markers)}
+
+    def has_answer_format(self, response: str) -> bool:
+        return any(marker in response for marker in self.params.answer_markers)
+
+    def process(self, rows: list[dict[str, Any]], ctx: StageContext) -> ShardResult:
+        if not rows:
+            return ShardResult([])
+        k = self.params.samples
+        sampling = Sampling(self.params.temperature, self.params.top_p, self.params.max_tokens, CHATML_STOP)
+        ids = [(row, response_id(row["id"], j), j) for row in rows for j in range(k)]
+        seeds = [derive_seed(self.config.seed, self.name, rid) for _, rid, _ in ids]
+        engine = ctx.engine(self.resolved_models()["responder"])
+        completions = engine.generate(
+            [Request(response_prompt(row["query"]), sampling, s) for (row, _, _), s in zip(ids, seeds, strict=True)],
+            ctx.per_row_progress(k))
+        kept, dropped = [], []
+        for (row, rid, j), seed, c in zip(ids, seeds, completions, strict=True):
+            out = {"id": rid, "question_id": row["id"], "generator": row["generator"], "query": row["query"],
+                   "response": c.text, "sample": j, "seed": seed, "finish_reason": c.finish_reason,
+                   "completion_tokens": c.completion_tokens, "has_answer_format": self.has_answer_format(c.text),
+                   "difficulty": row.get("difficulty")}
+            (kept if out["has_answer_format"] else dropped).append(out)
+        for out in dropped:
+            out["drop_reason"] = "no-final-answer"
+        return ShardResult(kept, dropped, tokens=sum(c.completion_tokens for c in completions))

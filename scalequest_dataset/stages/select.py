@@ -1,0 +1,54 @@
+"""Stage 8b of the paper, the released config `default`: the best response per question (best-of-k by
+reward). The paper does not say how ties break; here the lowest response id (string order) wins. A NaN
+reward never wins over a number. Keeps the released schema's `query` and `response`, plus ids and metadata."""
+
+from __future__ import annotations
+
+import math
+from itertools import groupby
+from typing import Any
+
+import datasets
+
+from .base import ShardResult, Stage, StageContext
+
+FEATURES = datasets.Features({
+    "id": datasets.Value("string"),  # the question id
+    "query": datasets.Value("string"),
+    "response": datasets.Value("string"),
+    "response_id": datasets.Value("string"),
+    "generator": datasets.Value("string"),
+    "reward": datasets.Value("float64"),
+    "difficulty": datasets.Value("float64"),
+    "n_candidates": datasets.Value("int32"),  # the question's responses that reached this stage
+})
+
+
+def best_response(candidates: list[dict[str, Any]]) -> dict[str, Any]:
+    """Highest reward; ties to the lowest id."""
+    def key(row: dict[str, Any]) -> tuple[float, str]:
+        reward = row["reward"]
+        return (math.inf if reward is None or math.isnan(reward) else -reward, row["id"])
+
+    return min(candidates, key=key)
+
+
+class SelectStage(Stage):
+    name = "default"
+    version = "1"
+    input = "reward"
+    description = "One (query, response) pair per question: its highest-reward response."
+    features = FEATURES
+    group_key = "question_id"
+
+    def process(self, rows: list[dict[str, Any]], ctx: StageContext) -> ShardResult:
+        out = []
+        ordered = sorted(rows, key=lambda r: (r["question_id"], r["id"]))
+        for qid, members in groupby(ordered, key=lambda r: r["question_id"]):
+            group = list(members)
+            best = best_response(group)
+            out.append({"id": qid, "query": best["query"], "response": best["response"], "response_id": best["id"],
+                        "generator": best["generator"], "reward": best["reward"],
+                        "difficulty": best.get("difficulty"), "n_candidates": len(group)})
+        ctx.report(len(rows))
+        return ShardResult(out)

@@ -1,0 +1,78 @@
+"""Stage 5 of the paper: the solvability filter. The judge prompt, verbatim, as the user turn of the judge
+model's own chat template (system "You are a helpful assistant." in the paper), greedy decoding.
+
+Rules: `substring-yes` is the released code's (keep iff "yes" occurs anywhere in the lower-cased output,
+which also keeps "...yesterday... No"); `final-verdict` reads the last standalone Yes/No word instead
+(no verdict: not solvable)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import datasets
+
+from ..engines import Request, Sampling
+from ..ids import derive_seed
+from ..prompts import SOLVABILITY_PROMPT, solvability_prompt
+from .base import ShardResult, Stage, StageContext, with_columns, with_drop_reason
+from .questions import QuestionsStage
+
+_VERDICT = re.compile(r"\b(yes|no)\b", re.IGNORECASE)
+
+
+def substring_yes(output: str) -> bool:
+    return "yes" in output.lower()
+
+
+def final_verdict(output: str) -> bool:
+    words = _VERDICT.findall(output)
+    return bool(words) and words[-1].lower() == "yes"
+
+
+RULES = {"substring-yes": substring_yes, "final-verdict": final_verdict}
+
+FEATURES = with_columns(
+    QuestionsStage.features,
+    judge_output=datasets.Value("string"),  # the judge's whole reply (its reasoning and verdict)
+    judge_finish_reason=datasets.Value("string"),  # "length": the verdict may have been cut off
+    solvable=datasets.Value("bool"),
+)
+
+
+class SolvabilityStage(Stage):
+    name = "solvability"
+    version = "1"
+    input = "dedup"
+    description = "Questions a judge model calls solvable math problems; the rest in `dropped`."
+    features = FEATURES
+    dropped_features = with_drop_reason(FEATURES)
+
+    def model_specs(self) -> dict[str, Any]:
+        return {"judge": self.params.model}
+
+    def prompts(self) -> dict[str, str]:
+        return {"system": self.params.system_prompt or "", "user": SOLVABILITY_PROMPT}
+
+    def messages(self, query: str) -> list[dict[str, str]]:
+        system = [{"role": "system", "content": self.params.system_prompt}] if self.params.system_prompt else []
+        return [*system, {"role": "user", "content": solvability_prompt(query)}]
+
+    def process(self, rows: list[dict[str, Any]], ctx: StageContext) -> ShardResult:
+        if not rows:
+            return ShardResult([])
+        engine = ctx.engine(self.resolved_models()["judge"])
+        sampling = Sampling(temperature=0.0, top_p=1.0, max_tokens=self.params.max_tokens)
+        # Greedy decoding draws nothing; each row still gets its own derived seed (the determinism contract).
+        requests = [Request(engine.chat_prompt(self.messages(r["query"])), sampling,
+                            derive_seed(self.config.seed, self.name, r["id"])) for r in rows]
+        completions = engine.generate(requests, ctx.progress)
+        rule = RULES[self.params.rule]
+        kept, dropped = [], []
+        for row, c in zip(rows, completions, strict=True):
+            out = {**row, "judge_output": c.text, "judge_finish_reason": c.finish_reason, "solvable": rule(c.text)}
+            if out["solvable"]:
+                kept.append(out)
+            else:
+                dropped.append({**out, "drop_reason": "unsolvable"})
+        return ShardResult(kept, dropped, tokens=sum(c.completion_tokens for c in completions))

@@ -1,0 +1,110 @@
+"""Versioned stores with the Hub's model (commits, branches, tags) behind one interface.
+
+Both stores hold the same layout: README.md (the card, with YAML `configs:`), data/<stage>/*.parquet,
+manifests/<stage>.json. A commit is all-or-nothing and names its parent: a stale parent is refused."""
+
+from __future__ import annotations
+
+import hashlib
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class StoreError(RuntimeError):
+    """A store problem phrased for the user (names the store, revision or file)."""
+
+
+class StaleParentError(StoreError):
+    """The branch moved since we read it: someone else committed in between."""
+
+
+class RevisionNotFound(StoreError):
+    pass
+
+
+@dataclass(frozen=True)
+class Digest:
+    """What a store knows of a file's content: a git blob id for regular files, or the sha256 of an LFS one."""
+
+    kind: str  # "git-sha1" | "sha256"
+    value: str
+
+    def matches(self, data_path: Path | None = None, data: bytes | None = None) -> bool:
+        blob = data if data is not None else Path(data_path).read_bytes()  # type: ignore[arg-type]
+        if self.kind == "sha256":
+            return hashlib.sha256(blob).hexdigest() == self.value
+        return git_blob_sha1(blob) == self.value
+
+
+def git_blob_sha1(data: bytes) -> str:
+    return hashlib.sha1(b"blob %d\0" % len(data) + data, usedforsecurity=False).hexdigest()
+
+
+@dataclass(frozen=True)
+class CommitInfo:
+    id: str
+    title: str
+    date: str
+
+
+class Store(ABC):
+    """A dataset repository. Revisions are branch names, tag names or commit ids."""
+
+    branch = "main"
+
+    @property
+    @abstractmethod
+    def location(self) -> str: ...
+
+    @abstractmethod
+    def head(self) -> str | None:
+        """The branch's commit, or None for an empty repository."""
+
+    @abstractmethod
+    def resolve(self, revision: str) -> str:
+        """A revision's commit id; RevisionNotFound names the revision and what exists."""
+
+    @abstractmethod
+    def files(self, revision: str) -> dict[str, Digest]:
+        """Every file at a revision, with its digest."""
+
+    @abstractmethod
+    def read(self, path: str, revision: str) -> bytes: ...
+
+    @abstractmethod
+    def commit(self, add: dict[str, Path | bytes], delete: list[str], message: str, parent: str | None) -> str:
+        """One atomic commit on the branch, refused (StaleParentError) if the branch is no longer at `parent`."""
+
+    @abstractmethod
+    def tags(self) -> dict[str, str]:
+        """tag -> commit id"""
+
+    @abstractmethod
+    def create_tag(self, tag: str, commit: str, message: str) -> None: ...
+
+    @abstractmethod
+    def delete_tag(self, tag: str) -> None: ...
+
+    @abstractmethod
+    def commits(self, revision: str | None = None) -> list[CommitInfo]:
+        """Newest first."""
+
+    @abstractmethod
+    def download(self, revision: str, prefixes: list[str], dest: Path) -> Path:
+        """Materialise the files under `prefixes` (and README.md) at a revision into `dest`."""
+
+
+def open_store(target: str | Path, create: bool = False) -> Store:
+    """`hf://datasets/ORG/NAME` is the Hugging Face Hub; anything else is a local git store path."""
+    text = str(target)
+    if text.startswith("hf://"):
+        from .hub import HubStore
+
+        prefix = "hf://datasets/"
+        if not text.startswith(prefix) or text.count("/") != 4:
+            raise StoreError(f"Hub targets look like hf://datasets/ORG/NAME, got {text!r}")
+        return HubStore(text.removeprefix(prefix), create=create)
+    from .git import LocalGitStore
+
+    return LocalGitStore(Path(text), create=create)

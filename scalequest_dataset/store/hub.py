@@ -1,0 +1,125 @@
+"""The Hugging Face Hub as a store, through `huggingface_hub.HfApi` (token from HF_TOKEN or `hf auth login`).
+
+One stage = one `create_commit` with the explicit file list and `parent_commit` (not upload_folder, which
+may split into several commits); the Hub answers 412 when the parent is stale."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .base import CommitInfo, Digest, RevisionNotFound, StaleParentError, Store, StoreError
+
+
+class HubStore(Store):
+    def __init__(self, repo_id: str, create: bool = False, token: str | None = None) -> None:
+        from huggingface_hub import HfApi
+        from huggingface_hub.errors import RepositoryNotFoundError
+
+        self.repo_id = repo_id
+        self.api = HfApi(token=token)
+        try:
+            self.api.repo_info(repo_id, repo_type="dataset")
+        except RepositoryNotFoundError:
+            if not create:
+                raise StoreError(f"dataset repository {repo_id!r} not found on {self.api.endpoint}") from None
+            self._require_token()
+            self.api.create_repo(repo_id, repo_type="dataset", exist_ok=True)
+
+    def _require_token(self) -> None:
+        from huggingface_hub import get_token
+
+        if not (self.api.token or get_token()):
+            raise StoreError("publishing to the Hub needs a token: set HF_TOKEN or run `hf auth login`")
+
+    @property
+    def location(self) -> str:
+        return f"hf://datasets/{self.repo_id}"
+
+    def head(self) -> str | None:
+        refs = self.api.list_repo_refs(self.repo_id, repo_type="dataset")
+        return next((b.target_commit for b in refs.branches if b.name == self.branch), None)
+
+    def resolve(self, revision: str) -> str:
+        from huggingface_hub.errors import RevisionNotFoundError
+
+        try:
+            return self.api.repo_info(self.repo_id, repo_type="dataset", revision=revision).sha
+        except RevisionNotFoundError:
+            raise RevisionNotFound(f"revision {revision!r} not found in {self.location} "
+                                   f"(tags: {', '.join(sorted(self.tags())) or 'none'})") from None
+
+    def files(self, revision: str) -> dict[str, Digest]:
+        from huggingface_hub.hf_api import RepoFile
+
+        entries = self.api.list_repo_tree(self.repo_id, repo_type="dataset", revision=self.resolve(revision),
+                                          recursive=True)
+        out = {}
+        for entry in entries:
+            if isinstance(entry, RepoFile):
+                lfs = entry.lfs
+                out[entry.path] = Digest("sha256", lfs.sha256) if lfs else Digest("git-sha1", entry.blob_id)
+        return out
+
+    def read(self, path: str, revision: str) -> bytes:
+        from huggingface_hub import hf_hub_download
+        from huggingface_hub.errors import EntryNotFoundError
+
+        try:
+            local = hf_hub_download(self.repo_id, path, repo_type="dataset", revision=self.resolve(revision),
+                                    token=self.api.token)
+        except EntryNotFoundError:
+            raise FileNotFoundError(f"{path} not found at revision {revision!r} of {self.location}") from None
+        return Path(local).read_bytes()
+
+    def commit(self, add: dict[str, Path | bytes], delete: list[str], message: str, parent: str | None) -> str:
+        from huggingface_hub import CommitOperationAdd, CommitOperationDelete
+        from huggingface_hub.errors import HfHubHTTPError
+
+        self._require_token()
+        ops = [CommitOperationDelete(path_in_repo=p) for p in delete]
+        ops += [CommitOperationAdd(path_in_repo=p, path_or_fileobj=c if isinstance(c, bytes) else str(c))
+                for p, c in sorted(add.items())]
+        try:
+            info = self.api.create_commit(self.repo_id, operations=ops, commit_message=message,
+                                          repo_type="dataset", parent_commit=parent, revision=self.branch)
+        except HfHubHTTPError as exc:
+            status = getattr(exc.response, "status_code", None)
+            if status == 412:
+                raise StaleParentError(f"{self.location}: branch {self.branch!r} moved since it was read "
+                                       f"(expected {parent})") from None
+            raise
+        return info.oid
+
+    def tags(self) -> dict[str, str]:
+        refs = self.api.list_repo_refs(self.repo_id, repo_type="dataset")
+        return {t.name: t.target_commit for t in refs.tags}
+
+    def create_tag(self, tag: str, commit: str, message: str) -> None:
+        from huggingface_hub.errors import HfHubHTTPError
+
+        self._require_token()
+        try:
+            self.api.create_tag(self.repo_id, tag=tag, revision=commit, tag_message=message, repo_type="dataset")
+        except HfHubHTTPError as exc:
+            if getattr(exc.response, "status_code", None) == 409:
+                raise StoreError(f"tag {tag!r} already exists in {self.location}") from None
+            raise
+
+    def delete_tag(self, tag: str) -> None:
+        self._require_token()
+        self.api.delete_tag(self.repo_id, tag=tag, repo_type="dataset")
+
+    def commits(self, revision: str | None = None) -> list[CommitInfo]:
+        rev = revision or self.branch
+        if self.head() is None:
+            return []
+        return [CommitInfo(c.commit_id, c.title, c.created_at.isoformat())
+                for c in self.api.list_repo_commits(self.repo_id, repo_type="dataset", revision=rev)]
+
+    def download(self, revision: str, prefixes: list[str], dest: Path) -> Path:
+        from huggingface_hub import snapshot_download
+
+        patterns = [p if "." in Path(p).name else p.rstrip("/") + "/*" for p in prefixes]
+        snapshot_download(self.repo_id, repo_type="dataset", revision=self.resolve(revision),
+                          allow_patterns=patterns, local_dir=str(dest), token=self.api.token)
+        return dest
