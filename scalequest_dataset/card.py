@@ -24,10 +24,13 @@ def size_category(n: int) -> str:
 def configs_yaml(manifests: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     configs = []
     for stage in _ordered(manifests):
-        files = manifests[stage]["shards"][0]["files"] if manifests[stage]["shards"] else {"train": {}}
-        data_files = [{"split": split, "path": f"data/{stage}/{split}-*.parquet"} for split in sorted(files)
-                      if split in ("train", "dropped")]
-        data_files.sort(key=lambda d: d["split"] != "train")
+        rows: dict[str, int] = {"train": 0}
+        for shard in manifests[stage]["shards"]:
+            for split, info in shard["files"].items():
+                rows[split] = rows.get(split, 0) + info["rows"]
+        # `datasets` cannot load a split without rows, so an empty `dropped` split is left out.
+        data_files = [{"split": split, "path": f"data/{stage}/{split}-*.parquet"} for split in ("train", "dropped")
+                      if split == "train" or rows.get(split)]
         entry: dict[str, Any] = {"config_name": stage, "data_files": data_files}
         if stage == "default":
             entry["default"] = True

@@ -76,6 +76,66 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_publish(args: argparse.Namespace) -> int:
+    from .publish import publish
+
+    if args.all and args.stage:
+        raise ConfigError("use either --stage or --all")
+    results = publish(args.run_dir, args.to, args.stage or None, args.tag_prefix, args.force)
+    for r in results:
+        print(r.describe())
+    print(f"store: {args.to}")
+    return 0
+
+
+def cmd_log(args: argparse.Namespace) -> int:
+    from .publish import log
+
+    rows = log(args.target)
+    if not rows:
+        print(f"{args.target}: no tags yet")
+    print(f"{'tag':<24} {'commit':<12} {'stage':<12} {'rows':>9}  fingerprint")
+    for r in rows:
+        rows_text = f"{r['rows']:>9}" if r["rows"] is not None else f"{'-':>9}"
+        print(f"{r['tag']:<24} {r['commit'][:12]:<12} {r['stage']:<12} {rows_text}  {r['fingerprint'] or '-'}")
+    return 0
+
+
+def cmd_load(args: argparse.Namespace) -> int:
+    from .loading import load_dataset
+
+    ds = load_dataset(args.source, args.stage, revision=args.revision, split=args.split)
+    print(ds)
+    for row in ds.select(range(min(args.head, ds.num_rows))):
+        print({k: (v[:120] + "..." if isinstance(v, str) and len(v) > 120 else v) for k, v in row.items()})
+    return 0
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    from .diff import diff, render
+
+    report = diff(args.a, args.b, stage=args.stage, sample=args.sample)
+    text = render(report, args.format)
+    if args.output:
+        Path(args.output).write_text(text)
+        print(f"wrote {args.output}")
+    else:
+        print(text)
+    return 0 if report.identical else 1
+
+
+def cmd_regenerate(args: argparse.Namespace) -> int:
+    import json
+
+    from .regenerate import regenerate
+
+    shards = [int(x) for x in args.shards.split(",")] if args.shards else None
+    report = regenerate(args.source, args.stage, shards=shards, sample=args.sample, engine=args.engine,
+                        scratch=args.scratch)
+    print(json.dumps(report.to_dict(), indent=2, default=str) if args.json else report.describe())
+    return 0 if report.all_match else 1
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from .executor import Run
 
@@ -117,6 +177,37 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=Path("runs/demo"))
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--no-progress", action="store_true")
+    p = sub.add_parser("publish", help="publish a run's complete stages: one commit and one tag per stage")
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--to", required=True, help="a local store path (a git repository, created on first use) "
+                   "or hf://datasets/ORG/NAME")
+    p.add_argument("--stage", action="append", help="publish only this stage (repeatable)")
+    p.add_argument("--all", action="store_true", help="every complete stage, in order (the default)")
+    p.add_argument("--tag-prefix", default="v1", help="tags are PREFIX-STAGE, and PREFIX for the final stage")
+    p.add_argument("--force", action="store_true", help="move a tag that exists with other content")
+    p = sub.add_parser("log", help="revisions of a store: tags, stages, rows, fingerprints")
+    p.add_argument("target")
+    p = sub.add_parser("load", help="load a stage at a revision and print the first rows")
+    p.add_argument("source", help="a store path, a Hub repo id ORG/NAME, or a run directory")
+    p.add_argument("stage", nargs="?", default="default")
+    p.add_argument("--revision")
+    p.add_argument("--split", default="train")
+    p.add_argument("--head", type=int, default=3)
+    p = sub.add_parser("diff", help="what changed between two versions, and why (exit 0 identical, 1 different)")
+    p.add_argument("a", help="RUN_DIR, STORE_PATH@REV or ORG/NAME@REV")
+    p.add_argument("b")
+    p.add_argument("--stage")
+    p.add_argument("--format", choices=["text", "json", "markdown", "html"], default="text")
+    p.add_argument("--sample", type=int, default=5, help="changed rows to show")
+    p.add_argument("--output", "-o", help="write the report to this file")
+    p = sub.add_parser("regenerate", help="rebuild shards of a published stage and compare their sha256")
+    p.add_argument("source", help="STORE_PATH@REV, ORG/NAME@REV or a run directory")
+    p.add_argument("--stage", required=True)
+    p.add_argument("--shards", help="comma-separated shard indices (default: all)")
+    p.add_argument("--sample", type=int, help="this many shards, chosen at random (seeded)")
+    p.add_argument("--engine", choices=["vllm", "transformers"])
+    p.add_argument("--scratch", type=Path, help="scratch directory (default: a new temporary one)")
+    p.add_argument("--json", action="store_true")
     p = sub.add_parser("status", help="stages, shards done/total and rows of a run directory")
     p.add_argument("run_dir", type=Path)
     p = sub.add_parser("tiny-model", help="build the tiny random Qwen2 test model (byte-identical per seed)")
@@ -126,22 +217,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("dir", type=Path)
     sub.add_parser("presets", help="list the built-in presets")
     args = parser.parse_args(argv)
-    handlers = {"run": cmd_run, "demo": cmd_demo, "status": cmd_status, "tiny-model": cmd_model, "demo-model": cmd_model,
-                "presets": lambda a: print("\n".join(preset_names())) or 0}
+    handlers = {"run": cmd_run, "demo": cmd_demo, "publish": cmd_publish, "log": cmd_log, "load": cmd_load,
+                "diff": cmd_diff, "regenerate": cmd_regenerate, "status": cmd_status, "tiny-model": cmd_model,
+                "demo-model": cmd_model, "presets": lambda a: print("\n".join(preset_names())) or 0}
+    from .executor import StageError
+    from .store import StoreError
+
     try:
         return handlers[args.command](args)
-    except ConfigError as exc:
+    except (ConfigError, FileNotFoundError, StageError, StoreError) as exc:
+        # Exit 2 for every error: `diff` uses 1 for "different", so scripts can tell the two apart.
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted: completed shards are kept; run the same command again to resume", file=sys.stderr)
         return 130
     except Exception as exc:
-        from .executor import StageError
-
-        if isinstance(exc, StageError):
-            print(f"error: {exc}", file=sys.stderr)
-            return 1
+        if args.command == "diff":
+            print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+            return 2
         raise
 
 

@@ -11,6 +11,7 @@ redone. The plan never depends on worker count or batch size, so any executor wr
 
 from __future__ import annotations
 
+import itertools
 import os
 import platform
 import subprocess
@@ -111,12 +112,13 @@ class Run:
             if shard is not None and not self.is_complete(name):
                 break  # a slice worker cannot go on before every slice of this stage is done
 
-    def run_stage(self, name: str, shard: ShardSlice | None = None) -> bool:
-        """Run (or resume) this worker's shards of one stage; finalize when all shards are complete."""
+    def run_stage(self, name: str, shard: ShardSlice | None = None, only: set[int] | None = None) -> bool:
+        """Run (or resume) this worker's shards of one stage (or `only` these shard indices); finalize when
+        all shards are complete."""
         stage = self.stage(name)
         plan = self.plan(stage)
         todo = [s for s in plan["shards"] if (shard is None or shard.owns(s["index"]))
-                and not self.shard_complete(name, s["index"], plan)]
+                and (only is None or s["index"] in only) and not self.shard_complete(name, s["index"], plan)]
         if todo:
             self._prepare(stage, plan)
             progress = Progress(f"{name}", sum(s["rows"] for s in todo), enabled=self.show_progress)
@@ -201,9 +203,9 @@ class Run:
     def _plan_from_input(self, stage: Stage, input_stage: str, manifest: dict[str, Any]) -> list[dict[str, Any]]:
         """Cut the input's rows, in order, into runs of rows_per_shard; never split a `group_key` group."""
         size = self.config.rows_per_shard
-        total = sum(s["rows"] for s in manifest["shards"])
+        total = sum(s["files"]["train"]["rows"] for s in manifest["shards"])
         if stage.group_key is None:
-            bounds = list(range(0, total, size)) + [total]
+            bounds = [*range(0, total, size), total]
         else:
             bounds, position, count, last = [0], 0, 0, None
             for batch in iter_batches(self._input_files(input_stage, manifest), [stage.group_key]):
@@ -214,7 +216,7 @@ class Run:
                     position, count, last = position + 1, count + 1, key
             bounds.append(total)
         return [{"index": i, "start": a, "stop": b, "rows": b - a}
-                for i, (a, b) in enumerate(zip(bounds, bounds[1:], strict=False)) if b > a or total == 0]
+                for i, (a, b) in enumerate(itertools.pairwise(bounds)) if b > a or total == 0]
 
     def _input_files(self, input_stage: str, manifest: dict[str, Any]) -> list[Path]:
         return [self.data_dir(input_stage) / s["files"]["train"]["file"] for s in manifest["shards"]]
@@ -307,7 +309,7 @@ class Run:
         plan = self.plan(stage)
         procs = []
         for rank in range(workers):
-            log = open(logs / f"{name}-worker{rank}.log", "w")  # noqa: SIM115 - closed below
+            log = open(logs / f"{name}-worker{rank}.log", "w")  # closed below, after the worker exits
             cmd = [sys.executable, "-m", "scalequest_dataset.cli", "run", "--config", str(self.root / "config.yaml"),
                    "--out", str(self.root), "--stage", name, "--shard", f"{rank}/{workers}", "--no-progress"]
             procs.append((subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT), log))
@@ -318,7 +320,7 @@ class Run:
             time.sleep(0.5)
         self._poll_records(name, plan, seen, progress)
         progress.close()
-        for p, log in procs:
+        for _, log in procs:
             log.close()
         failed = [i for i, (p, _) in enumerate(procs) if p.returncode != 0]
         if failed:

@@ -56,7 +56,10 @@ def write_rows(path: Path, rows: list[dict[str, Any]], features) -> dict[str, An
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
-            pq.write_table(table, fh, row_group_size=ROW_GROUP_SIZE, **PARQUET_OPTIONS)
+            # An empty shard gets no row group at all: `datasets` chokes on a row group of 0 rows.
+            with pq.ParquetWriter(fh, schema, **PARQUET_OPTIONS) as writer:
+                if table.num_rows:
+                    writer.write_table(table, row_group_size=ROW_GROUP_SIZE)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -75,8 +78,7 @@ def iter_batches(paths: Iterable[Path], columns: list[str] | None = None, batch_
                  ) -> Iterator[pa.RecordBatch]:
     """Stream record batches over shards in order: memory stays at one batch, not one stage."""
     for path in paths:
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_size, columns=columns):
-            yield batch
+        yield from pq.ParquetFile(path).iter_batches(batch_size=batch_size, columns=columns)
 
 
 def sha256_file(path: Path) -> str:

@@ -83,6 +83,13 @@ class Stage:
     dropped_features: ClassVar[Any | None] = None  # filter stages also write a `dropped` split
     group_key: ClassVar[str | None] = None  # a shard never splits rows that share this column's value
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # A config's splits share one schema on the Hub (datasets infers one Features per config), so a
+        # filter stage's `train` split carries the `dropped` split's extra columns too, null for kept rows.
+        super().__init_subclass__(**kwargs)
+        if cls.__dict__.get("dropped_features") is not None:
+            cls.features = cls.dropped_features
+
     def __init__(self, config: RunConfig) -> None:
         self.config = config
         self.params = getattr(config.stages, self.name)

@@ -91,6 +91,10 @@ class Store(ABC):
         """Newest first."""
 
     @abstractmethod
+    def fetch(self, path: str, revision: str, dest: Path) -> Path:
+        """One file at a revision, streamed to `dest` (a file path); FileNotFoundError names it."""
+
+    @abstractmethod
     def download(self, revision: str, prefixes: list[str], dest: Path) -> Path:
         """Materialise the files under `prefixes` (and README.md) at a revision into `dest`."""
 

@@ -109,6 +109,17 @@ class LocalGitStore(Store):
         out = self._git("log", "--format=%H%x1f%s%x1f%aI", self.resolve(rev)).stdout.decode()
         return [CommitInfo(*line.split("\x1f")) for line in out.splitlines() if line]
 
+    def fetch(self, path: str, revision: str, dest: Path) -> Path:
+        spec = f"{self.resolve(revision)}:{path}"
+        if self._git("cat-file", "-e", spec, check=False).returncode != 0:
+            raise FileNotFoundError(f"{path} not found at revision {revision!r} of {self.path}")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(dest.name + ".part")
+        with open(tmp, "wb") as fh:
+            subprocess.run(["git", "--git-dir", str(self.path), "cat-file", "blob", spec], stdout=fh, check=True)
+        os.replace(tmp, dest)
+        return dest
+
     def download(self, revision: str, prefixes: list[str], dest: Path) -> Path:
         commit = self.resolve(revision)
         have = self.files(commit)

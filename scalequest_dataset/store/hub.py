@@ -116,6 +116,21 @@ class HubStore(Store):
         return [CommitInfo(c.commit_id, c.title, c.created_at.isoformat())
                 for c in self.api.list_repo_commits(self.repo_id, repo_type="dataset", revision=rev)]
 
+    def fetch(self, path: str, revision: str, dest: Path) -> Path:
+        import shutil
+
+        from huggingface_hub import hf_hub_download
+        from huggingface_hub.errors import EntryNotFoundError
+
+        try:
+            local = hf_hub_download(self.repo_id, path, repo_type="dataset", revision=self.resolve(revision),
+                                    token=self.api.token)
+        except EntryNotFoundError:
+            raise FileNotFoundError(f"{path} not found at revision {revision!r} of {self.location}") from None
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(local, dest)
+        return dest
+
     def download(self, revision: str, prefixes: list[str], dest: Path) -> Path:
         from huggingface_hub import snapshot_download
 

@@ -1,0 +1,71 @@
+"""A `datasets` builder over a run directory or a store revision: one BuilderConfig per stage, each with
+the Features its stage declares (the same object the Parquet writer embeds), so every way of loading
+gives the same types.
+
+    from scalequest_dataset.builder import ScaleQuest
+    builder = ScaleQuest(config_name="questions", data_dir="runs/demo")             # a run directory
+    builder = ScaleQuest(config_name="default", data_dir="store", revision="v1")   # a local store revision
+    builder.download_and_prepare()
+    ds = builder.as_dataset(split="train")
+
+It is imported, never published: datasets >= 4 no longer runs loading scripts, so published repositories
+carry Parquet files and YAML `configs:` only."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import datasets
+import pyarrow.parquet as pq
+
+from .config import STAGE_ORDER
+from .stages import STAGES
+
+
+@dataclass
+class ScaleQuestConfig(datasets.BuilderConfig):
+    revision: str | None = None  # for a store: a tag, branch or commit (default: main)
+
+
+class ScaleQuest(datasets.GeneratorBasedBuilder):
+    BUILDER_CONFIG_CLASS = ScaleQuestConfig
+    BUILDER_CONFIGS = [  # noqa: RUF012 - the class attribute datasets reads
+        ScaleQuestConfig(name=s, description=STAGES[s].description) for s in STAGE_ORDER if s in STAGES
+    ]
+    DEFAULT_CONFIG_NAME = "default"
+
+    def _info(self) -> datasets.DatasetInfo:
+        stage = STAGES[self.config.name]
+        return datasets.DatasetInfo(description=stage.description, features=stage.features,
+                                    homepage="https://arxiv.org/abs/2410.18693", license="apache-2.0")
+
+    def _root(self) -> Path:
+        if not self.config.data_dir:
+            raise ValueError("ScaleQuest needs data_dir: a run directory or a local store path")
+        root = Path(self.config.data_dir).expanduser()
+        if (root / "HEAD").is_file() and (root / "objects").is_dir():
+            from .loading import materialize
+
+            root, _ = materialize(root, self.config.revision)
+        return root
+
+    def _split_generators(self, dl_manager) -> list[datasets.SplitGenerator]:
+        folder = self._root() / "data" / self.config.name
+        splits = []
+        for split in ("train", "dropped"):
+            files = sorted(str(p) for p in folder.glob(f"{split}-*.parquet"))
+            if files and (split == "train" or STAGES[self.config.name].dropped_features is not None):
+                splits.append(datasets.SplitGenerator(name=split, gen_kwargs={"files": files, "split": split}))
+        if not splits:
+            raise FileNotFoundError(f"no shards for stage {self.config.name!r} under {folder}")
+        return splits
+
+    def _generate_examples(self, files: list[str], split: str):
+        features = STAGES[self.config.name].features if split == "train" else \
+            STAGES[self.config.name].dropped_features
+        for path in files:  # streamed batch by batch: a stage never sits in memory whole
+            for batch in pq.ParquetFile(path).iter_batches(batch_size=4096):
+                for row in batch.to_pylist():
+                    yield row["id"], features.encode_example(row) if features else row
+

@@ -1,0 +1,87 @@
+"""Helpers for stage tests: a fake engine whose replies are a pure function of the request (prompt,
+sampling, seed), configs with one stage section, and rows as the earlier stages write them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from scalequest_dataset.config import build_config
+from scalequest_dataset.engines import Completion, EngineInfo, Request
+from scalequest_dataset.stages import STAGES, StageContext
+
+
+class FakeEngine:
+    name = "fake"
+
+    def __init__(self, reply: Callable[[Request], str] | None = None,
+                 score: Callable[[list[dict[str, str]]], float] | None = None) -> None:
+        self.reply = reply or (lambda request: "")
+        self.scorer = score or (lambda conversation: 0.0)
+        self.requests: list[Request] = []
+        self.scored: list[list[dict[str, str]]] = []
+        self.batch_size = 8
+
+    def generate(self, requests: Sequence[Request], progress=None) -> list[Completion]:
+        self.requests.extend(requests)
+        out = []
+        for r in requests:
+            text = self.reply(r)
+            out.append(Completion(text, len(r.prompt), len(text.split()), "stop"))
+        if progress:
+            progress(len(requests), sum(c.completion_tokens for c in out))
+        return out
+
+    def chat_prompt(self, messages: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
+        text = "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages)
+        return text + ("<|im_start|>assistant\n" if add_generation_prompt else "")
+
+    def score(self, conversations: Sequence[list[dict[str, str]]], progress=None) -> list[float]:
+        self.scored.extend(conversations)
+        return [self.scorer(c) for c in conversations]
+
+    def info(self) -> EngineInfo:
+        return EngineInfo("fake", "0", "fake", "float32", "cpu", batch_invariant=True)
+
+    def close(self) -> None:
+        pass
+
+
+BASE = {
+    "seed": 7,
+    "stages": {"questions": {"generators": [
+        {"name": "qwen2-math-qgen", "model": "org/qwen-qgen", "template": "qwen", "count": 4},
+        {"name": "deepseek-qgen", "model": "org/deepseek-qgen", "template": "deepseek", "count": 4},
+    ]}},
+}
+
+
+def make_stage(name: str, section: dict[str, Any] | None = None, seed: int = 7):
+    """The stage `name` of a config whose other sections are the minimum; hub-style model ids are never
+    loaded (the fake engine stands in)."""
+    data = {**BASE, "seed": seed, "stages": {**BASE["stages"], name: section or {}}}
+    return STAGES[name](build_config(data))
+
+
+class Calls:
+    """The engine getter a StageContext gets: records the overrides (task, trust_remote_code, dtype)."""
+
+    def __init__(self, engine: FakeEngine) -> None:
+        self.engine = engine
+        self.overrides: list[dict[str, Any]] = []
+
+    def __call__(self, model, **overrides) -> FakeEngine:
+        self.overrides.append(overrides)
+        return self.engine
+
+
+def make_ctx(stage, engine: FakeEngine | None = None) -> tuple[StageContext, Calls]:
+    calls = Calls(engine or FakeEngine())
+    return StageContext(stage.config, calls), calls
+
+
+def question(qid: str, query: str, **extra: Any) -> dict[str, Any]:
+    """A row as the questions stage writes it."""
+    generator, _, index = qid.rpartition("-")
+    return {"id": qid, "generator": generator, "index": int(index), "query": query, "seed": 1,
+            "finish_reason": "stop", "prompt_tokens": 10, "completion_tokens": 20, **extra}

@@ -1,0 +1,187 @@
+"""Publishing a run to the local git store: one commit and tag per stage, loadable at each tag."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+import scalequest_dataset
+from scalequest_dataset.config import ConfigError, resolve_config
+from scalequest_dataset.engines import EnginePool
+from scalequest_dataset.executor import Run
+from scalequest_dataset.publish import complete_stages, log, publish
+from scalequest_dataset.store import StoreError, open_store
+
+
+def run_rows(run_dir: Path, stage: str) -> list[dict]:
+    rows = []
+    for f in sorted((run_dir / "data" / stage).glob("train-*.parquet")):
+        rows.extend(pq.read_table(f).to_pylist())
+    return rows
+
+
+@pytest.fixture(scope="module")
+def pool():
+    pool = EnginePool()
+    yield pool
+    pool.close()
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, pool) -> Path:
+    root = tmp_path_factory.mktemp("run")
+    Run(root, resolve_config("tiny"), pool=pool, show_progress=False).run()
+    return root
+
+
+@pytest.fixture(scope="module")
+def other_run(tmp_path_factory, pool) -> Path:
+    root = tmp_path_factory.mktemp("run-seed1")
+    Run(root, resolve_config("tiny", ["seed=1"]), pool=pool, show_progress=False).run()
+    return root
+
+
+def test_publish_loads_back_every_stage_at_its_tag(tiny_run, tmp_path):
+    store_path = tmp_path / "store"
+    results = publish(tiny_run, store_path)
+    stages = complete_stages(tiny_run)
+    assert [r.stage for r in results] == stages
+    store = open_store(store_path)
+    assert len(store.commits()) == len(stages)  # one commit per stage
+    for r in results:
+        assert store.tags()[f"v1-{r.stage}"] == r.commit
+        ds = scalequest_dataset.load_dataset(store_path, r.stage, revision=f"v1-{r.stage}")
+        assert ds.to_list() == run_rows(tiny_run, r.stage)
+        assert ds.features == scalequest_dataset.stages.STAGES[r.stage].features
+    if "default" in stages:
+        assert store.tags()["v1"] == store.tags()["v1-default"]
+
+
+def test_card_lists_configs_for_every_stage(tiny_run, tmp_path):
+    publish(tiny_run, tmp_path / "store")
+    store = open_store(tmp_path / "store")
+    readme = store.read("README.md", "main").decode()
+    front = yaml.safe_load(readme.split("---")[1])
+    names = [c["config_name"] for c in front["configs"]]
+    assert names == complete_stages(tiny_run)
+    assert front["license"] == "apache-2.0" and front["size_categories"] == ["n<1K"]
+    for stage in names:
+        assert f'load_dataset("{store.location}", "{stage}", revision="v1-{stage}"' in readme
+    assert "2410.18693" in readme and "## Lineage" in readme and "## Funnel" in readme
+
+
+def test_republish_makes_no_commit(tiny_run, tmp_path):
+    publish(tiny_run, tmp_path / "store")
+    head = open_store(tmp_path / "store").head()
+    again = publish(tiny_run, tmp_path / "store")
+    assert all(not r.created for r in again)
+    assert open_store(tmp_path / "store").head() == head
+
+
+def test_tag_clash_is_refused_before_anything_is_written(tiny_run, other_run, tmp_path):
+    store_path = tmp_path / "store"
+    publish(tiny_run, store_path, ["questions"])
+    store = open_store(store_path)
+    head, tags = store.head(), store.tags()
+    with pytest.raises(StoreError, match=r"v1-questions.*already exists"):
+        publish(other_run, store_path, ["questions"])
+    assert (store.head(), store.tags()) == (head, tags)
+    moved = publish(other_run, store_path, ["questions"], force=True)[0]
+    assert store.tags()["v1-questions"] == moved.commit != tags["v1-questions"]
+    ds = scalequest_dataset.load_dataset(store_path, "questions", revision="v1-questions")
+    assert ds.to_list() == run_rows(other_run, "questions")
+    old = scalequest_dataset.load_dataset(store_path, "questions", revision=tags["v1-questions"])
+    assert old.to_list() == run_rows(tiny_run, "questions")
+
+
+def test_other_prefix_versions_side_by_side(tiny_run, other_run, tmp_path):
+    publish(tiny_run, tmp_path / "store", ["questions"], tag_prefix="v1")
+    publish(other_run, tmp_path / "store", ["questions"], tag_prefix="v2")
+    rows = {r["tag"]: r for r in log(tmp_path / "store")}
+    assert set(rows) == {"v1-questions", "v2-questions"}
+    assert rows["v1-questions"]["fingerprint"] != rows["v2-questions"]["fingerprint"]
+    assert rows["v2-questions"]["rows"] == len(run_rows(other_run, "questions"))
+
+
+def test_stale_parent_is_refused_cleanly(tmp_path):
+    from scalequest_dataset.store import StaleParentError
+
+    store = open_store(tmp_path / "store", create=True)
+    first = store.commit({"a.txt": b"1"}, [], "one", parent=None)
+    store.commit({"a.txt": b"2"}, [], "two", parent=first)
+    with pytest.raises(StaleParentError, match="moved"):
+        store.commit({"a.txt": b"3"}, [], "three", parent=first)
+    assert store.read("a.txt", "main") == b"2"
+    assert len(store.commits()) == 2
+
+
+def test_publish_retries_when_the_branch_moves(tiny_run, tmp_path, monkeypatch):
+    from scalequest_dataset.store.git import LocalGitStore
+
+    store_path = tmp_path / "store"
+    open_store(store_path, create=True)
+    real_commit = LocalGitStore.commit
+    calls = []
+
+    def racing_commit(self, add, delete, message, parent):
+        if not calls:  # someone else commits between our read and our commit
+            real_commit(self, {"OTHER.md": b"x"}, [], "concurrent", parent)
+        calls.append(parent)
+        return real_commit(self, add, delete, message, parent)
+
+    monkeypatch.setattr(LocalGitStore, "commit", racing_commit)
+    result = publish(tiny_run, store_path, ["questions"])[0]
+    assert len(calls) == 2 and result.created
+    store = open_store(store_path)
+    assert store.read("OTHER.md", "main") == b"x"  # the other commit survived
+    assert "manifests/questions.json" in store.files("v1-questions")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "needle"),
+    [
+        ({"stages": ["nosuch"]}, ConfigError, "nosuch"),
+        ({"run_dir": "/no/such/run"}, ConfigError, "not a run directory"),
+        ({"tag_prefix": "a/b"}, ConfigError, "'/'"),
+    ],
+)
+def test_bad_publish_input(tiny_run, tmp_path, kwargs, error, needle):
+    args = {"run_dir": tiny_run, "target": tmp_path / "store", **kwargs}
+    with pytest.raises(error, match=needle):
+        publish(**args)
+    assert not (tmp_path / "store").exists()
+
+
+def test_unknown_revision_names_it(tiny_run, tmp_path):
+    publish(tiny_run, tmp_path / "store", ["questions"])
+    with pytest.raises(StoreError, match=r"'v9'.*v1-questions"):
+        scalequest_dataset.load_dataset(tmp_path / "store", "questions", revision="v9")
+
+
+def test_cli_publish_and_log(tiny_run, tmp_path):
+    cli = [sys.executable, "-m", "scalequest_dataset.cli"]
+    res = subprocess.run([*cli, "publish", str(tiny_run), "--to", str(tmp_path / "s"), "--stage", "questions"],
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert "questions" in res.stdout and "committed" in res.stdout
+    res = subprocess.run([*cli, "publish", str(tiny_run), "--to", str(tmp_path / "s"), "--stage", "questions"],
+                         capture_output=True, text=True)
+    assert "no new commit" in res.stdout
+    res = subprocess.run([*cli, "log", str(tmp_path / "s")], capture_output=True, text=True)
+    assert "v1-questions" in res.stdout and str(len(run_rows(tiny_run, "questions"))) in res.stdout
+
+
+def test_builder_reads_run_dirs_and_store_revisions(tiny_run, tmp_path):
+    from scalequest_dataset.builder import ScaleQuest
+
+    publish(tiny_run, tmp_path / "store", ["questions"])
+    for kwargs in ({"data_dir": str(tiny_run)}, {"data_dir": str(tmp_path / "store"), "revision": "v1-questions"}):
+        builder = ScaleQuest(config_name="questions", cache_dir=str(tmp_path / "cache"), **kwargs)
+        builder.download_and_prepare()
+        ds = builder.as_dataset(split="train")
+        assert ds.to_list() == run_rows(tiny_run, "questions")
