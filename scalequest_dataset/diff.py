@@ -189,15 +189,9 @@ def _stats(paths_a: list, paths_b: list) -> dict[str, Any]:
                 acc[side].add(batch)
     out: dict[str, Any] = {}
     for col in sorted(set(acc["a"].lengths) | set(acc["b"].lengths)):
-        out[f"len({col})"] = {s: _quantiles(acc[s].lengths.get(col)) for s in ("a", "b")}
+        out[f"len({col})"] = _histograms({s: acc[s].lengths.get(col) for s in "ab"}, quantiles=True)
     for col in sorted(set(acc["a"].numbers) | set(acc["b"].numbers)):
-        values = {s: np.concatenate(acc[s].numbers[col]) if acc[s].numbers.get(col) else np.array([]) for s in "ab"}
-        both = np.concatenate([values["a"], values["b"]])
-        lo, hi = (float(both.min()), float(both.max())) if both.size else (0.0, 1.0)
-        edges = np.linspace(lo, hi if hi > lo else lo + 1, 11)
-        out[col] = {"edges": [round(float(e), 6) for e in edges],
-                    **{s: {"histogram": np.histogram(values[s], edges)[0].tolist(),
-                           "mean": round(float(values[s].mean()), 6) if values[s].size else None} for s in "ab"}}
+        out[col] = _histograms({s: acc[s].numbers.get(col) for s in "ab"})
     for col in sorted(set(acc["a"].categories) | set(acc["b"].categories)):
         out[col] = {s: dict(sorted(acc[s].categories.get(col, {}).items())) for s in "ab"}
     return out
@@ -225,15 +219,20 @@ class _Accumulator:
                     pc.drop_null(column).to_numpy(zero_copy_only=False).astype(float))
 
 
-def _quantiles(chunks: list[np.ndarray] | None) -> dict[str, float] | None:
-    if not chunks:
-        return None
-    values = np.concatenate(chunks)
-    if not values.size:
-        return None
-    p10, p50, p90 = np.percentile(values, [10, 50, 90])
-    return {"n": int(values.size), "mean": round(float(values.mean()), 1), "p10": float(p10), "p50": float(p50),
-            "p90": float(p90)}
+def _histograms(chunks: dict[str, list[np.ndarray] | None], quantiles: bool = False) -> dict[str, Any]:
+    """A and B over the same 10 buckets (so the html plot compares like with like), means and quantiles."""
+    values = {s: np.concatenate(c) if c else np.array([]) for s, c in chunks.items()}
+    both = np.concatenate(list(values.values()))
+    lo, hi = (float(both.min()), float(both.max())) if both.size else (0.0, 1.0)
+    edges = np.linspace(lo, hi if hi > lo else lo + 1, 11)
+    out: dict[str, Any] = {"edges": [round(float(e), 6) for e in edges]}
+    for side, v in values.items():
+        stats: dict[str, Any] = {"n": int(v.size), "histogram": np.histogram(v, edges)[0].tolist(),
+                                 "mean": round(float(v.mean()), 6) if v.size else None}
+        if quantiles and v.size:
+            stats.update(zip(("p10", "p50", "p90"), (float(q) for q in np.percentile(v, [10, 50, 90])), strict=True))
+        out[side] = stats
+    return out
 
 
 # ---------------------------------------------------------------------------------------------- why
@@ -299,12 +298,10 @@ def format_text(report: DiffReport, markdown: bool = False) -> str:
             lines.append(f"    ~ {smp['id']} [{smp['column']}]: {smp['a']!r} -> {smp['b']!r}")
         for name, st in s.stats.items():
             if "edges" in st:
-                lines.append(f"  {name}: mean {st['a']['mean']} -> {st['b']['mean']}")
-            elif name.startswith("len("):
                 a, b = st["a"], st["b"]
                 if a != b:
-                    lines.append(f"  {name}: p50 {a and a['p50']} -> {b and b['p50']}, mean {a and a['mean']} -> "
-                                 f"{b and b['mean']}")
+                    median = f"p50 {a.get('p50')} -> {b.get('p50')}, " if "p50" in a or "p50" in b else ""
+                    lines.append(f"  {name}: {median}mean {a['mean']} -> {b['mean']} (over changed shards)")
             elif st["a"] != st["b"]:
                 lines.append(f"  {name}: {st['a']} -> {st['b']}")
         if s.why:

@@ -36,3 +36,22 @@ def vllm_engine(tiny_model_path: str):
     engine = load_engine("vllm", tiny_model_path, dtype="float32", batch_size=64)
     yield engine
     engine.close()
+
+
+@pytest.fixture(scope="session")
+def tiny_reward_path() -> str:
+    from scalequest_dataset.config import ModelSpec
+    from scalequest_dataset.models import TINY_REWARD, resolve_model
+
+    return resolve_model(ModelSpec(id=TINY_REWARD)).path
+
+
+@pytest.fixture(scope="session")
+def vllm_score_engine(tiny_reward_path: str):
+    """One vLLM pooling engine on the tiny reward model for the whole session (its start is the slow part)."""
+    pytest.importorskip("vllm")
+    from scalequest_dataset.engines import load_engine
+
+    engine = load_engine("vllm", tiny_reward_path, dtype="float32", batch_size=64, task="score")
+    yield engine
+    engine.close()

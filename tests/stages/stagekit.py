@@ -59,7 +59,10 @@ BASE = {
 def make_stage(name: str, section: dict[str, Any] | None = None, seed: int = 7):
     """The stage `name` of a config whose other sections are the minimum; hub-style model ids are never
     loaded (the fake engine stands in)."""
-    data = {**BASE, "seed": seed, "stages": {**BASE["stages"], name: section or {}}}
+    stages = dict(BASE["stages"])
+    if section is not None or name not in stages:
+        stages[name] = section or {}
+    data = {**BASE, "seed": seed, "stages": stages}
     return STAGES[name](build_config(data))
 
 

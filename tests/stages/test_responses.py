@@ -1,0 +1,61 @@
+"""Stage 7: k seeded samples per question, then the released answer-format filter."""
+
+from __future__ import annotations
+
+from stagekit import FakeEngine, make_ctx, make_stage, question
+
+from scalequest_dataset.ids import derive_seed, response_id
+
+REPLIES = ["So the result is \\boxed{4}.", "The answer is 4.", "Hence the final answer is 4",
+           "I think it is 4.", "The Answer Is 4", "FINAL ANSWER IS 4"]
+
+
+def reply(request) -> str:
+    return REPLIES[request.seed % len(REPLIES)]
+
+
+def run(samples=6, **section):
+    stage = make_stage("responses", {"model": "org/solver", "samples": samples, "temperature": 0.7,
+                                     "top_p": 0.95, "max_tokens": 77, **section})
+    engine = FakeEngine(reply=reply)
+    ctx, _ = make_ctx(stage, engine)
+    rows = [question("qwen2-math-qgen-00000001", "What is 2+2?", difficulty=0.25),
+            question("deepseek-qgen-00000000", "What is 1+3?")]
+    return stage, stage.process(rows, ctx), engine
+
+
+def test_one_request_per_sample_with_its_own_seed():
+    stage, result, engine = run()
+    assert len(engine.requests) == 12
+    qid = "qwen2-math-qgen-00000001"
+    expected = [derive_seed(7, "responses", response_id(qid, k), 0) for k in range(6)]
+    assert [r.seed for r in engine.requests[:6]] == expected
+    assert len(set(expected)) == 6
+    assert {(r.sampling.temperature, r.sampling.top_p, r.sampling.max_tokens) for r in engine.requests} == {
+        (0.7, 0.95, 77)}
+
+
+def test_ids_and_columns():
+    _, result, _ = run()
+    every = sorted(result.rows + result.dropped, key=lambda r: r["id"])
+    assert [r["id"] for r in every[6:]] == [f"qwen2-math-qgen-00000001-r{k}" for k in range(6)]
+    row = next(r for r in every if r["id"] == "qwen2-math-qgen-00000001-r2")
+    assert row["question_id"] == "qwen2-math-qgen-00000001" and row["sample"] == 2
+    assert row["generator"] == "qwen2-math-qgen" and row["query"] == "What is 2+2?"
+    assert row["difficulty"] == 0.25
+    assert row["seed"] == derive_seed(7, "responses", "qwen2-math-qgen-00000001-r2")
+    assert row["response"] == REPLIES[row["seed"] % len(REPLIES)]
+    assert next(r for r in every if r["question_id"].startswith("deepseek"))["difficulty"] is None
+
+
+def test_answer_format_filter_is_the_released_one():
+    _, result, _ = run()
+    # Markers are matched case-sensitively, as the released code does ("he answer is" also matches "The").
+    for row in result.rows:
+        assert row["has_answer_format"] is True
+        assert row["response"] in REPLIES[:3]
+    for row in result.dropped:
+        assert row["has_answer_format"] is False
+        assert row["drop_reason"] == "no-final-answer"
+        assert row["response"] in REPLIES[3:]
+    assert result.rows and result.dropped

@@ -1,0 +1,170 @@
+"""diff and regenerate on real tiny runs and real store revisions."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from scalequest_dataset import sources
+from scalequest_dataset.config import resolve_config
+from scalequest_dataset.diff import diff, render
+from scalequest_dataset.engines import EnginePool
+from scalequest_dataset.executor import Run
+from scalequest_dataset.publish import publish
+from scalequest_dataset.regenerate import regenerate
+from scalequest_dataset.storage import read_json, sha256_file, write_json
+
+CLI = [sys.executable, "-m", "scalequest_dataset.cli"]
+STAGES = ["questions", "language"]
+
+
+@pytest.fixture(scope="module")
+def pool():
+    pool = EnginePool()
+    yield pool
+    pool.close()
+
+
+def make_run(root: Path, pool: EnginePool, *overrides: str) -> Path:
+    Run(root, resolve_config("tiny", list(overrides)), pool=pool, show_progress=False).run(STAGES)
+    return root
+
+
+@pytest.fixture(scope="module")
+def run_a(tmp_path_factory, pool) -> Path:
+    return make_run(tmp_path_factory.mktemp("a"), pool)
+
+
+@pytest.fixture(scope="module")
+def run_b(tmp_path_factory, pool) -> Path:
+    """One setting changed: tiny-b's system prompt (only tiny-b's questions can change)."""
+    return make_run(tmp_path_factory.mktemp("b"), pool,
+                    "stages.questions.generators.tiny-b.system_prompt=Write a hard math problem.")
+
+
+def tamper(run: Path, dest: Path, stage: str, mutate) -> Path:
+    """A copy of a run whose first shard of `stage` went through `mutate(table) -> table`, manifest updated."""
+    shutil.copytree(run, dest)
+    manifest = read_json(dest / "manifests" / f"{stage}.json")
+    info = manifest["shards"][0]["files"]["train"]
+    path = dest / "data" / stage / info["file"]
+    pq.write_table(mutate(pq.read_table(path)), path)
+    info["sha256"], info["bytes"] = sha256_file(path), path.stat().st_size
+    write_json(dest / "manifests" / f"{stage}.json", manifest)
+    return dest
+
+
+def test_one_setting_changed_names_rows_columns_and_setting(run_a, run_b):
+    report = diff(str(run_a), str(run_b), stage="questions", sample=50)
+    (q,) = report.stages
+    assert q.status == "changed" and not report.identical
+    plan = read_json(run_a / "state" / "questions" / "plan.json")
+    tiny_b_shards = {f"train-{s['index']:05d}-of-{len(plan['shards']):05d}.parquet" for s in plan["shards"]
+                     if s["source"]["generator"] == "tiny-b"}
+    assert set(q.shards_changed) == tiny_b_shards  # tiny-a's shards were never touched
+    assert q.rows["added"] == q.rows["removed"] == 0
+    assert 0 < q.rows["changed"] <= 16
+    assert "query" in q.rows["changed_by_column"]
+    assert set(q.rows["changed_by_column"]) <= {"query", "finish_reason", "completion_tokens", "prompt_tokens"}
+    assert all(s["id"].startswith("tiny-b-") for s in q.rows["samples"])
+    changed_fields = {w["field"]: w for w in q.why}
+    assert {"config.stages.questions.generators", "params.generators", "fingerprint"} <= set(changed_fields)
+    assert "prompts.tiny-b" in changed_fields and "prompts.tiny-a" not in changed_fields
+    assert "Write a hard math problem." in json.dumps(changed_fields["params.generators"]["b"])
+    assert not any(f.startswith(("config.seed", "params.top_p", "params.temperature")) for f in changed_fields)
+    text = render(report, "text")
+    assert "tiny-b-" in text and "system_prompt" in text
+
+
+def test_downstream_stage_names_its_input_as_the_why(run_a, run_b):
+    (lang,) = diff(str(run_a), str(run_b), stage="language").stages
+    assert lang.status == "changed"
+    assert any(w["field"] == "input.fingerprint" for w in lang.why)
+    assert not any(w["field"].startswith("config.stages.questions") for w in lang.why)
+
+
+def test_removed_rows_by_id(run_a, tmp_path, pool):
+    fewer = make_run(tmp_path / "fewer", pool, "stages.questions.generators.tiny-b.count=12")
+    (q,) = diff(str(run_a), str(fewer), stage="questions", sample=10).stages
+    assert q.rows["removed"] == 4 and q.rows["added"] == 0 and q.rows["changed"] == 0
+    assert q.rows["removed_ids"] == [f"tiny-b-{i:08d}" for i in range(12, 16)]
+    assert q.counts["a"]["rows_out"] - q.counts["b"]["rows_out"] == 4
+
+
+def test_identical_revisions_exit_0_without_reading_data(run_a, tmp_path, monkeypatch):
+    publish(run_a, tmp_path / "store", STAGES, tag_prefix="v1")
+    publish(run_a, tmp_path / "store2", STAGES, tag_prefix="v1")
+
+    def no_reads(*args, **kwargs):
+        raise AssertionError("an identical diff must not read data files")
+
+    monkeypatch.setattr(sources.RunSource, "shard_path", no_reads)
+    monkeypatch.setattr(sources.StoreSource, "shard_path", no_reads)
+    monkeypatch.setattr(pq, "read_table", no_reads)
+    for a, b in ((str(run_a), str(run_a)), (f"{tmp_path / 'store'}@v1-language", f"{tmp_path / 'store2'}@v1-language"),
+                 (str(run_a), f"{tmp_path / 'store'}@main")):
+        report = diff(a, b)
+        assert report.identical, render(report, "text")
+    res = subprocess.run([*CLI, "diff", str(run_a), f"{tmp_path / 'store'}@v1-language"], capture_output=True,
+                         text=True)
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_cli_exit_codes_and_formats(run_a, run_b, tmp_path):
+    res = subprocess.run([*CLI, "diff", str(run_a), str(run_b), "--format", "json"], capture_output=True, text=True)
+    assert res.returncode == 1
+    data = json.loads(res.stdout)
+    assert data["identical"] is False and {s["stage"] for s in data["stages"]} == set(STAGES)
+    res = subprocess.run([*CLI, "diff", str(run_a), str(run_b), "--format", "html", "-o", str(tmp_path / "d.html")],
+                         capture_output=True, text=True)
+    assert res.returncode == 1
+    page = (tmp_path / "d.html").read_text()
+    assert "<svg" in page and "tiny-b-" in page
+    res = subprocess.run([*CLI, "diff", str(run_a), str(run_b), "--format", "markdown"], capture_output=True,
+                         text=True)
+    assert res.stdout.startswith("# diff") and "## questions: changed" in res.stdout
+    res = subprocess.run([*CLI, "diff", str(run_a), "/no/such/place"], capture_output=True, text=True)
+    assert res.returncode == 2 and "/no/such/place" in res.stderr
+
+
+def test_schema_change_is_flagged(run_a, tmp_path):
+    def change(table: pa.Table) -> pa.Table:
+        table = table.append_column("extra", pa.array(["x"] * table.num_rows))
+        return table.set_column(table.schema.get_field_index("seed"), "seed", table.column("seed").cast(pa.string()))
+
+    changed = tamper(run_a, tmp_path / "schema", "questions", change)
+    (q,) = diff(str(run_a), str(changed), stage="questions").stages
+    assert q.schema["added"] == ["extra"]
+    assert q.schema["retyped"] == [{"column": "seed", "a": "int64", "b": "string"}]
+    assert "SCHEMA" in render(diff(str(run_a), str(changed), stage="questions"), "text")
+
+
+def test_regenerate_matches_every_shard_of_a_published_stage(run_a, tmp_path, pool):
+    publish(run_a, tmp_path / "store", STAGES)
+    for stage in STAGES:  # `language` also proves its input is taken from the published revision
+        report = regenerate(f"{tmp_path / 'store'}@v1-{stage}", stage, pool=pool, scratch=tmp_path / f"s-{stage}")
+        assert report.all_match, report.describe()
+        assert len(report.shards) == len(read_json(run_a / "manifests" / f"{stage}.json")["shards"])
+
+
+def test_regenerate_reports_a_tampered_shard(run_a, tmp_path, pool):
+    def change(table: pa.Table) -> pa.Table:
+        queries = table.column("query").to_pylist()
+        queries[1] = "tampered"
+        return table.set_column(table.schema.get_field_index("query"), "query", pa.array(queries))
+
+    bad = tamper(run_a, tmp_path / "bad", "questions", change)
+    publish(bad, tmp_path / "store", ["questions"], tag_prefix="bad")
+    report = regenerate(f"{tmp_path / 'store'}@bad-questions", "questions", shards=[0, 1], pool=pool,
+                        scratch=tmp_path / "scratch")
+    assert [s.matches for s in report.shards] == [False, True]
+    (difference,) = report.shards[0].first_differences
+    assert difference["column"] == "query" and difference["published"] == "tampered"
+    assert "MISMATCH" in report.describe()
