@@ -1,0 +1,132 @@
+"""Publishing to the Hub and loading back with plain `datasets.load_dataset(repo, stage, revision=tag)`,
+with the real huggingface_hub and datasets clients against the local Hub server (tests/conftest.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+import pytest
+
+REPO = "scalequest/tiny"
+STAGES = ["questions", "language", "dedup"]
+
+
+def _client_publish(run_dir: str, target: str, prefix: str) -> dict[str, Any]:
+    from scalequest_dataset.publish import publish
+    from scalequest_dataset.store import open_store
+
+    results = publish(run_dir, target, None, prefix)
+    store = open_store(target)
+    return {"results": [{"stage": r.stage, "commit": r.commit, "created": r.created, "tags": r.tags}
+                        for r in results],
+            "tags": store.tags(), "commits": [c.title for c in store.commits()], "head": store.head(),
+            "readme": store.read("README.md", "main").decode()}
+
+
+def _client_load(repo: str, loads: list[list[str]]) -> dict[str, Any]:
+    import datasets
+
+    return {f"{stage}@{rev}": datasets.load_dataset(repo, stage, revision=rev, split=split).to_list()
+            for stage, rev, split in loads}
+
+
+def _client_stale(target: str) -> dict[str, Any]:
+    from scalequest_dataset.store import StaleParentError, open_store
+
+    store = open_store(target)
+    head = store.head()
+    parent = store.commits()[1].id  # an older commit: stale
+    try:
+        store.commit({"stale.txt": b"x"}, [], "stale", parent=parent)
+    except StaleParentError as exc:
+        return {"error": str(exc), "head_unchanged": store.head() == head}
+    return {"error": None}
+
+
+def run_dir_rows(run_dir: Path, stage: str, split: str = "train") -> list[dict]:
+    rows = []
+    for f in sorted((run_dir / "data" / stage).glob(f"{split}-*.parquet")):
+        rows.extend(pq.read_table(f).to_pylist())
+    return rows
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory) -> Path:
+    from scalequest_dataset.config import resolve_config
+    from scalequest_dataset.executor import Run
+
+    root = tmp_path_factory.mktemp("run")
+    run = Run(root, resolve_config("tiny"), show_progress=False)
+    run.run(STAGES)
+    run.close()
+    return root
+
+
+@pytest.fixture(scope="module")
+def published(run_client, tiny_run) -> dict[str, Any]:
+    return run_client(__file__, "_client_publish", str(tiny_run), f"hf://datasets/{REPO}", "v1")
+
+
+def test_one_commit_and_tag_per_stage(published):
+    assert [r["stage"] for r in published["results"]] == STAGES
+    assert all(r["created"] for r in published["results"])
+    assert published["tags"] == {f"v1-{r['stage']}": r["commit"] for r in published["results"]}
+    assert published["commits"][: len(STAGES)] == [
+        t for t in published["commits"] if t.startswith("Publish stage")][::1]
+    assert len([t for t in published["commits"] if t.startswith("Publish stage")]) == len(STAGES)
+    assert "config_name: dedup" in published["readme"]
+    assert 'load_dataset("scalequest/tiny", "language", revision="v1-language"' in published["readme"]
+
+
+def test_plain_datasets_loads_every_stage_at_its_tag(published, run_client, tiny_run):
+    loads = [[s, f"v1-{s}", "train"] for s in STAGES]
+    dropped = [s for s in STAGES if run_dir_rows(tiny_run, s, "dropped")]
+    loads += [[s, f"v1-{s}", "dropped"] for s in dropped]
+    rows = run_client(__file__, "_client_load", REPO, loads)
+    for stage, rev, split in loads:
+        assert rows[f"{stage}@{rev}"] == run_dir_rows(tiny_run, stage, split), (stage, split)
+
+
+def test_republish_makes_no_commit(published, run_client, tiny_run):
+    again = run_client(__file__, "_client_publish", str(tiny_run), f"hf://datasets/{REPO}", "v1")
+    assert not any(r["created"] for r in again["results"])
+    assert again["head"] == published["head"] and again["commits"] == published["commits"]
+
+
+def test_stale_parent_is_refused_cleanly(published, run_client):
+    result = run_client(__file__, "_client_stale", f"hf://datasets/{REPO}")
+    assert result["error"] and "moved" in result["error"] and result["head_unchanged"]
+
+
+def test_no_token_is_a_clear_error_and_writes_nothing(hub, tiny_run, tmp_path):
+    env = hub.client_env(tmp_path / "hf_home")
+    env.pop("HF_TOKEN", None)
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
+    res = subprocess.run([sys.executable, "-m", "scalequest_dataset.cli", "publish", str(tiny_run), "--to",
+                          "hf://datasets/scalequest/no-token"], env=env, capture_output=True, text=True)
+    assert res.returncode == 2
+    assert "HF_TOKEN" in res.stderr
+    assert not any(path.startswith("/api/datasets/scalequest/no-token/commit") for _, path, _ in hub.requests)
+
+
+def test_bad_hub_target(hub, tiny_run, tmp_path):
+    env = {**hub.client_env(tmp_path / "hf_home"), "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    res = subprocess.run([sys.executable, "-m", "scalequest_dataset.cli", "publish", str(tiny_run), "--to",
+                          "hf://models/x/y"], env=env, capture_output=True, text=True)
+    assert res.returncode == 2 and "hf://datasets/ORG/NAME" in res.stderr
+
+
+def test_no_server_errors(published, hub):
+    assert hub.errors == []
+
+
+if __name__ == "__main__":  # client side: `run_client` starts this file with (function, JSON args, result path)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    result = globals()[sys.argv[1]](*json.loads(sys.argv[2]))
+    Path(sys.argv[3]).write_text(json.dumps(result))
