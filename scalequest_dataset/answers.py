@@ -11,7 +11,7 @@ import re
 from functools import lru_cache
 from typing import Any
 
-ANSWER_IS = re.compile(r"answer is\s*:?\s*(.+)", re.IGNORECASE)
+ANSWER_IS = re.compile(r"answer is", re.IGNORECASE)
 MAX_SYMBOLIC_CHARS = 200  # longer answers are compared as strings only
 
 
@@ -45,16 +45,14 @@ def _braced(text: str, i: int) -> str | None:
 def extract_answer(text: str) -> str | None:
     """The final answer of a response: the last \\boxed{...}, else what follows the last "answer is" on its
     line; None when there is none (or it is empty)."""
-    boxed = last_boxed(text)
-    if boxed is None:
+    answer = last_boxed(text)
+    if answer is None:
         matches = list(ANSWER_IS.finditer(text))
-        boxed = matches[-1].group(1) if matches else None
-        if boxed is not None:
-            boxed = boxed.strip().strip("$").rstrip(".").strip().strip("$").strip()
-    if boxed is None:
-        return None
-    boxed = boxed.strip()
-    return boxed or None
+        if not matches:
+            return None
+        line = text[matches[-1].end() :].split("\n", 1)[0]
+        answer = line.strip().lstrip(":").strip().rstrip(".").strip().strip("$")
+    return answer.strip() or None
 
 
 def normalize_answer(answer: str) -> str:

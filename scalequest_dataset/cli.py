@@ -48,10 +48,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """Every stage of the `demo` preset, then the funnel, one stage loaded back, and where things are."""
+    """Every stage of the `demo` preset, each published as a revision of a local store; then the funnel,
+    one stage loaded back from its tag, and where things are."""
     from .executor import Run
     from .funnel import format_funnel, funnel
     from .loading import load_dataset
+    from .publish import publish
 
     config = resolve_config(args.preset, args.overrides)
     run = Run(args.out, config, show_progress=not args.no_progress)
@@ -60,19 +62,28 @@ def cmd_demo(args: argparse.Namespace) -> int:
     finally:
         run.close()
     stages = config.stage_names()
+    store = args.store or args.out.with_name(args.out.name + "-store")
+    print(f"\npublished to {store}:")
+    results = publish(run.root, store, stages, args.tag_prefix)
+    for r in results:
+        print("  " + r.describe())
     print("\nfunnel (rows in -> out per stage):")
     print(format_funnel(funnel(run.root, stages)))
     last = stages[-1]
-    ds = load_dataset(run.root, last)
-    print(f"\nloaded back with datasets: stage {last!r}: {ds.num_rows} rows, columns {ds.column_names}")
+    tag = results[-1].tags[-1]
+    ds = load_dataset(store, last, revision=tag)
+    print(f"\nloaded back: scalequest_dataset.load_dataset({str(store)!r}, {last!r}, revision={tag!r})")
+    print(f"  {ds.num_rows} rows, columns {ds.column_names}")
     if ds.num_rows:
         row = ds[0]
-        text = row.get("response") or row.get("query") or ""
-        print(f"first row {row['id']}: {text[:300]!r}")
-    print(f"\nrun directory: {run.root.resolve()}")
-    print(f"  data:      {run.root.resolve() / 'data'}/<stage>/train-*.parquet")
-    print(f"  manifests: {run.root.resolve() / 'manifests'}/<stage>.json")
-    print(f"  models:    {cache_dir()}/models")
+        print(f"  first row {row['id']}:")
+        for column in ("query", "response"):
+            if row.get(column):
+                print(f"    {column}: {row[column][:400]!r}")
+    print("\nwhere things are:")
+    print(f"  run directory: {run.root.resolve()}  (data/<stage>/*.parquet, manifests/<stage>.json)")
+    print(f"  store:         {Path(store).resolve()}  (`scalequest log {store}`, `git clone {store}`)")
+    print(f"  models:        {cache_dir() / 'models'}")
     return 0
 
 
@@ -175,6 +186,8 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("demo", help="run the demo preset end to end and print the funnel (README command 1)")
     p.add_argument("--preset", default="demo")
     p.add_argument("--out", type=Path, default=Path("runs/demo"))
+    p.add_argument("--store", type=Path, help="local store to publish to (default: OUT-store)")
+    p.add_argument("--tag-prefix", default="v1")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--no-progress", action="store_true")
     p = sub.add_parser("publish", help="publish a run's complete stages: one commit and one tag per stage")

@@ -89,9 +89,7 @@ def _stage_diff(stage: str, src_a: Source, src_b: Source, ma: dict | None, mb: d
     schema_a = pq.read_schema(paths_a[0]) if paths_a else None
     schema_b = pq.read_schema(paths_b[0]) if paths_b else None
     result.schema = _schema_diff(schema_a, schema_b)
-    aligned = set(sa) == set(sb)
-    result.rows = _row_diff(paths_a, paths_b, aligned, sample)
-    result.stats = _stats(paths_a, paths_b)
+    result.rows, result.stats = _rows_and_stats(paths_a, paths_b, set(sa) == set(sb), sample)
     return result
 
 
@@ -114,17 +112,30 @@ def _schema_diff(a: pa.Schema | None, b: pa.Schema | None) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------- rows
 
 
-def _row_diff(paths_a: list, paths_b: list, aligned: bool, sample: int) -> dict[str, Any]:
-    """Match rows by id. Aligned shard plans compare shard pairs one at a time (memory: one pair)."""
+def _rows_and_stats(paths_a: list, paths_b: list, aligned: bool, sample: int) -> tuple[dict, dict]:
+    """Match rows by id and gather distributions, reading each changed shard once. Aligned shard plans
+    compare shard pairs one at a time (memory: one pair), the next pair read while this one is compared."""
+    from concurrent.futures import ThreadPoolExecutor
+
     out: dict[str, Any] = {"added": 0, "removed": 0, "changed": 0, "changed_by_column": {}, "samples": [],
                            "added_ids": [], "removed_ids": []}
-    pairs = list(zip(paths_a, paths_b, strict=True)) if aligned else [(paths_a, paths_b)]
-    for pa_, pb_ in pairs:
-        ta = _read(pa_ if isinstance(pa_, list) else [pa_])
-        tb = _read(pb_ if isinstance(pb_, list) else [pb_])
-        _compare_tables(ta, tb, out, sample)
+    acc = {"a": _Accumulator(), "b": _Accumulator()}
+    pairs = [([x], [y]) for x, y in zip(paths_a, paths_b, strict=True)] if aligned else [(paths_a, paths_b)]
+    with ThreadPoolExecutor(max_workers=1) as reader:  # pyarrow releases the GIL while decoding
+        pending = reader.submit(_read_pair, *pairs[0]) if pairs else None
+        for i in range(len(pairs)):
+            assert pending is not None
+            ta, tb = pending.result()
+            pending = reader.submit(_read_pair, *pairs[i + 1]) if i + 1 < len(pairs) else None
+            acc["a"].add(ta)
+            acc["b"].add(tb)
+            _compare_tables(ta, tb, out, sample)
     out["changed_by_column"] = dict(sorted(out["changed_by_column"].items()))
-    return out
+    return out, _summarise(acc)
+
+
+def _read_pair(paths_a: list, paths_b: list) -> tuple[pa.Table, pa.Table]:
+    return _read(paths_a), _read(paths_b)
 
 
 def _read(paths: list) -> pa.Table:
@@ -180,13 +191,8 @@ def _short(value: Any, limit: int = 300) -> Any:
 # ---------------------------------------------------------------------------------------------- distributions
 
 
-def _stats(paths_a: list, paths_b: list) -> dict[str, Any]:
+def _summarise(acc: dict[str, _Accumulator]) -> dict[str, Any]:
     """Distributions over the changed shards of each side (unchanged shards contribute equally to both)."""
-    acc = {"a": _Accumulator(), "b": _Accumulator()}
-    for side, paths in (("a", paths_a), ("b", paths_b)):
-        for path in paths:
-            for batch in pq.ParquetFile(path).iter_batches(batch_size=65536):
-                acc[side].add(batch)
     out: dict[str, Any] = {}
     for col in sorted(set(acc["a"].lengths) | set(acc["b"].lengths)):
         out[f"len({col})"] = _histograms({s: acc[s].lengths.get(col) for s in "ab"}, quantiles=True)
@@ -203,20 +209,20 @@ class _Accumulator:
         self.numbers: dict[str, list[np.ndarray]] = {}
         self.categories: dict[str, dict[str, int]] = {}
 
-    def add(self, batch: pa.RecordBatch) -> None:
-        for name, column in zip(batch.schema.names, batch.columns, strict=True):
+    def add(self, table: pa.Table) -> None:
+        for name, column in zip(table.schema.names, table.columns, strict=True):
             if name == "generator" or name == "drop_reason":
                 counts = self.categories.setdefault(name, {})
                 for item in pc.value_counts(column).to_pylist():
                     key = str(item["values"])
                     counts[key] = counts.get(key, 0) + item["counts"]
             elif pa.types.is_string(column.type) and name not in ("id", "question_id", "response_id"):
-                lengths = pc.fill_null(pc.utf8_length(column), 0).to_numpy(zero_copy_only=False)
+                lengths = pc.fill_null(pc.utf8_length(column), 0).to_numpy()
                 self.lengths.setdefault(name, []).append(lengths)
             elif name in NUMERIC_HISTOGRAM_COLUMNS and (pa.types.is_floating(column.type)
                                                        or pa.types.is_integer(column.type)):
                 self.numbers.setdefault(name, []).append(
-                    pc.drop_null(column).to_numpy(zero_copy_only=False).astype(float))
+                    pc.drop_null(column).to_numpy().astype(float))
 
 
 def _histograms(chunks: dict[str, list[np.ndarray] | None], quantiles: bool = False) -> dict[str, Any]:

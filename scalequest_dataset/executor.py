@@ -136,14 +136,15 @@ class Run:
     def _engine_getter(self) -> Callable[[ResolvedModel], Engine]:
         cfg = self.config.engine
 
-        def get(model: ResolvedModel) -> Engine:
-            options = {}
+        def get(model: ResolvedModel, **overrides: Any) -> Engine:
+            """`overrides` come from the stage: task="score" for reward/classifier models, trust_remote_code."""
+            options: dict[str, Any] = {}
             if cfg.name == "vllm":
                 options = {"enforce_eager": cfg.enforce_eager, "max_model_len": cfg.max_model_len,
                            "gpu_memory_utilization": cfg.gpu_memory_utilization,
                            "tensor_parallel_size": cfg.tensor_parallel_size}
             return self.pool.get(cfg.name, model.path, dtype=cfg.dtype, batch_size=cfg.batch_size,
-                                 revision=model.spec.revision, **options)
+                                 revision=model.spec.revision, **{**options, **overrides})
 
         return get
 

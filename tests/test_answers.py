@@ -14,7 +14,7 @@ from scalequest_dataset.answers import agreement_shares, equivalent, extract_ans
     ("\\boxed{3} and then \\boxed{cut off", "3"),  # an unfinished box falls back to the last complete one
     ("The answer is $42$.", "42"),
     ("the answer is: 7\nBut wait", "7"),
-    ("The answer is 1. Actually, the final answer is 2.", "2."),
+    ("The answer is 1. Actually, the final answer is 2.", "2"),
     ("nothing here", None),
     ("\\boxed{}", None),
     ("\\boxed{unbalanced", None),

@@ -1,0 +1,35 @@
+"""Run a Python snippet in a fresh process and report its wall time and peak memory (max RSS)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+_WRAPPER = """
+import json, resource, sys, time
+t = time.perf_counter()
+{code}
+print("__MEASURE__" + json.dumps({{"seconds": time.perf_counter() - t,
+      "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
+"""
+
+
+def measure(code: str, env: dict[str, str] | None = None) -> dict[str, float]:
+    """Seconds of the snippet itself (imports included) and the process's peak RSS in MiB."""
+    script = _WRAPPER.format(code=textwrap.dedent(code))
+    full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+    started = time.perf_counter()
+    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=full_env)
+    if res.returncode != 0:
+        raise RuntimeError(res.stderr[-4000:])
+    line = next(x for x in res.stdout.splitlines() if x.startswith("__MEASURE__"))
+    out = json.loads(line.removeprefix("__MEASURE__"))
+    out["process_seconds"] = time.perf_counter() - started
+    return {k: round(v, 2) for k, v in out.items()}
