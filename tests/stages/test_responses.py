@@ -5,6 +5,7 @@ from __future__ import annotations
 from stagekit import FakeEngine, make_ctx, make_stage, question
 
 from scalequest_dataset.ids import derive_seed, response_id
+from scalequest_dataset.stages import StageContext
 
 REPLIES = ["So the result is \\boxed{4}.", "The answer is 4.", "Hence the final answer is 4",
            "I think it is 4.", "The Answer Is 4", "FINAL ANSWER IS 4"]
@@ -25,7 +26,7 @@ def run(samples=6, **section):
 
 
 def test_one_request_per_sample_with_its_own_seed():
-    stage, result, engine = run()
+    _, _, engine = run()
     assert len(engine.requests) == 12
     qid = "qwen2-math-qgen-00000001"
     expected = [derive_seed(7, "responses", response_id(qid, k), 0) for k in range(6)]
@@ -59,3 +60,13 @@ def test_answer_format_filter_is_the_released_one():
         assert row["drop_reason"] == "no-final-answer"
         assert row["response"] in REPLIES[3:]
     assert result.rows and result.dropped
+
+
+def test_progress_counts_questions_not_requests():
+    stage = make_stage("responses", {"model": "org/solver", "samples": 3})
+    reports: list[tuple[int, int]] = []
+    ctx = StageContext(stage.config, lambda model, **kw: FakeEngine(reply=reply),
+                       lambda rows, tokens: reports.append((rows, tokens)))
+    stage.process([question(f"deepseek-qgen-0000000{i}", "Q") for i in range(4)], ctx)
+    assert sum(rows for rows, _ in reports) == 4  # the bar is sized in input rows
+    assert sum(tokens for _, tokens in reports) > 0
