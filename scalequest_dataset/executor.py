@@ -143,7 +143,7 @@ class Run:
                 options = {"enforce_eager": cfg.enforce_eager, "max_model_len": cfg.max_model_len,
                            "gpu_memory_utilization": cfg.gpu_memory_utilization,
                            "tensor_parallel_size": cfg.tensor_parallel_size}
-            settings = {"dtype": cfg.dtype, "batch_size": cfg.batch_size, "revision": model.spec.revision,
+            settings = {"dtype": cfg.dtype, "batch_size": cfg.batch_size, "revision": model.load_revision,
                         **options, **overrides}
             return self.pool.get(cfg.name, model.path, **settings)
 

@@ -4,6 +4,7 @@ resolution of a config's ModelSpec to something an engine can load."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -41,6 +42,11 @@ class ResolvedModel:
     path: str  # what engines load: a local folder or a Hub id
     revision: str | None  # the pinned revision, or the built-in's build version
 
+    @property
+    def load_revision(self) -> str | None:
+        """The revision to hand the engine: only Hub ids have one (local folders are what they are)."""
+        return self.revision if self.path == self.spec.id else None
+
     def identity(self) -> dict[str, str | None]:
         return {"id": self.spec.id, "revision": self.revision}
 
@@ -66,7 +72,21 @@ def resolve_model(spec: ModelSpec, field: str = "model") -> ResolvedModel:
         if not (local / "config.json").is_file():
             raise ConfigError(f"{field}: model path {spec.id!r} does not exist or has no config.json")
         return ResolvedModel(spec, str(local.resolve()), spec.revision or _folder_digest(local))
-    return ResolvedModel(spec, spec.id, spec.revision)  # a Hub id: the engine loads it at that revision
+    # A Hub id: the engine loads it at the pinned revision, or at the one `main` points to now (recorded).
+    return ResolvedModel(spec, spec.id, spec.revision or _hub_head(spec.id))
+
+
+@functools.cache
+def _hub_head(model_id: str) -> str | None:
+    """The commit `main` points to, so that every shard loads the same weights; None when offline."""
+    if os.environ.get("HF_HUB_OFFLINE") == "1":
+        return None
+    try:
+        from huggingface_hub import HfApi
+
+        return HfApi().model_info(model_id).sha
+    except Exception:  # offline, gated or unknown: the engine reports its own error if it cannot load
+        return None
 
 
 def _folder_digest(folder: Path) -> str:

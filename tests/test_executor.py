@@ -81,14 +81,15 @@ def test_slices_run_separately_then_finalize(tmp_path, pool, reference):
     assert {k: v for k, v in data_files(tmp_path).items() if k.startswith("data/questions/")} == questions
 
 
-def test_sigkill_mid_stage_then_resume_gives_identical_bytes(tmp_path, pool):
-    overrides = ["--set", "stages.questions.generators.0.count=120", "--set", "rows_per_shard=4"]
+@pytest.mark.parametrize("stage", ["questions", "solvability"])
+def test_sigkill_mid_stage_then_resume_gives_identical_bytes(tmp_path, pool, stage):
+    overrides = ["--set", "stages.questions.generators.0.count=64", "--set", "rows_per_shard=4"]
     ref = tmp_path / "ref"
     tiny_run(ref, pool, *[o for o in overrides if o != "--set"])
     out = tmp_path / "killed"
     proc = subprocess.Popen([*CLI, "run", "--preset", "tiny", "--out", str(out), "--no-progress", *overrides],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    state = out / "state" / "questions"
+    state = out / "state" / stage
     deadline = time.time() + 120
     while time.time() < deadline and len(list(state.glob("shard-*.json"))) < 3:
         time.sleep(0.05)
@@ -97,7 +98,7 @@ def test_sigkill_mid_stage_then_resume_gives_identical_bytes(tmp_path, pool):
     done = len(list(state.glob("shard-*.json")))
     plan = read_json(state / "plan.json")
     assert 3 <= done < len(plan["shards"]), "the kill should land mid-stage"
-    assert not (out / "manifests" / "questions.json").exists()
+    assert not (out / "manifests" / f"{stage}.json").exists()
     subprocess.run([*CLI, "run", "--preset", "tiny", "--out", str(out), "--no-progress", *overrides],
                    check=True, capture_output=True)
     assert data_files(out) == data_files(ref)

@@ -185,3 +185,11 @@ def test_builder_reads_run_dirs_and_store_revisions(tiny_run, tmp_path):
         builder.download_and_prepare()
         ds = builder.as_dataset(split="train")
         assert ds.to_list() == run_rows(tiny_run, "questions")
+
+
+def test_card_states_the_rules_we_chose(tiny_run, tmp_path):
+    publish(tiny_run, tmp_path / "store")
+    readme = open_store(tmp_path / "store").read("README.md", "main").decode()
+    section = readme.split("## Where we chose a rule the paper leaves open")[1].split("##")[0]
+    for needle in ("ord <= 127", "lowest id", "'yes'", "keep table", "lowest response id wins"):
+        assert needle in section, needle
