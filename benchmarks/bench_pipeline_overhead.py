@@ -72,6 +72,7 @@ def main() -> None:
         "bare_seconds": round(bare, 2), "pipeline_seconds": round(pipe, 2),
         "bare_tok_per_s": round(tok / bare, 1), "pipeline_tok_per_s": round(tok / pipe, 1),
         "overhead_percent": round(100 * (pipe - bare) / bare, 2),
+        "all_seconds": {k: [round(s, 2) for s, _ in v] for k, v in results.items()},
     }, indent=2))
     pool.close()
 

@@ -1,4 +1,8 @@
-"""Run a Python snippet in a fresh process and report its wall time and peak memory (max RSS)."""
+"""Run a Python snippet in a fresh process and report its wall time and peak memory.
+
+Peak memory is the process's own high-water RSS (VmHWM, reset by exec). getrusage's ru_maxrss is not:
+Linux carries it across fork+exec, so a child would report its parent's peak (here, the parent that
+built the synthetic 1M-row run)."""
 
 from __future__ import annotations
 
@@ -13,11 +17,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 _WRAPPER = """
-import json, resource, sys, time
+import json, sys, time
 t = time.perf_counter()
 {code}
-print("__MEASURE__" + json.dumps({{"seconds": time.perf_counter() - t,
-      "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
+_hwm = next(line for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+print("__MEASURE__" + json.dumps({{"seconds": time.perf_counter() - t, "peak_rss_mb": int(_hwm.split()[1]) / 1024}}))
 """
 
 
