@@ -27,42 +27,56 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 
 
-@pytest.fixture(scope="session")
-def tiny_model_path() -> str:
+def _builtin_model(model_id: str) -> str:
     from scalequest_dataset.config import ModelSpec
-    from scalequest_dataset.models import TINY, resolve_model
+    from scalequest_dataset.models import resolve_model
 
-    return resolve_model(ModelSpec(id=TINY)).path
+    return resolve_model(ModelSpec(id=model_id)).path
 
 
-@pytest.fixture(scope="session")
-def vllm_engine(tiny_model_path: str):
-    """One vLLM (CPU build) engine on the tiny model for the whole session: it takes ~1 min to start."""
+def _session_vllm(path: str, **settings: Any) -> Iterator[Any]:
+    """One vLLM (CPU build) engine per model for the whole session: each takes ~1 min to start."""
     pytest.importorskip("vllm")
     from scalequest_dataset.engines import load_engine
 
-    engine = load_engine("vllm", tiny_model_path, dtype="float32", batch_size=64)
+    engine = load_engine("vllm", path, dtype="float32", batch_size=64, **settings)
     yield engine
     engine.close()
+
+
+@pytest.fixture(scope="session")
+def tiny_model_path() -> str:
+    from scalequest_dataset.models import TINY
+
+    return _builtin_model(TINY)
 
 
 @pytest.fixture(scope="session")
 def tiny_reward_path() -> str:
-    from scalequest_dataset.config import ModelSpec
-    from scalequest_dataset.models import TINY_REWARD, resolve_model
+    from scalequest_dataset.models import TINY_REWARD
 
-    return resolve_model(ModelSpec(id=TINY_REWARD)).path
+    return _builtin_model(TINY_REWARD)
 
 
 @pytest.fixture(scope="session")
-def vllm_score_engine(tiny_reward_path: str):
-    """One vLLM pooling engine on the tiny reward model for the whole session (its start is the slow part)."""
-    pytest.importorskip("vllm")
-    from scalequest_dataset.engines import load_engine
+def vllm_engine(tiny_model_path: str) -> Iterator[Any]:
+    yield from _session_vllm(tiny_model_path)
 
-    engine = load_engine("vllm", tiny_reward_path, dtype="float32", batch_size=64, task="score")
-    yield engine
-    engine.close()
+
+@pytest.fixture(scope="session")
+def vllm_score_engine(tiny_reward_path: str) -> Iterator[Any]:
+    """The tiny reward model in vLLM's pooling runner."""
+    yield from _session_vllm(tiny_reward_path, task="score")
+
+
+@pytest.fixture(scope="module")
+def pool() -> Iterator[Any]:
+    """The engines a test module's runs share (loading a model is the slow part of a tiny run)."""
+    from scalequest_dataset.engines import EnginePool
+
+    pool = EnginePool()
+    yield pool
+    pool.close()
 
 
 # The local Hub: the server runs in this process, the clients in subprocesses, because huggingface_hub and

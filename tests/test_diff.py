@@ -25,13 +25,6 @@ CLI = [sys.executable, "-m", "scalequest_dataset.cli"]
 STAGES = ["questions", "language"]
 
 
-@pytest.fixture(scope="module")
-def pool():
-    pool = EnginePool()
-    yield pool
-    pool.close()
-
-
 def make_run(root: Path, pool: EnginePool, *overrides: str) -> Path:
     Run(root, resolve_config("tiny", list(overrides)), pool=pool, show_progress=False).run(STAGES)
     return root

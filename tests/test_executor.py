@@ -23,13 +23,6 @@ def data_files(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted((root / "data").rglob("*.parquet"))}
 
 
-@pytest.fixture(scope="module")
-def pool():
-    pool = EnginePool()
-    yield pool
-    pool.close()
-
-
 def tiny_run(root: Path, pool: EnginePool, *overrides: str) -> Run:
     run = Run(root, resolve_config("tiny", list(overrides)), pool=pool, show_progress=False)
     run.run()

@@ -12,7 +12,6 @@ import yaml
 
 import scalequest_dataset
 from scalequest_dataset.config import ConfigError, resolve_config
-from scalequest_dataset.engines import EnginePool
 from scalequest_dataset.executor import Run
 from scalequest_dataset.publish import complete_stages, log, publish
 from scalequest_dataset.store import StoreError, open_store
@@ -23,13 +22,6 @@ def run_rows(run_dir: Path, stage: str) -> list[dict]:
     for f in sorted((run_dir / "data" / stage).glob("train-*.parquet")):
         rows.extend(pq.read_table(f).to_pylist())
     return rows
-
-
-@pytest.fixture(scope="module")
-def pool():
-    pool = EnginePool()
-    yield pool
-    pool.close()
 
 
 @pytest.fixture(scope="module")
