@@ -26,12 +26,12 @@ def main() -> None:
         same = Path(tmp) / "same"
         shutil.copytree(a, same)
         changed = measure(f"""
-            from scalequest_dataset.diff import diff
+            from scalequest_dataset.diffing import diff
             report = diff({str(a)!r}, {str(b)!r}, sample=5)
             (s,) = report.stages
             assert s.rows["changed"] == {(args.rows + 99) // 100}, s.rows["changed"]""")
         identical = measure(f"""
-            from scalequest_dataset.diff import diff
+            from scalequest_dataset.diffing import diff
             assert diff({str(a)!r}, {str(same)!r}).identical""")
     print(json.dumps({"rows": args.rows, "changed_1_percent": changed, "identical": identical}, indent=2))
 

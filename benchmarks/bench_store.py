@@ -29,10 +29,10 @@ def main() -> None:
         cache = {"SCALEQUEST_CACHE": str(Path(tmp) / "cache"), "HF_HOME": str(Path(tmp) / "hf"),
                  "HF_DATASETS_CACHE": str(Path(tmp) / "hf" / "datasets")}
         results["local_publish"] = measure(f"""
-            from scalequest_dataset.publish import publish
+            from scalequest_dataset.publishing import publish
             publish({str(run)!r}, {str(store)!r})""", cache)
         results["local_republish_no_commit"] = measure(f"""
-            from scalequest_dataset.publish import publish
+            from scalequest_dataset.publishing import publish
             assert not publish({str(run)!r}, {str(store)!r})[0].created""", cache)
         results["local_load"] = measure(f"""
             import scalequest_dataset
@@ -41,7 +41,7 @@ def main() -> None:
         with HubServer() as hub:
             env = {**hub.client_env(Path(tmp) / "hf_home"), "SCALEQUEST_CACHE": str(Path(tmp) / "cache2")}
             results["hub_publish"] = measure(f"""
-                from scalequest_dataset.publish import publish
+                from scalequest_dataset.publishing import publish
                 publish({str(run)!r}, "hf://datasets/bench/one-million")""", env)
             results["hub_load"] = measure(f"""
                 import datasets

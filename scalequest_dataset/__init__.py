@@ -1,23 +1,47 @@
-"""scalequest-dataset: regenerate, version and audit the ScaleQuest synthetic math corpus."""
+"""scalequest-dataset: regenerate, version and audit the ScaleQuest synthetic math corpus.
+
+The Python API, one call per user job:
+
+    scalequest_dataset.load_dataset(path_or_repo, stage, revision=...)   # a stage at a revision
+    scalequest_dataset.publish(run_dir, target)                          # every stage a revision
+    scalequest_dataset.diff(a, b)                                        # what changed, and why
+    scalequest_dataset.regenerate(revision, stage)                       # rebuild, compare hashes
+
+They are imported on first use (PEP 562), so `import scalequest_dataset` stays cheap. Their modules are
+named for the activity (`loading`, `publishing`, `diffing`, `regeneration`): a submodule named like a
+function would replace that function on the package as soon as it is imported.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = ["load_dataset", "publish"]
+
+_API = {
+    "load_dataset": "loading",
+    "publish": "publishing",
+    "log": "publishing",
+    "diff": "diffing",
+    "regenerate": "regeneration",
+}
+__all__ = ["diff", "load_dataset", "log", "publish", "regenerate"]
+
+if TYPE_CHECKING:
+    from .diffing import diff
+    from .loading import load_dataset
+    from .publishing import log, publish
+    from .regeneration import regenerate
 
 
-def load_dataset(path_or_repo: Any, stage: str = "default", revision: str | None = None, split: str = "train",
-                 **kwargs: Any):
-    """Load one stage at one revision from a Hub repo, a local store or a run directory."""
-    from .loading import load_dataset as _load
+def __getattr__(name: str) -> Any:
+    if name in _API:
+        value = getattr(importlib.import_module(f".{_API[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
-    return _load(path_or_repo, stage, revision=revision, split=split, **kwargs)
 
-
-def publish(run_dir: Any, target: Any, stages: list[str] | None = None, tag_prefix: str = "v1", force: bool = False):
-    """Publish a run directory's complete stages to a local store path or hf://datasets/ORG/NAME."""
-    from .publish import publish as _publish
-
-    return _publish(run_dir, target, stages, tag_prefix, force)
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_API))

@@ -53,7 +53,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from .executor import Run
     from .funnel import format_funnel, funnel
     from .loading import load_dataset
-    from .publish import publish
+    from .publishing import publish
 
     config = resolve_config(args.preset, args.overrides)
     run = Run(args.out, config, show_progress=not args.no_progress)
@@ -88,7 +88,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
-    from .publish import publish
+    from .publishing import publish
 
     if args.all and args.stage:
         raise ConfigError("use either --stage or --all")
@@ -100,7 +100,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
 
 
 def cmd_log(args: argparse.Namespace) -> int:
-    from .publish import log
+    from .publishing import log
 
     rows = log(args.target)
     if not rows:
@@ -123,7 +123,7 @@ def cmd_load(args: argparse.Namespace) -> int:
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
-    from .diff import diff, render
+    from .diffing import diff, render
 
     report = diff(args.a, args.b, stage=args.stage, sample=args.sample)
     text = render(report, args.format)
@@ -138,7 +138,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
 def cmd_regenerate(args: argparse.Namespace) -> int:
     import json
 
-    from .regenerate import regenerate
+    from .regeneration import regenerate
 
     shards = [int(x) for x in args.shards.split(",")] if args.shards else None
     report = regenerate(args.source, args.stage, shards=shards, sample=args.sample, engine=args.engine,

@@ -18,7 +18,7 @@ STAGES = ["questions", "language", "dedup"]
 
 
 def _client_publish(run_dir: str, target: str, prefix: str) -> dict[str, Any]:
-    from scalequest_dataset.publish import publish
+    from scalequest_dataset.publishing import publish
     from scalequest_dataset.store import open_store
 
     results = publish(run_dir, target, None, prefix)

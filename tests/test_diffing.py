@@ -12,13 +12,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+import scalequest_dataset
 from scalequest_dataset import sources
 from scalequest_dataset.config import resolve_config
-from scalequest_dataset.diff import diff, render
+from scalequest_dataset.diffing import render
 from scalequest_dataset.engines import EnginePool
 from scalequest_dataset.executor import Run
-from scalequest_dataset.publish import publish
-from scalequest_dataset.regenerate import regenerate
 from scalequest_dataset.storage import read_json, sha256_file, write_json
 
 CLI = [sys.executable, "-m", "scalequest_dataset.cli"]
@@ -55,7 +54,7 @@ def tamper(run: Path, dest: Path, stage: str, mutate) -> Path:
 
 
 def test_one_setting_changed_names_rows_columns_and_setting(run_a, run_b):
-    report = diff(str(run_a), str(run_b), stage="questions", sample=50)
+    report = scalequest_dataset.diff(str(run_a), str(run_b), stage="questions", sample=50)
     (q,) = report.stages
     assert q.status == "changed" and not report.identical
     plan = read_json(run_a / "state" / "questions" / "plan.json")
@@ -77,7 +76,7 @@ def test_one_setting_changed_names_rows_columns_and_setting(run_a, run_b):
 
 
 def test_downstream_stage_names_its_input_as_the_why(run_a, run_b):
-    (lang,) = diff(str(run_a), str(run_b), stage="language").stages
+    (lang,) = scalequest_dataset.diff(str(run_a), str(run_b), stage="language").stages
     assert lang.status == "changed"
     assert any(w["field"] == "input.fingerprint" for w in lang.why)
     assert not any(w["field"].startswith("config.stages.questions") for w in lang.why)
@@ -85,15 +84,15 @@ def test_downstream_stage_names_its_input_as_the_why(run_a, run_b):
 
 def test_removed_rows_by_id(run_a, tmp_path, pool):
     fewer = make_run(tmp_path / "fewer", pool, "stages.questions.generators.tiny-b.count=12")
-    (q,) = diff(str(run_a), str(fewer), stage="questions", sample=10).stages
+    (q,) = scalequest_dataset.diff(str(run_a), str(fewer), stage="questions", sample=10).stages
     assert q.rows["removed"] == 4 and q.rows["added"] == 0 and q.rows["changed"] == 0
     assert q.rows["removed_ids"] == [f"tiny-b-{i:08d}" for i in range(12, 16)]
     assert q.counts["a"]["rows_out"] - q.counts["b"]["rows_out"] == 4
 
 
 def test_identical_revisions_exit_0_without_reading_data(run_a, tmp_path, monkeypatch):
-    publish(run_a, tmp_path / "store", STAGES, tag_prefix="v1")
-    publish(run_a, tmp_path / "store2", STAGES, tag_prefix="v1")
+    scalequest_dataset.publish(run_a, tmp_path / "store", STAGES, tag_prefix="v1")
+    scalequest_dataset.publish(run_a, tmp_path / "store2", STAGES, tag_prefix="v1")
 
     def no_reads(*args, **kwargs):
         raise AssertionError("an identical diff must not read data files")
@@ -103,7 +102,7 @@ def test_identical_revisions_exit_0_without_reading_data(run_a, tmp_path, monkey
     monkeypatch.setattr(pq, "read_table", no_reads)
     for a, b in ((str(run_a), str(run_a)), (f"{tmp_path / 'store'}@v1-language", f"{tmp_path / 'store2'}@v1-language"),
                  (str(run_a), f"{tmp_path / 'store'}@main")):
-        report = diff(a, b)
+        report = scalequest_dataset.diff(a, b)
         assert report.identical, render(report, "text")
     res = subprocess.run([*CLI, "diff", str(run_a), f"{tmp_path / 'store'}@v1-language"], capture_output=True,
                          text=True)
@@ -133,16 +132,16 @@ def test_schema_change_is_flagged(run_a, tmp_path):
         return table.set_column(table.schema.get_field_index("seed"), "seed", table.column("seed").cast(pa.string()))
 
     changed = tamper(run_a, tmp_path / "schema", "questions", change)
-    (q,) = diff(str(run_a), str(changed), stage="questions").stages
+    (q,) = scalequest_dataset.diff(str(run_a), str(changed), stage="questions").stages
     assert q.schema["added"] == ["extra"]
     assert q.schema["retyped"] == [{"column": "seed", "a": "int64", "b": "string"}]
-    assert "SCHEMA" in render(diff(str(run_a), str(changed), stage="questions"), "text")
+    assert "SCHEMA" in render(scalequest_dataset.diff(str(run_a), str(changed), stage="questions"), "text")
 
 
 def test_regenerate_matches_every_shard_of_a_published_stage(run_a, tmp_path, pool):
-    publish(run_a, tmp_path / "store", STAGES)
+    scalequest_dataset.publish(run_a, tmp_path / "store", STAGES)
     for stage in STAGES:  # `language` also proves its input is taken from the published revision
-        report = regenerate(f"{tmp_path / 'store'}@v1-{stage}", stage, pool=pool, scratch=tmp_path / f"s-{stage}")
+        report = scalequest_dataset.regenerate(f"{tmp_path / 'store'}@v1-{stage}", stage, pool=pool, scratch=tmp_path / f"s-{stage}")
         assert report.all_match, report.describe()
         assert len(report.shards) == len(read_json(run_a / "manifests" / f"{stage}.json")["shards"])
 
@@ -154,8 +153,8 @@ def test_regenerate_reports_a_tampered_shard(run_a, tmp_path, pool):
         return table.set_column(table.schema.get_field_index("query"), "query", pa.array(queries))
 
     bad = tamper(run_a, tmp_path / "bad", "questions", change)
-    publish(bad, tmp_path / "store", ["questions"], tag_prefix="bad")
-    report = regenerate(f"{tmp_path / 'store'}@bad-questions", "questions", shards=[0, 1], pool=pool,
+    scalequest_dataset.publish(bad, tmp_path / "store", ["questions"], tag_prefix="bad")
+    report = scalequest_dataset.regenerate(f"{tmp_path / 'store'}@bad-questions", "questions", shards=[0, 1], pool=pool,
                         scratch=tmp_path / "scratch")
     assert [s.matches for s in report.shards] == [False, True]
     (difference,) = report.shards[0].first_differences

@@ -13,7 +13,7 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from .config import ConfigError, build_config
-from .diff import flatten
+from .diffing import flatten
 from .engines import EnginePool
 from .executor import Run, environment
 from .sources import Source, StoreSource, open_source

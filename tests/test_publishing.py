@@ -13,7 +13,7 @@ import yaml
 import scalequest_dataset
 from scalequest_dataset.config import ConfigError, resolve_config
 from scalequest_dataset.executor import Run
-from scalequest_dataset.publish import complete_stages, log, publish
+from scalequest_dataset.publishing import complete_stages, log, publish
 from scalequest_dataset.store import StoreError, open_store
 
 
