@@ -283,6 +283,7 @@ def format_text(report: DiffReport, markdown: bool = False) -> str:
             lines.append("")
             continue
         if s.status == "identical":
+            lines.extend(_why_lines(s.why, "  same data; the manifests differ in:"))
             lines.append("")
             continue
         lines.append(f"  shards changed: {len(s.shards_changed)} of {s.shards_total[0]} -> {s.shards_total[1]}")
@@ -310,12 +311,15 @@ def format_text(report: DiffReport, markdown: bool = False) -> str:
                     lines.append(f"  {name}: {median}mean {a['mean']} -> {b['mean']} (over changed shards)")
             elif st["a"] != st["b"]:
                 lines.append(f"  {name}: {st['a']} -> {st['b']}")
-        if s.why:
-            lines.append("  why (manifest differences):")
-            for w in s.why:
-                lines.append(f"    {w['field']}: {json.dumps(w['a'])} -> {json.dumps(w['b'])}")
+        lines.extend(_why_lines(s.why, "  why (manifest differences):"))
         lines.append("")
     return "\n".join(lines)
+
+
+def _why_lines(why: list[dict[str, Any]], heading: str) -> list[str]:
+    if not why:
+        return []
+    return [heading, *(f"    {w['field']}: {json.dumps(w['a'])} -> {json.dumps(w['b'])}" for w in why)]
 
 
 def format_html(report: DiffReport) -> str:
@@ -329,6 +333,7 @@ def format_html(report: DiffReport) -> str:
     for s in report.stages:
         parts.append(f"<h2>{html.escape(s.stage)}: {s.status}</h2>")
         if s.status != "changed":
+            parts.append(_why_table(s.why, "same data; the manifests differ in"))
             continue
         parts.append(f"<p>{len(s.shards_changed)} shard(s) changed; rows by id: {s.rows['added']} added, "
                      f"{s.rows['removed']} removed, {s.rows['changed']} changed</p>")
@@ -343,11 +348,18 @@ def format_html(report: DiffReport) -> str:
         for name, st in s.stats.items():
             if "edges" in st:
                 parts.append(f"<h4>{html.escape(name)}</h4>" + _svg_histogram(st))
-        if s.why:
-            parts.append("<h3>why</h3><table><tr><th>field</th><th>a</th><th>b</th></tr>" + "".join(
-                f"<tr><td>{html.escape(w['field'])}</td><td>{html.escape(json.dumps(w['a']))}</td>"
-                f"<td>{html.escape(json.dumps(w['b']))}</td></tr>" for w in s.why) + "</table>")
+        parts.append(_why_table(s.why, "why"))
     return "\n".join(parts)
+
+
+def _why_table(why: list[dict[str, Any]], heading: str) -> str:
+    import html
+
+    if not why:
+        return ""
+    return (f"<h3>{heading}</h3><table><tr><th>field</th><th>a</th><th>b</th></tr>" + "".join(
+        f"<tr><td>{html.escape(w['field'])}</td><td>{html.escape(json.dumps(w['a']))}</td>"
+        f"<td>{html.escape(json.dumps(w['b']))}</td></tr>" for w in why) + "</table>")
 
 
 def _svg_histogram(st: dict[str, Any], width: int = 480, height: int = 120) -> str:

@@ -126,6 +126,23 @@ def test_cli_exit_codes_and_formats(run_a, run_b, tmp_path):
     assert res.returncode == 2 and "/no/such/place" in res.stderr
 
 
+def test_same_data_from_another_environment_is_identical_and_says_what_differs(run_a, tmp_path):
+    other = tmp_path / "other-env"
+    shutil.copytree(run_a, other)
+    manifest = read_json(other / "manifests" / "questions.json")
+    manifest["environment"]["libraries"]["torch"] = "9.9.9"
+    write_json(other / "manifests" / "questions.json", manifest)
+    report = scalequest_dataset.diff(str(run_a), str(other), stage="questions")
+    (q,) = report.stages
+    assert report.identical and q.status == "identical"
+    assert [w["field"] for w in q.why] == ["environment.libraries.torch"]
+    text = render(report, "text")
+    assert "same data; the manifests differ in:" in text and 'environment.libraries.torch: ' in text
+    assert text.rstrip().endswith('-> "9.9.9"')
+    page = render(report, "html")
+    assert "same data; the manifests differ in" in page and "environment.libraries.torch" in page
+
+
 def test_schema_change_is_flagged(run_a, tmp_path):
     def change(table: pa.Table) -> pa.Table:
         table = table.append_column("extra", pa.array(["x"] * table.num_rows))
