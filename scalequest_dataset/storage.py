@@ -27,7 +27,6 @@ PARQUET_OPTIONS: dict[str, Any] = {
     "store_schema": True,
 }
 ROW_GROUP_SIZE = 10_000
-FORMAT_VERSION = "parquet-v1"
 
 
 def shard_name(split: str, index: int, total: int) -> str:
@@ -68,10 +67,6 @@ def write_rows(path: Path, rows: list[dict[str, Any]], features) -> dict[str, An
         raise
     _fsync_dir(path.parent)
     return {"file": path.name, "rows": len(rows), "sha256": sha256_file(path), "bytes": path.stat().st_size}
-
-
-def read_rows(path: Path, columns: list[str] | None = None) -> list[dict[str, Any]]:
-    return pq.read_table(path, columns=columns).to_pylist()
 
 
 def iter_batches(paths: Iterable[Path], columns: list[str] | None = None, batch_size: int = 8192
