@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .models import cache_dir
 from .stages import STAGES
 
 
@@ -29,14 +28,11 @@ def load_dataset(path_or_repo: str | Path, stage: str = "default", revision: str
 
 def materialize(store_path: Path, revision: str | None) -> tuple[Path, str]:
     """Extract a store revision (README, data, manifests) into the cache; returns (folder, commit)."""
-    import hashlib
-
     from .store.git import LocalGitStore
 
     store = LocalGitStore(store_path)
     commit = store.resolve(revision or store.branch)
-    key = hashlib.sha256(str(store.path).encode()).hexdigest()[:16]
-    dest = cache_dir() / "stores" / key / commit
+    dest = store.cache_folder("stores", commit)
     if not (dest / ".complete").exists():
         import shutil
         import tempfile

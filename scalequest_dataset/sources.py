@@ -4,13 +4,11 @@ shards are fetched only when asked for, and cached by commit id."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
 from .config import STAGE_ORDER, ConfigError
-from .models import cache_dir
 from .storage import read_json
 
 
@@ -53,8 +51,7 @@ class StoreSource(Source):
         return self._manifests
 
     def shard_path(self, stage: str, file: str) -> Path:
-        key = hashlib.sha256(self.store.location.encode()).hexdigest()[:16]
-        dest = cache_dir() / "shards" / key / self.commit / stage / file
+        dest = self.store.cache_folder("shards", self.commit) / stage / file
         if not dest.exists():
             self.store.fetch(f"data/{stage}/{file}", self.commit, dest)
         return dest

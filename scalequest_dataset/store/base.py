@@ -6,9 +6,13 @@ manifests/<stage>.json. A commit is all-or-nothing and names its parent: a stale
 from __future__ import annotations
 
 import hashlib
+import os
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 
 class StoreError(RuntimeError):
@@ -97,6 +101,27 @@ class Store(ABC):
     @abstractmethod
     def download(self, revision: str, prefixes: list[str], dest: Path) -> Path:
         """Materialise the files under `prefixes` (and README.md) at a revision into `dest`."""
+
+    def cache_folder(self, kind: str, commit: str) -> Path:
+        """Where this store's files at `commit` are cached (`kind`: "stores" for whole revisions, "shards" for
+        single files); a commit id never changes content, so nothing there goes stale."""
+        from ..models import cache_dir
+
+        return cache_dir() / kind / hashlib.sha256(self.location.encode()).hexdigest()[:16] / commit
+
+
+@contextmanager
+def writing_atomically(dest: Path) -> Iterator[BinaryIO]:
+    """Write `dest` through a temporary sibling renamed into place, so an interrupted fetch never leaves a
+    partial file that a cache would take for complete."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(dest.name + ".part")
+    try:
+        with open(tmp, "wb") as fh:
+            yield fh
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def open_store(target: str | Path, create: bool = False) -> Store:

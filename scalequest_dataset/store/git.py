@@ -11,7 +11,15 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-from .base import CommitInfo, Digest, RevisionNotFound, StaleParentError, Store, StoreError
+from .base import (
+    CommitInfo,
+    Digest,
+    RevisionNotFound,
+    StaleParentError,
+    Store,
+    StoreError,
+    writing_atomically,
+)
 
 ZERO = "0" * 40
 _IDENTITY = {"GIT_AUTHOR_NAME": "scalequest", "GIT_AUTHOR_EMAIL": "scalequest@localhost",
@@ -113,11 +121,8 @@ class LocalGitStore(Store):
         spec = f"{self.resolve(revision)}:{path}"
         if self._git("cat-file", "-e", spec, check=False).returncode != 0:
             raise FileNotFoundError(f"{path} not found at revision {revision!r} of {self.path}")
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_name(dest.name + ".part")
-        with open(tmp, "wb") as fh:
+        with writing_atomically(dest) as fh:
             subprocess.run(["git", "--git-dir", str(self.path), "cat-file", "blob", spec], stdout=fh, check=True)
-        os.replace(tmp, dest)
         return dest
 
     def download(self, revision: str, prefixes: list[str], dest: Path) -> Path:

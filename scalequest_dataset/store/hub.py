@@ -7,7 +7,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .base import CommitInfo, Digest, RevisionNotFound, StaleParentError, Store, StoreError
+from .base import (
+    CommitInfo,
+    Digest,
+    RevisionNotFound,
+    StaleParentError,
+    Store,
+    StoreError,
+    writing_atomically,
+)
 
 
 class HubStore(Store):
@@ -60,16 +68,19 @@ class HubStore(Store):
                 out[entry.path] = Digest("sha256", lfs.sha256) if lfs else Digest("git-sha1", entry.blob_id)
         return out
 
-    def read(self, path: str, revision: str) -> bytes:
+    def _cached_file(self, path: str, revision: str) -> Path:
+        """The file from huggingface_hub's own cache (downloaded there first if needed)."""
         from huggingface_hub import hf_hub_download
         from huggingface_hub.errors import EntryNotFoundError
 
         try:
-            local = hf_hub_download(self.repo_id, path, repo_type="dataset", revision=self.resolve(revision),
-                                    token=self.api.token)
+            return Path(hf_hub_download(self.repo_id, path, repo_type="dataset", revision=self.resolve(revision),
+                                        token=self.api.token))
         except EntryNotFoundError:
             raise FileNotFoundError(f"{path} not found at revision {revision!r} of {self.location}") from None
-        return Path(local).read_bytes()
+
+    def read(self, path: str, revision: str) -> bytes:
+        return self._cached_file(path, revision).read_bytes()
 
     def commit(self, add: dict[str, Path | bytes], delete: list[str], message: str, parent: str | None) -> str:
         from huggingface_hub import CommitOperationAdd, CommitOperationDelete
@@ -119,16 +130,8 @@ class HubStore(Store):
     def fetch(self, path: str, revision: str, dest: Path) -> Path:
         import shutil
 
-        from huggingface_hub import hf_hub_download
-        from huggingface_hub.errors import EntryNotFoundError
-
-        try:
-            local = hf_hub_download(self.repo_id, path, repo_type="dataset", revision=self.resolve(revision),
-                                    token=self.api.token)
-        except EntryNotFoundError:
-            raise FileNotFoundError(f"{path} not found at revision {revision!r} of {self.location}") from None
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(local, dest)
+        with self._cached_file(path, revision).open("rb") as src, writing_atomically(dest) as fh:
+            shutil.copyfileobj(src, fh)
         return dest
 
     def download(self, revision: str, prefixes: list[str], dest: Path) -> Path:
