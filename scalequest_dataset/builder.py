@@ -20,7 +20,9 @@ import datasets
 import pyarrow.parquet as pq
 
 from .config import STAGE_ORDER
+from .loading import materialize
 from .stages import STAGES
+from .store.git import is_git_store
 
 
 @dataclass
@@ -44,8 +46,7 @@ class ScaleQuest(datasets.GeneratorBasedBuilder):
         if not self.config.data_dir:
             raise ValueError("ScaleQuest needs data_dir: a run directory or a local store path")
         root = Path(self.config.data_dir).expanduser()
-        if (root / "HEAD").is_file() and (root / "objects").is_dir():
-            from .loading import materialize
+        if is_git_store(root):
 
             root, _ = materialize(root, self.config.revision)
         return root

@@ -105,6 +105,7 @@ def cmd_log(args: argparse.Namespace) -> int:
     rows = log(args.target)
     if not rows:
         print(f"{args.target}: no tags yet")
+        return 0
     print(f"{'tag':<24} {'commit':<12} {'stage':<12} {'rows':>9}  fingerprint")
     for r in rows:
         rows_text = f"{r['rows']:>9}" if r["rows"] is not None else f"{'-':>9}"

@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .stages import STAGES
+from .store.git import LocalGitStore, is_git_store
 
 
 def load_dataset(path_or_repo: str | Path, stage: str = "default", revision: str | None = None,
@@ -19,7 +20,7 @@ def load_dataset(path_or_repo: str | Path, stage: str = "default", revision: str
         if revision is not None:
             raise ValueError(f"{path} is a run directory, which has no revisions (publish it to a store first)")
         return _load_run_dir(path, stage, split, **kwargs)
-    if (path / "HEAD").is_file() and (path / "objects").is_dir():
+    if is_git_store(path):
         return _load_local_store(path, stage, revision, split, **kwargs)
     if path.exists():
         raise FileNotFoundError(f"{path} is neither a run directory nor a scalequest store")
@@ -28,8 +29,6 @@ def load_dataset(path_or_repo: str | Path, stage: str = "default", revision: str
 
 def materialize(store_path: Path, revision: str | None) -> tuple[Path, str]:
     """Extract a store revision (README, data, manifests) into the cache; returns (folder, commit)."""
-    from .store.git import LocalGitStore
-
     store = LocalGitStore(store_path)
     commit = store.resolve(revision or store.branch)
     dest = store.cache_folder("stores", commit)

@@ -185,3 +185,12 @@ def test_card_states_the_rules_we_chose(tiny_run, tmp_path):
     section = readme.split("## Where we chose a rule the paper leaves open")[1].split("##")[0]
     for needle in ("ord <= 127", "lowest id", "'yes'", "keep table", "lowest response id wins"):
         assert needle in section, needle
+
+
+def test_log_of_a_store_without_tags_says_so(tmp_path):
+    from scalequest_dataset.store.git import LocalGitStore
+
+    LocalGitStore(tmp_path / "empty", create=True)
+    res = subprocess.run([sys.executable, "-m", "scalequest_dataset.cli", "log", str(tmp_path / "empty")],
+                         capture_output=True, text=True)
+    assert res.returncode == 0 and res.stdout.strip() == f"{tmp_path / 'empty'}: no tags yet"

@@ -26,10 +26,15 @@ _IDENTITY = {"GIT_AUTHOR_NAME": "scalequest", "GIT_AUTHOR_EMAIL": "scalequest@lo
              "GIT_COMMITTER_NAME": "scalequest", "GIT_COMMITTER_EMAIL": "scalequest@localhost"}
 
 
+def is_git_store(path: Path) -> bool:
+    """A bare git repository: what `scalequest publish --to PATH` creates."""
+    return (path / "HEAD").is_file() and (path / "objects").is_dir()
+
+
 class LocalGitStore(Store):
     def __init__(self, path: Path, create: bool = False) -> None:
         self.path = Path(path).expanduser().resolve()
-        if not (self.path / "HEAD").is_file() or not (self.path / "objects").is_dir():
+        if not is_git_store(self.path):
             if not create:
                 raise StoreError(f"{self.path} is not a scalequest store (a bare git repository); "
                                  "`scalequest publish RUN --to PATH` creates one")
