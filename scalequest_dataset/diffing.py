@@ -82,14 +82,15 @@ def _stage_diff(stage: str, src_a: Source, src_b: Source, ma: dict | None, mb: d
                        counts=_counts(ma, mb), why=why(ma, mb))
     if not changed:
         return result
-    files_a = [f for f in changed if f in sa] if set(sa) == set(sb) else sorted(sa)
-    files_b = [f for f in changed if f in sb] if set(sa) == set(sb) else sorted(sb)
+    aligned = set(sa) == set(sb)  # the same shard plan: compare changed shards pairwise, else every row
+    files_a = [f for f in changed if f in sa] if aligned else sorted(sa)
+    files_b = [f for f in changed if f in sb] if aligned else sorted(sb)
     paths_a = [src_a.shard_path(stage, f) for f in files_a]
     paths_b = [src_b.shard_path(stage, f) for f in files_b]
     schema_a = pq.read_schema(paths_a[0]) if paths_a else None
     schema_b = pq.read_schema(paths_b[0]) if paths_b else None
     result.schema = _schema_diff(schema_a, schema_b)
-    result.rows, result.stats = _rows_and_stats(paths_a, paths_b, set(sa) == set(sb), sample)
+    result.rows, result.stats = _rows_and_stats(paths_a, paths_b, aligned, sample)
     return result
 
 
