@@ -14,9 +14,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from scalequest_dataset.executor import Run
+
 from scalequest_dataset.config import resolve_config
 from scalequest_dataset.engines import EnginePool, Request, Sampling
-from scalequest_dataset.executor import Run
 from scalequest_dataset.ids import derive_seed
 from scalequest_dataset.models import resolve_model
 from scalequest_dataset.prompts import pre_query_template

@@ -7,12 +7,21 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from scalequest_dataset.config import resolve_config
-from scalequest_dataset.executor import environment
+from scalequest_dataset.run import records as rec
+from scalequest_dataset.run.layout import RunLayout, shard_name
+from scalequest_dataset.run.records import (
+    Counts,
+    FileRecord,
+    Manifest,
+    Recipe,
+    ShardResult,
+    Tokens,
+    stage_content,
+)
 from scalequest_dataset.stages import STAGES
-from scalequest_dataset.storage import shard_name, write_json, write_rows
+from scalequest_dataset.storage import write_rows
 
 WORDS = ("the of a to and is in that find what if how many number sum total each then so we x y n "
          "solve value equation let answer boxed frac 1 2 3 4 5 6 7 8 9 10 12 15 20 25 100 integer prime "
@@ -35,10 +44,11 @@ def make_run(root: Path, rows: int, rows_per_shard: int = 10_000, seed: int = 0,
     """`change_every=k`: the same rows, but every k-th row's response differs (a 1/k change, in every shard)."""
     if root.exists():
         shutil.rmtree(root)
+    layout = RunLayout(root)
     stage = STAGES["default"]
     config = resolve_config("tiny")
-    (root / "manifests").mkdir(parents=True)
-    (root / "config.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+    root.mkdir(parents=True)
+    layout.config.write_text(config.yaml(), encoding="utf-8")
     n_shards = (rows + rows_per_shard - 1) // rows_per_shard
     shards = []
     for i in range(n_shards):
@@ -54,13 +64,13 @@ def make_run(root: Path, rows: int, rows_per_shard: int = 10_000, seed: int = 0,
         batch = [{"id": f"gen-{start + j:08d}", "query": queries[j], "response": responses[j],
                   "response_id": f"gen-{start + j:08d}-r0", "generator": "gen", "reward": float(rewards[j]),
                   "difficulty": float(j % 10) / 10, "n_candidates": 5} for j in range(n)]
-        info = write_rows(root / "data" / "default" / shard_name("train", i, n_shards), batch, stage.features)
-        shards.append({"index": i, "rows_in": n, "files": {"train": info}, "tokens": 0, "seconds": 0.0})
-    write_json(root / "manifests" / "default.json", {
-        "stage": "default", "description": stage.description, "fingerprint": f"synthetic-{seed}-{change_every}",
-        "code_version": stage.version, "format": "parquet-v1", "seed": seed, "preset": "synthetic",
-        "params": {}, "prompts": {}, "config": config.model_dump(mode="json"),
-        "input": {"stage": None, "fingerprint": None}, "models": {}, "engines": {}, "environment": environment(),
-        "shards": shards, "counts": {"rows_in": rows, "rows_out": rows, "dropped": {}},
-        "cost": {"tokens": 0, "seconds": 0.0}})
+        info = write_rows(layout.data_dir("default") / shard_name("train", i, n_shards), batch, stage.features)
+        shards.append(ShardResult(index=i, rows_in=n, files={"train": FileRecord(**info)}))
+    manifest = Manifest(
+        stage="default", description=stage.description, fingerprint=f"synthetic-{seed}-{change_every}",
+        preset="synthetic",
+        recipe=Recipe(seed=seed, code_version=stage.version, config=config.recipe(), params={}, prompts={},
+                      models={}, engine=None, input=None),
+        shards=shards, counts=Counts(rows_in=rows, rows_out=rows), tokens=Tokens(), content=stage_content(shards))
+    rec.write(layout.manifest("default"), manifest)
     return root

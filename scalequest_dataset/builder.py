@@ -19,9 +19,8 @@ from pathlib import Path
 import datasets
 import pyarrow.parquet as pq
 
-from .config import STAGE_ORDER
 from .loading import materialize
-from .stages import STAGES
+from .stages import STAGE_ORDER, STAGES
 from .store.git import is_git_store
 
 
@@ -47,8 +46,7 @@ class ScaleQuest(datasets.GeneratorBasedBuilder):
             raise ValueError("ScaleQuest needs data_dir: a run directory or a local store path")
         root = Path(self.config.data_dir).expanduser()
         if is_git_store(root):
-
-            root, _ = materialize(root, self.config.revision)
+            root, _ = materialize(root, self.config.revision, self.config.name)
         return root
 
     def _split_generators(self, dl_manager) -> list[datasets.SplitGenerator]:

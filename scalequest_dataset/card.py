@@ -9,7 +9,8 @@ from typing import Any
 
 import yaml
 
-from .config import STAGE_ORDER
+from .run.records import Manifest
+from .stages import STAGE_ORDER
 
 
 def size_category(n: int) -> str:
@@ -20,16 +21,13 @@ def size_category(n: int) -> str:
     return "10M<n<100M"
 
 
-def configs_yaml(manifests: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+def configs_yaml(manifests: dict[str, Manifest]) -> list[dict[str, Any]]:
     configs = []
     for stage in _ordered(manifests):
-        rows: dict[str, int] = {"train": 0}
-        for shard in manifests[stage]["shards"]:
-            for split, info in shard["files"].items():
-                rows[split] = rows.get(split, 0) + info["rows"]
+        m = manifests[stage]
         # `datasets` cannot load a split without rows, so an empty `dropped` split is left out.
         data_files = [{"split": split, "path": f"data/{stage}/{split}-*.parquet"} for split in ("train", "dropped")
-                      if split == "train" or rows.get(split)]
+                      if split == "train" or m.rows(split)]
         entry: dict[str, Any] = {"config_name": stage, "data_files": data_files}
         if stage == "default":
             entry["default"] = True
@@ -67,10 +65,10 @@ def _choice(stage: str, p: dict[str, Any]) -> str | None:
     return None
 
 
-def choices(manifests: dict[str, dict[str, Any]]) -> list[str]:
+def choices(manifests: dict[str, Manifest]) -> list[str]:
     lines = []
     for stage in _ordered(manifests):
-        note = _choice(stage, manifests[stage].get("params", {}))
+        note = _choice(stage, manifests[stage].recipe.params)
         if note:
             lines.append(f"`{stage}`: {note}.")
     lines.append("Ids and seeds: ids come from lineage (`{generator}-{index:08d}`, `{question_id}-r{k}`); every "
@@ -79,42 +77,47 @@ def choices(manifests: dict[str, dict[str, Any]]) -> list[str]:
     return lines
 
 
-def render_card(repo: str, manifests: dict[str, dict[str, Any]], tags: dict[str, str | None],
-                loader: str = "datasets") -> str:
+def render_card(repo: str, manifests: dict[str, Manifest], tags: dict[str, str | None],
+                loader: str = "datasets", attestations: list[dict[str, Any]] | None = None) -> str:
     import jinja2
 
     stages = []
     total = 0
     for stage in _ordered(manifests):
         m = manifests[stage]
-        rows = m["counts"]["rows_out"]
-        total = max(total, rows)
+        total = max(total, m.counts.rows_out)
         stages.append({
-            "stage": stage, "description": m.get("description", ""), "rows": rows, "rows_in": m["counts"]["rows_in"],
-            "drops": ", ".join(f"{k}: {v:,}" for k, v in m["counts"]["dropped"].items()),
-            "fingerprint": m["fingerprint"], "tag": tags.get(stage), "var": stage.replace("-", "_"),
-            "input": m["input"]["stage"], "input_revision": m["input"].get("revision"),
-            "models": m["models"], "engines": m.get("engines", {}),
-            "params": json.dumps(m["params"], sort_keys=True, ensure_ascii=False), "code_version": m["code_version"],
-            "tokens": m["cost"]["tokens"], "seconds": m["cost"]["seconds"],
+            "stage": stage, "description": m.description, "rows": m.counts.rows_out, "rows_in": m.counts.rows_in,
+            "drops": ", ".join(f"{k}: {v:,}" for k, v in m.counts.dropped.items()),
+            "fingerprint": m.fingerprint, "tag": tags.get(stage), "var": stage.replace("-", "_"),
+            "input": m.recipe.input.stage if m.recipe.input else None,
+            "input_revision": m.recipe.input.revision if m.recipe.input else None,
+            "models": {role: p.model_dump() for role, p in m.recipe.models.items()},
+            "engines": m.execution.engines(),
+            "params": json.dumps(m.recipe.params, sort_keys=True, ensure_ascii=False),
+            "code_version": m.recipe.code_version, "tokens": m.tokens.completion,
+            "seconds": m.execution.cost.wall_seconds,
+            "attested": [a for a in attestations or [] if a.get("stage") == stage],
         })
-    any_manifest = next(iter(manifests.values()), {})
+    any_manifest = next(iter(manifests.values()), None)
+    preset = any_manifest.preset if any_manifest else None
     front = {
         "license": "apache-2.0",
         "language": ["en"],
         "task_categories": ["text-generation", "question-answering"],
         "tags": ["math", "synthetic", "scalequest", "reasoning"],
         "size_categories": [size_category(total)],
-        "pretty_name": f"ScaleQuest regenerated ({any_manifest.get('preset', 'custom')})",
+        "pretty_name": f"ScaleQuest regenerated ({preset or 'custom'})",
         "configs": configs_yaml(manifests),
     }
-    template = resources.files(__package__).joinpath("templates", "dataset_card.md").read_text()
+    template = resources.files(__package__).joinpath("templates", "dataset_card.md").read_text(encoding="utf-8")
     env = jinja2.Environment(keep_trailing_newline=True, undefined=jinja2.StrictUndefined, autoescape=False)
     return env.from_string(template).render(
         front_matter=yaml.safe_dump(front, sort_keys=False, allow_unicode=True).strip(),
-        pretty_name=front["pretty_name"], repo=repo, loader=loader, stages=stages, preset=any_manifest.get("preset"),
-        seed=any_manifest.get("seed"), has_dropped=any(len(c["data_files"]) > 1 for c in front["configs"]),
-        choices=choices(manifests),
+        pretty_name=front["pretty_name"], repo=repo, loader=loader, stages=stages, preset=preset,
+        seed=any_manifest.recipe.seed if any_manifest else None,
+        has_dropped=any(len(c["data_files"]) > 1 for c in front["configs"]),
+        choices=choices(manifests), attested=any(s["attested"] for s in stages),
     )
 
 

@@ -1,4 +1,5 @@
-"""`scalequest run | status | tiny-model | demo-model | presets` (publish, load, diff, regenerate follow)."""
+"""`scalequest run | status | finalize | demo | publish | log | load | diff | regenerate | tiny-model |
+demo-model | presets`."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import sys
 from pathlib import Path
 
 from .config import ConfigError, preset_names, resolve_config
+from .engines import ENGINES
 from .models import cache_dir
+from .run.backends import BACKENDS
 
 
 def _add_run(sub: argparse._SubParsersAction) -> None:
@@ -20,57 +23,88 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--stage", action="append", help="run only this stage (repeatable); default: all, in order")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set seed=7 --set stages.responses.samples=3")
-    p.add_argument("--engine", choices=["vllm", "transformers"], help="override engine.name")
+    p.add_argument("--engine", choices=sorted(ENGINES), help="override engine.name")
+    _add_backend(p)
     p.add_argument("--shard", help="run only slice i/N of each stage's shards (a Slurm array task)")
-    p.add_argument("--workers", type=int, default=1, help="local worker processes (each runs one slice)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
+def _add_backend(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backend", choices=sorted(BACKENDS), default="local",
+                   help="where shards run: local (in-process, or --workers processes) or ray")
+    p.add_argument("--workers", type=int, default=1, help="worker processes (local) or actors (ray), each with its "
+                   "own device and engines")
+    p.add_argument("--gpus-per-worker", type=int, default=1, help="GPUs per worker (tensor parallelism)")
+    p.add_argument("--ray-address", help="a running Ray cluster (default: RAY_ADDRESS, else a local one)")
+
+
+def make_backend(args: argparse.Namespace):
+    from .run.backends import backend_class
+
+    cls = backend_class(args.backend)
+    if args.backend == "ray":
+        return cls(workers=args.workers, gpus_per_worker=args.gpus_per_worker, address=args.ray_address)
+    if args.ray_address:
+        raise ConfigError("--ray-address goes with --backend ray")
+    return cls(workers=args.workers, gpus_per_worker=args.gpus_per_worker)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
-    from .executor import Run, ShardSlice
+    from .run import Runner, ShardSlice
 
     source = args.config or args.preset or "demo"
     config = resolve_config(source, args.overrides, args.engine)
     shard = ShardSlice.parse(args.shard) if args.shard else None
-    if args.workers < 1:
-        raise ConfigError(f"--workers must be >= 1, got {args.workers}")
-    stages = args.stage or None
-    for name in stages or []:
-        if name not in config.stage_names():
-            raise ConfigError(f"unknown stage {name!r}: this config has {', '.join(config.stage_names())}")
-    run = Run(args.out, config, show_progress=not args.no_progress)
-    try:
-        run.run(stages, shard=shard, workers=args.workers)
-    finally:
-        run.close()
-    _print_status(run)
+    if shard is not None and (args.workers != 1 or args.backend != "local"):
+        raise ConfigError("--shard i/N runs one slice in this process: leave out --workers and --backend")
+    with make_backend(args) as backend:
+        Runner(args.out, config, backend, show_progress=not args.no_progress).run(args.stage or None, shard)
+    _print_status(args.out)
+    return 0
+
+
+def cmd_finalize(args: argparse.Namespace) -> int:
+    from .run import finalize
+
+    states = finalize(args.run_dir)
+    _print_status(args.run_dir)
+    missing = [s for s in states if s.shards is not None and not s.complete]
+    if missing:
+        from .run.runner import _ranges
+
+        for s in missing:
+            print(f"error: stage {s.stage!r}: shards {_ranges(s.missing)} are not complete; run them "
+                  f"(`scalequest run --config {args.run_dir}/config.yaml --out {args.run_dir} --stage {s.stage} "
+                  f"--shard i/N`), then finalize again", file=sys.stderr)
+        return 2
     return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Every stage of the `demo` preset, each published as a revision of a local store; then the funnel,
     one stage loaded back from its tag, and where things are."""
-    from .executor import Run
     from .funnel import format_funnel, funnel
     from .loading import load_dataset
     from .publishing import publish
+    from .run import Runner
+    from .run.backends.local import LocalBackend
+    from .run.layout import RunLayout
+    from .run.plan import read_manifest
 
     config = resolve_config(args.preset, args.overrides)
-    run = Run(args.out, config, show_progress=not args.no_progress)
-    try:
-        run.run()
-    finally:
-        run.close()
+    with LocalBackend() as backend:
+        Runner(args.out, config, backend, show_progress=not args.no_progress).run()
     stages = config.stage_names()
     store = args.store or args.out.with_name(args.out.name + "-store")
     print(f"\npublished to {store}:")
-    results = publish(run.root, store, stages, args.tag_prefix)
+    results = publish(args.out, store, stages, args.tag_prefix)
     for r in results:
         print("  " + r.describe())
-    print("\nfunnel (rows in -> out per stage):")
-    print(format_funnel(funnel(run.root, stages)))
+    layout = RunLayout(args.out)
+    print("\nfunnel:")
+    print(format_funnel(funnel({s: read_manifest(layout, s) for s in stages})))
     last = stages[-1]
-    tag = results[-1].tags[-1]
+    tag = args.tag_prefix
     ds = load_dataset(store, last, revision=tag)
     print(f"\nloaded back: scalequest_dataset.load_dataset({str(store)!r}, {last!r}, revision={tag!r})")
     print(f"  {ds.num_rows} rows, columns {ds.column_names}")
@@ -81,7 +115,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             if row.get(column):
                 print(f"    {column}: {row[column][:400]!r}")
     print("\nwhere things are:")
-    print(f"  run directory: {run.root.resolve()}  (data/<stage>/*.parquet, manifests/<stage>.json)")
+    print(f"  run directory: {Path(args.out).resolve()}  (data/<stage>/*.parquet, manifests/<stage>.json, logs/)")
     print(f"  store:         {Path(store).resolve()}  (`scalequest log {store}`, `git clone {store}`)")
     print(f"  models:        {cache_dir() / 'models'}")
     return 0
@@ -92,9 +126,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
 
     if args.all and args.stage:
         raise ConfigError("use either --stage or --all")
-    results = publish(args.run_dir, args.to, args.stage or None, args.tag_prefix, args.force)
-    for r in results:
-        print(r.describe())
+    publish(args.run_dir, args.to, args.stage or None, args.tag_prefix, args.force, say=print)
     print(f"store: {args.to}")
     return 0
 
@@ -126,7 +158,7 @@ def cmd_load(args: argparse.Namespace) -> int:
 def cmd_diff(args: argparse.Namespace) -> int:
     from .diffing import diff, render
 
-    report = diff(args.a, args.b, stage=args.stage, sample=args.sample)
+    report = diff(args.a, args.b, stage=args.stage, sample=args.sample, verify=not args.no_verify)
     text = render(report, args.format)
     if args.output:
         Path(args.output).write_text(text)
@@ -143,29 +175,28 @@ def cmd_regenerate(args: argparse.Namespace) -> int:
 
     shards = [int(x) for x in args.shards.split(",")] if args.shards else None
     report = regenerate(args.source, args.stage, shards=shards, sample=args.sample, engine=args.engine,
-                        scratch=args.scratch)
+                        scratch=args.scratch, trust_remote_code=args.trust_remote_code, attest=args.attest)
     print(json.dumps(report.to_dict(), indent=2, default=str) if args.json else report.describe())
     return 0 if report.all_match else 1
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from .executor import Run
-
-    config_path = args.run_dir / "config.yaml"
-    if not config_path.exists():
-        raise ConfigError(f"{args.run_dir} is not a run directory (no config.yaml)")
-    run = Run(args.run_dir, resolve_config(str(config_path)), show_progress=False)
-    _print_status(run)
+    _print_status(args.run_dir)
     return 0
 
 
-def _print_status(run) -> None:
-    print(f"run: {run.root}  (preset {run.config.preset}, seed {run.config.seed})")
+def _print_status(run_dir: Path) -> None:
+    """Stages, shards done of planned, rows, and state. Reads only."""
+    from .run import RunLayout, load_config, status
+
+    layout = RunLayout(run_dir).require()
+    config = load_config(layout)
+    print(f"run: {layout.root}  (preset {config.preset}, seed {config.seed})")
     print(f"{'stage':<12} {'shards':>11} {'rows':>9}  state")
-    for s in run.status():
-        shards = f"{s['shards_done']}/{s['shards']}" if s["shards"] is not None else "-"
-        state = "complete" if s["complete"] else ("partial" if s["shards_done"] else "not started")
-        print(f"{s['stage']:<12} {shards:>11} {s['rows']:>9}  {state}")
+    for s in status(layout):
+        shards = f"{len(s.done)}/{s.shards}" if s.shards is not None else "-"
+        state = "complete" if s.complete else ("partial" if s.done else "not started")
+        print(f"{s.stage:<12} {shards:>11} {s.rows:>9}  {state}")
 
 
 def cmd_model(args: argparse.Namespace) -> int:
@@ -214,15 +245,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--format", choices=["text", "json", "markdown", "html"], default="text")
     p.add_argument("--sample", type=int, default=5, help="changed rows to show")
     p.add_argument("--output", "-o", help="write the report to this file")
+    p.add_argument("--no-verify", action="store_true", help="trust the manifests: do not check the files' bytes")
     p = sub.add_parser("regenerate", help="rebuild shards of a published stage and compare their sha256")
     p.add_argument("source", help="STORE_PATH@REV, ORG/NAME@REV or a run directory")
     p.add_argument("--stage", required=True)
     p.add_argument("--shards", help="comma-separated shard indices (default: all)")
     p.add_argument("--sample", type=int, help="this many shards, chosen at random (seeded)")
-    p.add_argument("--engine", choices=["vllm", "transformers"])
+    p.add_argument("--engine", choices=sorted(ENGINES), help="must be the engine the stage was made with")
     p.add_argument("--scratch", type=Path, help="scratch directory (default: a new temporary one)")
+    p.add_argument("--trust-remote-code", action="append", default=[], metavar="MODEL",
+                   help="allow this model's own code to run (a manifest asking for it is not enough)")
+    p.add_argument("--attest", action="store_true", help="record a verified reproduction in the store (own commit)")
     p.add_argument("--json", action="store_true")
-    p = sub.add_parser("status", help="stages, shards done/total and rows of a run directory")
+    p = sub.add_parser("status", help="stages, shards done/total and rows of a run directory (reads only)")
+    p.add_argument("run_dir", type=Path)
+    p = sub.add_parser("finalize", help="verify every shard of every stage and write the manifests (after a Slurm "
+                       "array)")
     p.add_argument("run_dir", type=Path)
     p = sub.add_parser("tiny-model", help="build the tiny random Qwen2 test model (byte-identical per seed)")
     p.add_argument("dir", type=Path)
@@ -232,9 +270,10 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("presets", help="list the built-in presets")
     args = parser.parse_args(argv)
     handlers = {"run": cmd_run, "demo": cmd_demo, "publish": cmd_publish, "log": cmd_log, "load": cmd_load,
-                "diff": cmd_diff, "regenerate": cmd_regenerate, "status": cmd_status, "tiny-model": cmd_model,
+                "diff": cmd_diff, "regenerate": cmd_regenerate, "status": cmd_status, "finalize": cmd_finalize,
+                "tiny-model": cmd_model,
                 "demo-model": cmd_model, "presets": lambda a: print("\n".join(preset_names())) or 0}
-    from .executor import StageError
+    from .run import StageError
     from .store import StoreError
 
     try:

@@ -1,9 +1,12 @@
 """`scalequest diff A B`: what changed between two versions of the dataset, and why.
 
-Per stage: shards compared by sha256 from the manifests (unchanged shards are never read), the schema
-from changed shards' Parquet footers, rows matched by id (added, removed, changed per column, with a
-sample and a text diff), distributions over the changed shards (string lengths, numeric histograms,
-generator mix) and drop reasons, and the why: every config and manifest field that differs."""
+Per stage: every file's bytes checked against its manifest (a store whose bytes and manifest disagree is
+reported, never compared as data); shards compared by content digest from the manifests (unchanged shards
+are never compared row by row; files with the same rows but other bytes are reported apart, with the cause:
+another Parquet writer, other embedded metadata); the schema from changed shards' Parquet footers, rows
+matched by id (added, removed, changed per column, with a sample and a text diff), distributions over the
+changed shards (string lengths, numeric histograms, generator mix) and drop reasons; and the why: every
+recipe field that differs, and the execution fields (engine, device, library versions) beside them."""
 
 from __future__ import annotations
 
@@ -17,11 +20,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from .config import STAGE_ORDER
+from .params import flatten
+from .run.records import FileRecord, Manifest, execution_differences
 from .sources import Source, open_source
+from .stages import STAGE_ORDER
+from .store import VerificationError
 
 NUMERIC_HISTOGRAM_COLUMNS = ("difficulty", "reward", "keep_draw")
-WHY_IGNORED = ("cost", "shards", "counts", "environment.platform")
 
 
 @dataclass
@@ -35,6 +40,9 @@ class StageDiff:
     stats: dict[str, Any] = field(default_factory=dict)
     counts: dict[str, Any] = field(default_factory=dict)
     why: list[dict[str, Any]] = field(default_factory=list)
+    execution: list[str] = field(default_factory=list)  # execution fields that differ (engine, libraries...)
+    files_only: list[dict[str, str]] = field(default_factory=list)  # same rows, other bytes: file and cause
+    corrupt: list[str] = field(default_factory=list)  # files whose bytes do not match their manifest
 
 
 @dataclass
@@ -45,46 +53,72 @@ class DiffReport:
 
     @property
     def identical(self) -> bool:
-        return all(s.status == "identical" for s in self.stages)
+        return all(s.status == "identical" and not s.corrupt for s in self.stages)
 
     def to_dict(self) -> dict[str, Any]:
         return {"a": self.a, "b": self.b, "identical": self.identical, "stages": [asdict(s) for s in self.stages]}
 
 
-def diff(a: str | Source, b: str | Source, stage: str | None = None, sample: int = 5) -> DiffReport:
-    """Compare two versions (run directories, `PATH@REV` stores or `ORG/NAME@REV` Hub repos)."""
+def diff(a: str | Source, b: str | Source, stage: str | None = None, sample: int = 5, verify: bool = True
+         ) -> DiffReport:
+    """Compare two versions (run directories, `PATH@REV` stores or `ORG/NAME@REV` Hub repos). With `verify`
+    (the default), every file of both sides is checked against its manifest first, identical or not."""
     src_a = a if isinstance(a, Source) else open_source(a)
     src_b = b if isinstance(b, Source) else open_source(b)
     ma, mb = src_a.manifests(), src_b.manifests()
     names = [s for s in STAGE_ORDER if (s in ma or s in mb) and (stage is None or s == stage)]
     if stage is not None and not names:
         raise ValueError(f"stage {stage!r} is in neither {src_a.label} nor {src_b.label}")
-    return DiffReport(src_a.label, src_b.label, [_stage_diff(s, src_a, src_b, ma.get(s), mb.get(s), sample)
+    return DiffReport(src_a.label, src_b.label, [_stage_diff(s, src_a, src_b, ma.get(s), mb.get(s), sample, verify)
                                                  for s in names])
 
 
 # ---------------------------------------------------------------------------------------------- per stage
 
 
-def _shards(manifest: dict[str, Any]) -> dict[str, str]:
-    return {s["files"]["train"]["file"]: s["files"]["train"]["sha256"] for s in manifest["shards"]}
+def _shards(manifest: Manifest) -> dict[str, FileRecord]:
+    return {f.file: f for f in manifest.split_files("train")}
 
 
-def _stage_diff(stage: str, src_a: Source, src_b: Source, ma: dict | None, mb: dict | None, sample: int) -> StageDiff:
+def _verify(src: Source, manifest: Manifest | None) -> list[str]:
+    problems = []
+    for info in (manifest.files().values() if manifest else []):
+        try:
+            src.shard_path(manifest.stage, info)  # type: ignore[union-attr]
+        except VerificationError as exc:
+            problems.append(str(exc))
+    return problems
+
+
+def _file_only(a: FileRecord, b: FileRecord) -> str:
+    """Why two files with the same rows differ in bytes."""
+    if a.writer != b.writer:
+        return f"same rows; files written by {a.writer} vs {b.writer}"
+    return "same rows; the files differ in embedded metadata or encoding"
+
+
+def _stage_diff(stage: str, src_a: Source, src_b: Source, ma: Manifest | None, mb: Manifest | None, sample: int,
+                verify: bool = True) -> StageDiff:
+    corrupt = [*_verify(src_a, ma), *_verify(src_b, mb)] if verify else []
     if ma is None or mb is None:
         m = ma or mb
         assert m is not None
-        return StageDiff(stage, "removed" if mb is None else "added", counts=_counts(ma, mb),
-                         rows={"a": m["counts"]["rows_out"] if ma else 0, "b": m["counts"]["rows_out"] if mb else 0})
+        return StageDiff(stage, "removed" if mb is None else "added", counts=_counts(ma, mb), corrupt=corrupt,
+                         rows={"a": ma.counts.rows_out if ma else 0, "b": mb.counts.rows_out if mb else 0})
     sa, sb = _shards(ma), _shards(mb)
-    changed = sorted(f for f in set(sa) | set(sb) if sa.get(f) != sb.get(f))
-    result = StageDiff(stage, "changed" if changed else "identical", (len(sa), len(sb)), changed,
-                       counts=_counts(ma, mb), why=why(ma, mb))
-    if not changed:
+    changed = sorted(f for f in set(sa) | set(sb) if f not in sa or f not in sb or sa[f].content != sb[f].content)
+    same_files = {f.file: f for f in mb.files().values()}
+    files_only = [{"file": f.file, "cause": _file_only(f, same_files[f.file])} for f in ma.files().values()
+                  if f.file in same_files and f.content == same_files[f.file].content
+                  and f.sha256 != same_files[f.file].sha256]
+    result = StageDiff(stage, "changed" if changed or ma.counts != mb.counts else "identical", (len(sa), len(sb)),
+                       changed, counts=_counts(ma, mb), why=why(ma, mb), execution=execution_differences(ma, mb),
+                       files_only=files_only, corrupt=corrupt)
+    if not changed or corrupt:
         return result
     aligned = set(sa) == set(sb)  # the same shard plan: compare changed shards pairwise, else every row
-    files_a = [f for f in changed if f in sa] if aligned else sorted(sa)
-    files_b = [f for f in changed if f in sb] if aligned else sorted(sb)
+    files_a = [sa[f] for f in changed if f in sa] if aligned else [sa[f] for f in sorted(sa)]
+    files_b = [sb[f] for f in changed if f in sb] if aligned else [sb[f] for f in sorted(sb)]
     paths_a = [src_a.shard_path(stage, f) for f in files_a]
     paths_b = [src_b.shard_path(stage, f) for f in files_b]
     schema_a = pq.read_schema(paths_a[0]) if paths_a else None
@@ -94,9 +128,9 @@ def _stage_diff(stage: str, src_a: Source, src_b: Source, ma: dict | None, mb: d
     return result
 
 
-def _counts(ma: dict | None, mb: dict | None) -> dict[str, Any]:
-    def pick(m: dict | None) -> dict[str, Any]:
-        return m["counts"] if m else {"rows_in": 0, "rows_out": 0, "dropped": {}}
+def _counts(ma: Manifest | None, mb: Manifest | None) -> dict[str, Any]:
+    def pick(m: Manifest | None) -> dict[str, Any]:
+        return m.counts.model_dump() if m else {"rows_in": 0, "rows_out": 0, "dropped": {}}
 
     return {"a": pick(ma), "b": pick(mb)}
 
@@ -245,29 +279,20 @@ def _histograms(chunks: dict[str, list[np.ndarray] | None], quantiles: bool = Fa
 # ---------------------------------------------------------------------------------------------- why
 
 
-def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(value, dict):
-        out: dict[str, Any] = {}
-        for k, v in value.items():
-            out.update(flatten(v, f"{prefix}.{k}" if prefix else str(k)))
-        return out
-    return {prefix: value}
-
-
-def why(ma: dict[str, Any], mb: dict[str, Any]) -> list[dict[str, Any]]:
-    """Every manifest field that differs: config, models and revisions, seeds, prompts, code and engine versions."""
-    fa, fb = flatten(ma), flatten(mb)
-    stage = ma["stage"]
+def why(ma: Manifest, mb: Manifest) -> list[dict[str, Any]]:
+    """Every field of what defines the data that differs: the stage's config and parameters, models and their
+    pinned revisions, seed, prompts, code version, engine settings, the input's fingerprint and content."""
+    fa, fb = flatten({"fingerprint": ma.fingerprint, "recipe": ma.recipe.model_dump(mode="json")}), \
+        flatten({"fingerprint": mb.fingerprint, "recipe": mb.recipe.model_dump(mode="json")})
+    stage = ma.stage
 
     def relevant(key: str) -> bool:
-        if any(key == p or key.startswith(p + ".") for p in WHY_IGNORED):
-            return False
-        if key.startswith("config.stages.") and not key.startswith(f"config.stages.{stage}."):
-            return False  # other stages' settings reach this one only through `input.fingerprint`
-        return not (key.startswith("engines.") and key.endswith(".model"))  # a local cache path
+        if key.startswith("recipe.config.stages.") and not key.startswith(f"recipe.config.stages.{stage}."):
+            return False  # other stages' settings reach this one only through `recipe.input`
+        return key not in ("recipe.input.revision", "recipe.input.commit")  # where it was published
 
     keys = sorted(k for k in set(fa) | set(fb) if fa.get(k) != fb.get(k) and relevant(k))
-    return [{"field": k, "a": fa.get(k), "b": fb.get(k)} for k in keys]
+    return [{"field": k.removeprefix("recipe."), "a": fa.get(k), "b": fb.get(k)} for k in keys]
 
 
 # ---------------------------------------------------------------------------------------------- formats
@@ -278,13 +303,15 @@ def format_text(report: DiffReport, markdown: bool = False) -> str:
     lines = [f"{'# ' if markdown else ''}diff {report.a} -> {report.b}: "
              f"{'identical' if report.identical else 'different'}", ""]
     for s in report.stages:
-        lines.append(f"{h}{s.stage}: {s.status}")
+        lines.append(f"{h}{s.stage}: {s.status}{' - BYTES DO NOT MATCH THE MANIFEST' if s.corrupt else ''}")
+        lines.extend(f"  CORRUPT: {problem}" for problem in s.corrupt)
         if s.status in ("added", "removed"):
             lines.append(f"  rows: {s.rows.get('a', 0)} -> {s.rows.get('b', 0)}")
             lines.append("")
             continue
         if s.status == "identical":
             lines.extend(_why_lines(s.why, "  same data; the manifests differ in:"))
+            lines.extend(_execution_lines(s))
             lines.append("")
             continue
         lines.append(f"  shards changed: {len(s.shards_changed)} of {s.shards_total[0]} -> {s.shards_total[1]}")
@@ -313,8 +340,19 @@ def format_text(report: DiffReport, markdown: bool = False) -> str:
             elif st["a"] != st["b"]:
                 lines.append(f"  {name}: {st['a']} -> {st['b']}")
         lines.extend(_why_lines(s.why, "  why (manifest differences):"))
+        lines.extend(_execution_lines(s))
         lines.append("")
     return "\n".join(lines)
+
+
+def _execution_lines(s: StageDiff) -> list[str]:
+    lines = [f"  {f['file']}: {f['cause']}" for f in s.files_only]
+    shown = [e for e in s.execution if e not in ("seconds", "started", "pid", "cost.wall_seconds",
+                                                  "cost.worker_seconds", "cost.gpu_seconds", "files.sha256")]
+    if shown:
+        what = "reproduced in another environment" if s.status == "identical" else "executions differ"
+        lines.append(f"  {what}: {', '.join(shown)}")
+    return lines
 
 
 def _why_lines(why: list[dict[str, Any]], heading: str) -> list[str]:
@@ -333,6 +371,8 @@ def format_html(report: DiffReport) -> str:
              f"<p>{'identical' if report.identical else 'different'}</p>"]
     for s in report.stages:
         parts.append(f"<h2>{html.escape(s.stage)}: {s.status}</h2>")
+        parts.extend(f"<p><b>corrupt</b>: {html.escape(p)}</p>" for p in s.corrupt)
+        parts.extend(f"<p>{html.escape(line.strip())}</p>" for line in _execution_lines(s))
         if s.status != "changed":
             parts.append(_why_table(s.why, "same data; the manifests differ in"))
             continue

@@ -1,28 +1,60 @@
-"""The funnel of a run: rows in and out of every stage, with drop reasons (from the manifests)."""
+"""The funnel of a run: what went into every stage, what it made and what it kept, read from the manifests.
+
+Stages that fan out or in read by their units: `responses` takes questions and generates k responses each,
+then keeps some of those; `default` takes responses and gives one per question. A percentage is always
+out of what it names (kept of generated), never out of rows of another unit."""
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass
 
-from .storage import read_json
-
-
-def funnel(run_dir: Path, stages: list[str]) -> list[dict[str, Any]]:
-    out = []
-    for stage in stages:
-        path = Path(run_dir) / "manifests" / f"{stage}.json"
-        if path.exists():
-            m = read_json(path)
-            out.append({"stage": stage, **m["counts"], "tokens": m["cost"]["tokens"], "seconds": m["cost"]["seconds"]})
-    return out
+from .run.records import Manifest
+from .stages import STAGES
 
 
-def format_funnel(rows: list[dict[str, Any]]) -> str:
-    lines = [f"{'stage':<12} {'rows in':>9} {'rows out':>9} {'kept':>6}  {'tokens':>9} {'seconds':>8}  dropped"]
+@dataclass
+class FunnelRow:
+    stage: str
+    rows_in: int
+    unit_in: str
+    generated: int  # rows the stage produced before filtering (kept + dropped)
+    rows_out: int
+    unit_out: str
+    dropped: dict[str, int]
+    tokens: int
+    seconds: float
+    filters: bool  # the stage removes rows (it has a `dropped` split); else it maps (best of k)
+
+    @property
+    def kept(self) -> float | None:
+        """The share of what the stage made that it kept (None for a stage that removes nothing)."""
+        return self.rows_out / self.generated if self.filters and self.generated else None
+
+    @property
+    def fans_out(self) -> bool:
+        return self.filters and self.generated != self.rows_in
+
+
+def funnel(manifests: dict[str, Manifest]) -> list[FunnelRow]:
+    rows = []
+    for stage, m in manifests.items():
+        cls = STAGES[stage]
+        rows.append(FunnelRow(stage, m.counts.rows_in, cls.unit_in, m.counts.rows_out + m.counts.rows_dropped,
+                              m.counts.rows_out, cls.unit_out, m.counts.dropped, m.tokens.completion,
+                              m.execution.cost.wall_seconds, cls.dropped_features is not None))
+    return rows
+
+
+def _count(n: int, unit: str) -> str:
+    return f"{n:,} {unit}{'' if n == 1 else 's'}"
+
+
+def format_funnel(rows: list[FunnelRow]) -> str:
+    lines = [f"{'stage':<12} {'in':>16} {'made':>16} {'out':>16} {'kept':>5}  {'tokens':>9} {'seconds':>8}  dropped"]
     for r in rows:
-        kept = f"{100 * r['rows_out'] / r['rows_in']:.0f}%" if r["rows_in"] else "-"
-        drops = ", ".join(f"{k}: {v}" for k, v in r["dropped"].items()) or "-"
-        lines.append(f"{r['stage']:<12} {r['rows_in']:>9} {r['rows_out']:>9} {kept:>6}  {r['tokens']:>9} "
-                     f"{r['seconds']:>8.1f}  {drops}")
+        made = _count(r.generated, r.unit_out) if r.fans_out else "-"
+        kept = f"{100 * r.kept:.0f}%" if r.kept is not None else "-"
+        drops = ", ".join(f"{k}: {v:,}" for k, v in r.dropped.items()) or "-"
+        lines.append(f"{r.stage:<12} {_count(r.rows_in, r.unit_in):>16} {made:>16} {_count(r.rows_out, r.unit_out):>16} "
+                     f"{kept:>5}  {r.tokens:>9,} {r.seconds:>8.1f}  {drops}")
     return "\n".join(lines)

@@ -1,13 +1,21 @@
 """`scalequest_dataset.load_dataset(path_or_repo, stage, revision=...)`: one call for all three places a
 stage can live. A Hub repo goes straight to `datasets.load_dataset(repo, stage, revision=...)`; a local
-store's revision is materialised once (cached by commit id) and handed to `datasets` the same way, so the
-card's YAML `configs:` decide what loads, exactly as on the Hub; a run directory's shards load directly."""
+store's revision is materialised once per commit into the cache (whole: `datasets` resolves every config of
+the card) and handed to `datasets` the same way, so the card's YAML `configs:` decide what loads, exactly as
+on the Hub - the loaded stage's files checked against its manifest at every load; a run directory's shards
+load directly."""
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from pathlib import Path
 
+from .run import RunLayout
+from .run import records as rec
+from .run.records import Manifest
 from .stages import STAGES
+from .store import VerificationError
 from .store.git import LocalGitStore, is_git_store
 
 
@@ -16,10 +24,10 @@ def load_dataset(path_or_repo: str | Path, stage: str = "default", revision: str
     import datasets
 
     path = Path(path_or_repo).expanduser()
-    if (path / "config.yaml").is_file() and (path / "data").is_dir():
+    if RunLayout.is_run_dir(path):
         if revision is not None:
             raise ValueError(f"{path} is a run directory, which has no revisions (publish it to a store first)")
-        return _load_run_dir(path, stage, split, **kwargs)
+        return _load_run_dir(RunLayout(path), stage, split, **kwargs)
     if is_git_store(path):
         return _load_local_store(path, stage, revision, split, **kwargs)
     if path.exists():
@@ -27,43 +35,60 @@ def load_dataset(path_or_repo: str | Path, stage: str = "default", revision: str
     return datasets.load_dataset(str(path_or_repo), stage, revision=revision, split=split, **kwargs)
 
 
-def materialize(store_path: Path, revision: str | None) -> tuple[Path, str]:
-    """Extract a store revision (README, data, manifests) into the cache; returns (folder, commit)."""
+def materialize(store_path: Path, revision: str | None, stage: str) -> tuple[Path, str]:
+    """Extract a store revision (card, manifests, data) into the cache and check `stage`'s files against its
+    manifest; returns (folder, commit). A folder is complete once renamed into place."""
     store = LocalGitStore(store_path)
     commit = store.resolve(revision or store.branch)
     dest = store.cache_folder("stores", commit)
     if not (dest / ".complete").exists():
-        import shutil
-        import tempfile
-
         dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=commit[:12] + ".", dir=dest.parent))
-        store.download(commit, ["README.md", "data", "manifests"], tmp)
-        (tmp / ".complete").write_text(commit + "\n")
+        tmp = Path(tempfile.mkdtemp(prefix=f".{commit[:12]}.", dir=dest.parent))
         try:
-            tmp.rename(dest)
-        except OSError:  # another process won the race with identical content
+            store.download(commit, ["README.md", "manifests", "data"], tmp)
+            (tmp / ".complete").write_text(commit + "\n", encoding="utf-8")
+            try:
+                tmp.rename(dest)
+            except OSError:  # another process won the race with identical content
+                pass
+        finally:
             shutil.rmtree(tmp, ignore_errors=True)
+    _check(dest, stage, f"{store.path}@{revision or store.branch}")
     return dest, commit
+
+
+def _check(folder: Path, stage: str, label: str) -> None:
+    from .storage import sha256_file
+
+    manifest_path = folder / "manifests" / f"{stage}.json"
+    if not manifest_path.is_file():
+        return  # not a stage of this revision: the caller says so
+    manifest = rec.read(Manifest, manifest_path)
+    for info in manifest.files().values():
+        path = folder / "data" / stage / info.file
+        actual = sha256_file(path) if path.is_file() else "missing"
+        if actual != info.sha256:
+            raise VerificationError(f"{label}: data/{stage}/{info.file} does not match its manifest: expected sha256 "
+                                    f"{info.sha256}, found {actual}")
 
 
 def _load_local_store(path: Path, stage: str, revision: str | None, split: str, **kwargs):
     import datasets
 
-    folder, _ = materialize(path, revision)
+    folder, _ = materialize(path, revision, stage)
     if not (folder / "data" / stage).is_dir():
-        have = sorted(p.name for p in (folder / "data").iterdir()) if (folder / "data").is_dir() else []
+        have = sorted(p.name.removesuffix(".json") for p in (folder / "manifests").glob("*.json"))
         raise ValueError(f"stage {stage!r} is not in {path} at revision {revision or 'main'!r} (stages there: {have})")
     return datasets.load_dataset(str(folder), stage, split=split, **kwargs)
 
 
-def _load_run_dir(root: Path, stage: str, split: str, **kwargs):
+def _load_run_dir(layout: RunLayout, stage: str, split: str, **kwargs):
     import datasets
 
-    files = sorted((root / "data" / stage).glob(f"{split}-*.parquet"))
+    files = sorted(layout.data_dir(stage).glob(f"{split}-*.parquet"))
     if not files:
-        have = sorted(p.name for p in (root / "data").iterdir())
-        raise FileNotFoundError(f"no {split!r} files for stage {stage!r} in {root}/data (stages there: {have})")
+        have = sorted(p.name for p in (layout.root / "data").iterdir()) if (layout.root / "data").is_dir() else []
+        raise FileNotFoundError(f"no {split!r} files for stage {stage!r} in {layout.root}/data (stages there: {have})")
     features = STAGES[stage].features if split == "train" else STAGES[stage].dropped_features
     return datasets.load_dataset("parquet", data_files={split: [str(f) for f in files]}, split=split,
                                  features=features, **kwargs)

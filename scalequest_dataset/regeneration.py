@@ -1,10 +1,18 @@
-"""`scalequest regenerate`: rebuild shards of a published stage from its manifest alone (its config, seed
-and input revision) in a scratch directory, and compare their sha256 with the published ones."""
+"""`scalequest regenerate`: rebuild shards of a published stage from its manifest alone - its config, seed,
+pinned model revisions and input revision - in a scratch run directory, and compare them with the published
+ones: the content digest decides whether the rows reproduce, the sha256 whether the files are byte-identical
+(the same rows written by another Parquet writer differ only there, and the report says so).
+
+A revision from someone else is untrusted input: its manifest is validated strictly, the input shards are
+checked against their manifest as they are fetched, and no model's remote code runs because a manifest asks
+for it - the user names such models on the command line (`--trust-remote-code MODEL`).
+
+With `attest`, a verified reproduction is recorded in the store as one small file in its own commit (what was
+compared, the digests that matched, the environment and engines); the card lists it."""
 
 from __future__ import annotations
 
 import random
-import shutil
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -12,25 +20,52 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from .config import ConfigError, build_config
-from .diffing import flatten
+from .config import build_config
 from .engines import EnginePool
-from .executor import Run, environment
+from .params import ConfigError, flatten
+from .run import RunLayout, StageError
+from .run import records as rec
+from .run.plan import adopt_config, plan_stage
+from .run.records import FileRecord, Manifest, ShardRecord
+from .run.worker import WorkerContext, environment, run_shard
 from .sources import Source, StoreSource, open_source
-from .storage import sha256_file, write_json
+from .stages import STAGES
+from .storage import write_bytes
+
+
+@dataclass
+class FileCheck:
+    split: str
+    file: str
+    expected_sha256: str
+    actual_sha256: str
+    expected_content: str
+    actual_content: str
+    writers: tuple[str | None, str | None] = (None, None)  # published, now
+
+    @property
+    def status(self) -> str:
+        if self.expected_sha256 == self.actual_sha256:
+            return "match"
+        if self.expected_content == self.actual_content:
+            return "same rows"  # another Parquet writer or metadata; the data reproduces
+        return "MISMATCH"
 
 
 @dataclass
 class ShardCheck:
     index: int
-    file: str
-    expected: str
-    actual: str
+    files: list[FileCheck]
     first_differences: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def matches(self) -> bool:
-        return self.expected == self.actual
+        """The rows reproduce (content digests equal for every split)."""
+        return all(f.status != "MISMATCH" for f in self.files)
+
+    @property
+    def byte_identical(self) -> bool:
+        return all(f.status == "match" for f in self.files)
 
 
 @dataclass
@@ -40,6 +75,7 @@ class RegenerateReport:
     scratch: str
     shards: list[ShardCheck]
     environment_differences: list[dict[str, Any]]
+    attestation: str | None = None  # the commit that recorded it
 
     @property
     def all_match(self) -> bool:
@@ -47,62 +83,94 @@ class RegenerateReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {"source": self.source, "stage": self.stage, "scratch": self.scratch, "all_match": self.all_match,
+                "byte_identical": all(s.byte_identical for s in self.shards),
                 "matched": sum(s.matches for s in self.shards), "checked": len(self.shards),
-                "shards": [{**asdict(s), "matches": s.matches} for s in self.shards],
-                "environment_differences": self.environment_differences}
+                "shards": [{**asdict(s), "matches": s.matches, "files": [{**asdict(f), "status": f.status}
+                                                                         for f in s.files]} for s in self.shards],
+                "environment_differences": self.environment_differences, "attestation": self.attestation}
 
     def describe(self) -> str:
         lines = [f"regenerate {self.stage} from {self.source}: "
-                 f"{sum(s.matches for s in self.shards)}/{len(self.shards)} shards match"]
+                 f"{sum(s.matches for s in self.shards)}/{len(self.shards)} shards reproduce"]
         for s in self.shards:
-            lines.append(f"  {s.file}: {'match' if s.matches else 'MISMATCH'} ({s.actual[:12]} vs {s.expected[:12]})")
+            for f in s.files:
+                detail = f"({f.actual_sha256[:12]} vs published {f.expected_sha256[:12]})"
+                if f.status == "same rows":
+                    detail = f"(same rows; files written by {f.writers[1]} vs published {f.writers[0]})"
+                lines.append(f"  {f.file}: {f.status} {detail}")
             for d in s.first_differences:
                 lines.append(f"    {d['id']} [{d['column']}]: published {d['published']!r} -> now {d['now']!r}")
-        if not self.all_match and self.environment_differences:
-            lines.append("  environment differences from the manifest (what can move bytes):")
+        if not all(s.byte_identical for s in self.shards) and self.environment_differences:
+            lines.append("  how this environment differs from the published execution (what can move bytes):")
             for e in self.environment_differences:
                 lines.append(f"    {e['field']}: {e['published']} -> {e['now']}")
+        if self.attestation:
+            lines.append(f"  attested: the reproduction is recorded in commit {self.attestation[:12]}")
         lines.append(f"  scratch directory: {self.scratch}")
         return "\n".join(lines)
 
 
 def regenerate(source: str | Source, stage: str, shards: list[int] | None = None, sample: int | None = None,
                engine: str | None = None, scratch: str | Path | None = None, pool: EnginePool | None = None,
-               seed: int = 0) -> RegenerateReport:
+               seed: int = 0, trust_remote_code: list[str] | None = None, attest: bool = False
+               ) -> RegenerateReport:
     src = source if isinstance(source, Source) else open_source(source)
     manifests = src.manifests()
     if stage not in manifests:
         raise ConfigError(f"stage {stage!r} is not in {src.label} (stages: {', '.join(manifests) or 'none'})")
     manifest = manifests[stage]
-    data = dict(manifest["config"])
-    if engine:
-        data["engine"] = {**data["engine"], "name": engine}
-    config = build_config(data, f"the config in {src.label} manifests/{stage}.json")
-    published = {s["index"]: s["files"]["train"] for s in manifest["shards"]}
+    label = f"{src.label} manifests/{stage}.json"
+    config = build_config({**manifest.recipe.config, "preset": manifest.preset or "custom"}, f"the config in {label}")
+    recorded = config.engine.name
+    if engine is not None and engine != recorded:
+        raise ConfigError(f"--engine {engine}: stage {stage!r} was made with the {recorded} engine; another engine "
+                          f"samples differently, so it cannot reproduce these bytes (leave --engine out)")
+    _check_remote_code(config, stage, manifest, trust_remote_code or [], label)
+    published = {s.index: s for s in manifest.shards}
     chosen = _choose(sorted(published), shards, sample, seed)
     root = Path(scratch) if scratch else Path(tempfile.mkdtemp(prefix=f"regenerate-{stage}-"))
-    input_stage = manifest["input"]["stage"]
-    if input_stage:
-        _place_input(src, manifest, input_stage, root)
-    run = Run(root, config, pool=pool, show_progress=True)
+    layout = RunLayout(root)
+    adopt_config(layout, config)
+    if manifest.recipe.input is not None:
+        _place_input(src, manifest, layout)
+    plan = plan_stage(layout, config, stage, pinned=manifest.recipe.models)
+    if plan.fingerprint != manifest.fingerprint:
+        raise ConfigError(f"this toolkit plans stage {stage!r} of {src.label} with fingerprint {plan.fingerprint}, "
+                          f"not the published {manifest.fingerprint}: {_why_not(config, stage, manifest)}")
+    own_pool = pool is None
+    context = WorkerContext(pool or EnginePool(), "regenerate")
     try:
-        plan = run.plan(run.stage(stage))
-        if plan["fingerprint"] != manifest["fingerprint"]:
-            raise ConfigError(f"the regenerated plan's fingerprint {plan['fingerprint']} differs from the published "
-                              f"{manifest['fingerprint']}: the stage code version or input changed")
-        run.run_stage(stage, only=set(chosen))
+        records = {i: run_shard(root, stage, i, context, config=config) for i in chosen}
     finally:
-        if pool is None:
-            run.close()
-    checks = []
-    for index in chosen:
-        info = published[index]
-        path = run.data_dir(stage) / info["file"]
-        check = ShardCheck(index, info["file"], info["sha256"], sha256_file(path))
-        if not check.matches:
-            check.first_differences = _first_differences(src.shard_path(stage, info["file"]), path)
-        checks.append(check)
-    return RegenerateReport(src.label, stage, str(root), checks, _environment_differences(manifest))
+        if own_pool:
+            context.pool.close()
+    checks = [_check(src, layout, stage, published[i].files, records[i]) for i in chosen]
+    report = RegenerateReport(src.label, stage, str(root), checks,
+                              _environment_differences(manifest, [records[i] for i in chosen]))
+    if attest:
+        if not report.all_match:
+            raise StageError(f"not attested: {len([c for c in checks if not c.matches])} shard(s) of {stage!r} did "
+                             "not reproduce")
+        if not isinstance(src, StoreSource):
+            raise ConfigError("--attest records the reproduction in a store: give STORE@REV or ORG/NAME@REV")
+        from .publishing import attest as record_attestation
+
+        report.attestation = record_attestation(src.store, src.revision, manifest, report,
+                                                [records[i] for i in chosen])
+    return report
+
+
+def _check_remote_code(config, stage: str, manifest: Manifest, allowed: list[str], label: str) -> None:
+    """Models whose stage asks for trust_remote_code run only if the user named them."""
+    params = getattr(config.stages, stage)
+    if not getattr(params, "trust_remote_code", False):
+        return
+    wanted = sorted({m.id for m in manifest.recipe.models.values()})
+    refused = [m for m in wanted if m not in allowed]
+    if refused:
+        raise ConfigError(f"{label} asks to run {', '.join(refused)} with trust_remote_code (Python code shipped "
+                          f"with the model). A revision from someone else must not run code because it says so: "
+                          f"if you trust it, pass " + " ".join(f"--trust-remote-code {m}" for m in refused))
 
 
 def _choose(indices: list[int], shards: list[int] | None, sample: int | None, seed: int) -> list[int]:
@@ -116,24 +184,47 @@ def _choose(indices: list[int], shards: list[int] | None, sample: int | None, se
     return indices
 
 
-def _place_input(src: Source, manifest: dict[str, Any], input_stage: str, root: Path) -> None:
-    """Put the input stage, exactly as published, into the scratch run (shards and manifest)."""
-    input_src: Source = src
-    if isinstance(src, StoreSource) and manifest["input"].get("commit"):
-        input_src = StoreSource(src.store, manifest["input"]["commit"])
-    input_manifest = input_src.manifests().get(input_stage)
-    if input_manifest is None or input_manifest["fingerprint"] != manifest["input"]["fingerprint"]:
-        raise ConfigError(f"the input stage {input_stage!r} with fingerprint {manifest['input']['fingerprint']} is "
-                          f"not in {input_src.label}: publish it (or regenerate it) first")
-    target = root / "data" / input_stage
+def _place_input(src: Source, manifest: Manifest, layout: RunLayout) -> None:
+    """The input stage, exactly as published (at the commit the manifest names), into the scratch run: every
+    file checked against the input's manifest as it is fetched."""
+    ref = manifest.recipe.input
+    assert ref is not None
+    input_src = src.at(ref.commit) if isinstance(src, StoreSource) and ref.commit else src
+    input_manifest = input_src.manifests().get(ref.stage)
+    if input_manifest is None or (input_manifest.fingerprint, input_manifest.content) != (ref.fingerprint, ref.content):
+        raise ConfigError(f"the input stage {ref.stage!r} with fingerprint {ref.fingerprint} is not in "
+                          f"{input_src.label}: publish it (or regenerate it) first")
+    target = layout.data_dir(ref.stage)
     target.mkdir(parents=True, exist_ok=True)
-    for shard in input_manifest["shards"]:
-        for info in shard["files"].values():
-            dest = target / info["file"]
-            shutil.copyfile(input_src.shard_path(input_stage, info["file"]), dest)
-            if sha256_file(dest) != info["sha256"]:
-                raise ConfigError(f"input shard {info['file']} of {input_stage!r} does not match its manifest")
-    write_json(root / "manifests" / f"{input_stage}.json", input_manifest)
+    for info in input_manifest.files().values():
+        write_bytes(target / info.file, input_src.shard_path(ref.stage, info).read_bytes())
+    rec.write(layout.manifest(ref.stage), input_manifest)
+
+
+def _why_not(config, stage: str, manifest: Manifest) -> str:
+    cls = STAGES[stage]
+    reasons = []
+    if cls.version != manifest.recipe.code_version:
+        reasons.append(f"the stage's code version is {cls.version} here, {manifest.recipe.code_version} there")
+    engine = config.engine.output_relevant()
+    if manifest.recipe.engine is not None and engine != manifest.recipe.engine:
+        reasons.append(f"the engine settings are {engine} here, {manifest.recipe.engine} there")
+    return "; ".join(reasons) or "its prompts or parameter defaults changed in this version of the toolkit"
+
+
+def _check(src: Source, layout: RunLayout, stage: str, published: dict[str, FileRecord], record: ShardRecord
+           ) -> ShardCheck:
+    files = []
+    for split, info in sorted(published.items()):
+        now = record.files.get(split)
+        files.append(FileCheck(split, info.file, info.sha256, now.sha256 if now else "missing", info.content,
+                               now.content if now else "missing", (info.writer, now.writer if now else None)))
+    check = ShardCheck(record.index, files)
+    for f in files:
+        if f.status == "MISMATCH" and len(check.first_differences) < 5:
+            check.first_differences += _first_differences(src.shard_path(stage, published[f.split]),
+                                                          layout.data_dir(stage) / f.file)
+    return check
 
 
 def _first_differences(published: Path, now: Path, limit: int = 5) -> list[dict[str, Any]]:
@@ -154,8 +245,21 @@ def _first_differences(published: Path, now: Path, limit: int = 5) -> list[dict[
     return out
 
 
-def _environment_differences(manifest: dict[str, Any]) -> list[dict[str, Any]]:
-    published = flatten({"environment": manifest.get("environment", {})})
-    now = flatten({"environment": environment()})
-    return [{"field": k, "published": published.get(k), "now": now.get(k)} for k in sorted(set(published) | set(now))
-            if published.get(k) != now.get(k) and not k.endswith("platform")]
+def _environment_differences(manifest: Manifest, now: list[ShardRecord]) -> list[dict[str, Any]]:
+    """The execution fields (engine, device, threads, library versions) of the published shards vs this run."""
+    by_index = {s.index: s for s in manifest.execution.shards}
+    published: dict[str, Any] = {}
+    current: dict[str, Any] = {}
+    for record in now:
+        shard = by_index.get(record.index)
+        if shard is not None:
+            published.update(flatten({"engines": shard.engines,
+                                      "environment": manifest.execution.environments.get(shard.environment, {})}))
+        current.update(flatten({"engines": record.execution.engines, "environment": record.execution.environment}))
+    if not now:
+        current = flatten({"environment": environment()})
+    skip = ("environment.platform",)
+    return [{"field": k, "published": published.get(k), "now": current.get(k)}
+            for k in sorted(set(published) | set(current))
+            if published.get(k) != current.get(k) and not k.endswith(".model") and k not in skip]
+

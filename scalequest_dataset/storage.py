@@ -1,11 +1,18 @@
-"""Deterministic Parquet shards, completion records and manifests, written atomically.
+"""Deterministic Parquet shards, content digests, and JSON written atomically (always UTF-8).
 
-Same rows in, same bytes out: rows are sorted by id and the writer's options are pinned. The Features of
-each stage travel in the file's `huggingface` metadata, so `datasets` reads back exactly the stage's types."""
+Same rows in, same bytes out: rows are sorted by id and the writer's options are pinned. The Features of each
+stage travel in the file's `huggingface` metadata, so `datasets` reads back exactly the stage's types.
+
+A shard has two identities. Its file sha256 covers every byte, and so also the Parquet writer's version and
+the embedded metadata. Its content digest covers only its rows - the schema's names and logical types and
+every value, in a canonical encoding of our own - so the same rows written by another pyarrow, with another
+compression, or read back from a file, have the same content digest. Both are computed while the file is
+written (the sha256 on the bytes as they go to disk, the content from the table in memory): no second read."""
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import tempfile
@@ -13,10 +20,12 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-# Pinned writer options: changing any of these moves bytes, so they are part of the format version.
+# Pinned writer options: changing any of these moves bytes (not content), so the stage code versions move too.
 PARQUET_OPTIONS: dict[str, Any] = {
     "compression": "zstd",
     "compression_level": 3,
@@ -27,11 +36,7 @@ PARQUET_OPTIONS: dict[str, Any] = {
     "store_schema": True,
 }
 ROW_GROUP_SIZE = 10_000
-
-
-def shard_name(split: str, index: int, total: int) -> str:
-    """The Hub's own shard naming, so run directories publish without renaming."""
-    return f"{split}-{index:05d}-of-{total:05d}.parquet"
+CONTENT_VERSION = b"scalequest-content-v1"
 
 
 def arrow_schema(features) -> pa.Schema:
@@ -41,7 +46,8 @@ def arrow_schema(features) -> pa.Schema:
 
 
 def write_rows(path: Path, rows: list[dict[str, Any]], features) -> dict[str, Any]:
-    """Write rows (sorted by id) to `path` atomically: temp file, fsync, rename. Returns rows and sha256."""
+    """Write rows (sorted by id) to `path` atomically: temp file, fsync, rename. Returns what a FileRecord
+    holds: file name, rows, bytes, sha256 of the file, content digest of the rows, and the writer."""
     rows = sorted(rows, key=lambda r: r["id"])
     ids = [r["id"] for r in rows]
     if len(set(ids)) != len(ids):
@@ -51,12 +57,18 @@ def write_rows(path: Path, rows: list[dict[str, Any]], features) -> dict[str, An
         table = pa.Table.from_pylist(rows, schema=schema)
     except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
         raise ValueError(f"{path}: rows do not match the stage's features: {exc}") from exc
+    return write_table(path, table)
+
+
+def write_table(path: Path, table: pa.Table) -> dict[str, Any]:
+    content = content_digest(table)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
+            sink = _HashingFile(fh)
             # An empty shard gets no row group at all: `datasets` chokes on a row group of 0 rows.
-            with pq.ParquetWriter(fh, schema, **PARQUET_OPTIONS) as writer:
+            with pq.ParquetWriter(sink, table.schema, **PARQUET_OPTIONS) as writer:
                 if table.num_rows:
                     writer.write_table(table, row_group_size=ROW_GROUP_SIZE)
             fh.flush()
@@ -66,7 +78,26 @@ def write_rows(path: Path, rows: list[dict[str, Any]], features) -> dict[str, An
         Path(tmp).unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
-    return {"file": path.name, "rows": len(rows), "sha256": sha256_file(path), "bytes": path.stat().st_size}
+    return {"file": path.name, "rows": table.num_rows, "bytes": sink.size, "sha256": sink.hash.hexdigest(),
+            "content": content, "writer": f"parquet-cpp-arrow version {pa.__version__}"}
+
+
+class _HashingFile(io.RawIOBase):
+    """A write-only file that hashes the bytes on their way to disk."""
+
+    def __init__(self, fh) -> None:
+        self.fh, self.hash, self.size = fh, hashlib.sha256(), 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        self.hash.update(data)
+        self.size += len(data)
+        return self.fh.write(data)
+
+    def tell(self) -> int:
+        return self.size
 
 
 def iter_batches(paths: Iterable[Path], columns: list[str] | None = None, batch_size: int = 8192
@@ -84,14 +115,140 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+def file_writer(path: Path) -> str | None:
+    """The Parquet footer's `created_by`: which writer (and version) made the file."""
+    return pq.ParquetFile(path).metadata.created_by
+
+
+# ---------------------------------------------------------------------------------------------- content
+
+
+def content_digest(table: pa.Table) -> str:
+    """sha256 of a canonical encoding of a table's rows: row count, then per column its name, its logical type
+    (large and small variants, dictionary encoding and extension types count as their value type) and its
+    values (validity bitmap, lengths of variable-size values, then the bytes; NaN has one bit pattern; -0.0 and
+    0.0 differ). It ignores chunking, compression, Parquet encodings and schema metadata."""
+    h = hashlib.sha256()
+    h.update(CONTENT_VERSION + b"\0" + str(table.num_rows).encode() + b"\0")
+    for field, column in zip(table.schema, table.columns, strict=True):
+        h.update(f"{field.name}\0{canonical_type(field.type)}\0".encode())
+        _feed(h, column.combine_chunks() if column.num_chunks != 1 else column.chunk(0))
+    return "sha256:" + h.hexdigest()
+
+
+def canonical_type(t: pa.DataType) -> str:
+    if pa.types.is_dictionary(t):
+        return canonical_type(t.value_type)
+    if isinstance(t, pa.ExtensionType):
+        return canonical_type(t.storage_type)
+    if pa.types.is_large_string(t) or pa.types.is_string_view(t):
+        return "string"
+    if pa.types.is_large_binary(t) or pa.types.is_binary_view(t):
+        return "binary"
+    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_list_view(t) or pa.types.is_large_list_view(t):
+        return f"list<{canonical_type(t.value_type)}>"
+    if pa.types.is_fixed_size_list(t):
+        return f"fixed_size_list<{canonical_type(t.value_type)}>[{t.list_size}]"
+    if pa.types.is_map(t):
+        return f"map<{canonical_type(t.key_type)},{canonical_type(t.item_type)}>"
+    if pa.types.is_struct(t):
+        return "struct<" + ",".join(f"{f.name}:{canonical_type(f.type)}" for f in t) + ">"
+    return str(t)
+
+
+def _feed(h, arr: pa.Array) -> None:
+    """Length and validity, then the values."""
+    t = arr.type
+    if pa.types.is_dictionary(t):
+        return _feed(h, arr.dictionary_decode())
+    if isinstance(t, pa.ExtensionType):
+        return _feed(h, arr.storage)
+    h.update(str(len(arr)).encode() + b"\0")
+    if arr.null_count:
+        valid = arr.is_valid().to_numpy(zero_copy_only=False)
+        h.update(b"N" + np.packbits(valid, bitorder="little").tobytes())
+    else:
+        h.update(b"V")
+    _feed_values(h, arr)
+
+
+def _feed_values(h, arr: pa.Array) -> None:
+    """The values of an array whose validity is already fed (a null slot's value counts as zero or empty)."""
+    t = arr.type
+    if pa.types.is_null(t):
+        return
+    if pa.types.is_boolean(t):
+        h.update(arr.fill_null(False).to_numpy(zero_copy_only=False).astype(np.uint8).tobytes())
+    elif pa.types.is_floating(t):
+        values = arr.fill_null(0).to_numpy(zero_copy_only=False)
+        h.update(np.where(np.isnan(values), np.nan, values).astype(values.dtype.newbyteorder("<")).tobytes())
+    elif pa.types.is_integer(t):
+        values = arr.fill_null(0).to_numpy(zero_copy_only=False)
+        h.update(values.astype(values.dtype.newbyteorder("<")).tobytes())
+    elif pa.types.is_temporal(t):  # dates, times, timestamps, durations: their integer storage
+        _feed_values(h, arr.view(pa.int32() if t.bit_width == 32 else pa.int64()))
+    elif pa.types.is_decimal(t):
+        _feed_values(h, arr.cast(pa.string()))
+    elif (pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_binary(t)
+          or pa.types.is_large_binary(t) or pa.types.is_fixed_size_binary(t) or pa.types.is_string_view(t)
+          or pa.types.is_binary_view(t)):
+        values = arr.cast(pa.large_binary()).fill_null(b"")
+        offsets = np.frombuffer(values.buffers()[1], dtype="<i8")[values.offset : values.offset + len(values) + 1]
+        h.update(np.diff(offsets).astype("<i8").tobytes())
+        data = values.buffers()[2]
+        h.update(memoryview(data)[offsets[0] : offsets[-1]] if data is not None else b"")
+    elif pa.types.is_struct(t):
+        for field, child in zip(t, arr.flatten(), strict=True):
+            h.update(f"{field.name}\0".encode())
+            _feed(h, child)
+    elif pa.types.is_map(t):  # as the list of its (key, value) entries
+        mask = arr.is_null() if arr.null_count else None
+        _feed_values(h, pa.ListArray.from_arrays(arr.offsets, arr.values, mask=mask))
+    elif (pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)
+          or pa.types.is_list_view(t) or pa.types.is_large_list_view(t)):
+        lengths = pc.fill_null(pc.list_value_length(arr), 0).to_numpy(zero_copy_only=False)
+        h.update(lengths.astype("<i8").tobytes())
+        _feed(h, arr.flatten())
+    else:
+        raise TypeError(f"no content digest for Arrow type {t}")
+
+
+def column_digests(table: pa.Table) -> dict[str, str]:
+    """Each column's content digest alone (to say which columns of two files differ without comparing rows)."""
+    out = {}
+    for field, column in zip(table.schema, table.columns, strict=True):
+        h = hashlib.sha256()
+        h.update(f"{canonical_type(field.type)}\0".encode())
+        _feed(h, column.combine_chunks() if column.num_chunks != 1 else column.chunk(0))
+        out[field.name] = h.hexdigest()
+    return out
+
+
+def file_content_digest(path: Path) -> str:
+    """The content digest of a Parquet file's rows, as `write_rows` computed it."""
+    return content_digest(pq.read_table(path))
+
+
+# ---------------------------------------------------------------------------------------------- JSON
+
+
+def json_bytes(data: Any) -> bytes:
+    """Sorted keys, stable formatting, UTF-8 whatever the locale (never \\u escapes)."""
+    return (json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")
+
+
 def write_json(path: Path, data: Any) -> None:
-    """Atomic JSON write (sorted keys, stable formatting)."""
+    """Atomic JSON write."""
+    write_bytes(path, json_bytes(data))
+
+
+def write_bytes(path: Path, blob: bytes) -> None:
+    """Atomic write: a unique temporary sibling, fsync, rename. A reader never sees half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh, indent=2, sort_keys=True, ensure_ascii=False)
-            fh.write("\n")
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(blob)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -101,7 +258,7 @@ def write_json(path: Path, data: Any) -> None:
 
 
 def read_json(path: Path) -> Any:
-    with open(path) as fh:
+    with open(path, encoding="utf-8") as fh:
         return json.load(fh)
 
 

@@ -28,8 +28,8 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def _builtin_model(model_id: str) -> str:
-    from scalequest_dataset.config import ModelSpec
-    from scalequest_dataset.models import resolve_model
+    from scalequest_dataset.model_identity import resolve_model
+    from scalequest_dataset.params import ModelSpec
 
     return resolve_model(ModelSpec(id=model_id)).path
 

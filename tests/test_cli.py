@@ -15,7 +15,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
     [
         (["--stage", "nosuchstage"], ["nosuchstage", "questions"]),
         (["--set", "stages.questions.max_tokens=lots"], ["stages.questions.max_tokens", "lots"]),
-        (["--set", "stages.questions.generators.0.model=/no/such/model"], ["/no/such/model", "generator:tiny-a"]),
+        (["--set", "stages.questions.generators.0.model=/no/such/model"], ["/no/such/model", "stages.questions.generators.tiny-a.model"]),
         (["--preset", "nosuchpreset"], ["nosuchpreset", "tiny"]),
         (["--shard", "3/2"], ["--shard"]),
     ],
@@ -34,13 +34,3 @@ def test_status_of_a_non_run_dir(tmp_path):
     res = run_cli("status", str(tmp_path))
     assert res.returncode == 2
     assert "not a run directory" in res.stderr
-
-
-def test_run_then_status(tmp_path):
-    out = tmp_path / "run"
-    res = run_cli("run", "--preset", "tiny", "--out", str(out), "--no-progress", "--stage", "questions")
-    assert res.returncode == 0, res.stderr
-    res = run_cli("status", str(out))
-    assert res.returncode == 0
-    line = next(x for x in res.stdout.splitlines() if x.startswith("questions"))
-    assert line.split()[1:] == ["5/5", "40", "complete"]

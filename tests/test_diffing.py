@@ -11,21 +11,20 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from support.runs import tiny_run
 
 import scalequest_dataset
 from scalequest_dataset import sources
-from scalequest_dataset.config import resolve_config
 from scalequest_dataset.diffing import render
 from scalequest_dataset.engines import EnginePool
-from scalequest_dataset.executor import Run
-from scalequest_dataset.storage import read_json, sha256_file, write_json
+from scalequest_dataset.storage import content_digest, read_json, sha256_file, write_json
 
 CLI = [sys.executable, "-m", "scalequest_dataset.cli"]
 STAGES = ["questions", "language"]
 
 
 def make_run(root: Path, pool: EnginePool, *overrides: str) -> Path:
-    Run(root, resolve_config("tiny", list(overrides)), pool=pool, show_progress=False).run(STAGES)
+    tiny_run(root, pool, *overrides, stages=STAGES)
     return root
 
 
@@ -42,13 +41,15 @@ def run_b(tmp_path_factory, pool) -> Path:
 
 
 def tamper(run: Path, dest: Path, stage: str, mutate) -> Path:
-    """A copy of a run whose first shard of `stage` went through `mutate(table) -> table`, manifest updated."""
+    """A copy of a run whose first shard of `stage` went through `mutate(table) -> table`, manifest updated (a
+    consistent other version, as someone editing data and re-recording it would make)."""
     shutil.copytree(run, dest)
     manifest = read_json(dest / "manifests" / f"{stage}.json")
     info = manifest["shards"][0]["files"]["train"]
     path = dest / "data" / stage / info["file"]
-    pq.write_table(mutate(pq.read_table(path)), path)
-    info["sha256"], info["bytes"] = sha256_file(path), path.stat().st_size
+    table = mutate(pq.read_table(path))
+    pq.write_table(table, path)
+    info["sha256"], info["bytes"], info["content"] = sha256_file(path), path.stat().st_size, content_digest(table)
     write_json(dest / "manifests" / f"{stage}.json", manifest)
     return dest
 
@@ -90,20 +91,32 @@ def test_removed_rows_by_id(run_a, tmp_path, pool):
     assert q.counts["a"]["rows_out"] - q.counts["b"]["rows_out"] == 4
 
 
-def test_identical_revisions_exit_0_without_reading_data(run_a, tmp_path, monkeypatch):
+def test_identical_revisions_exit_0_and_compare_no_rows(run_a, tmp_path, monkeypatch):
     scalequest_dataset.publish(run_a, tmp_path / "store", STAGES, tag_prefix="v1")
     scalequest_dataset.publish(run_a, tmp_path / "store2", STAGES, tag_prefix="v1")
+    pairs = ((str(run_a), str(run_a)), (f"{tmp_path / 'store'}@v1-language", f"{tmp_path / 'store2'}@v1-language"),
+             (str(run_a), f"{tmp_path / 'store'}@main"))
+    fetched = []
+    real = sources.Source.shard_path
+    monkeypatch.setattr(sources.Source, "shard_path", lambda self, stage, info: fetched.append(info.file)
+                        or real(self, stage, info))
 
     def no_reads(*args, **kwargs):
-        raise AssertionError("an identical diff must not read data files")
+        raise AssertionError("an identical diff must not compare rows")
 
-    monkeypatch.setattr(sources.RunSource, "shard_path", no_reads)
-    monkeypatch.setattr(sources.StoreSource, "shard_path", no_reads)
     monkeypatch.setattr(pq, "read_table", no_reads)
-    for a, b in ((str(run_a), str(run_a)), (f"{tmp_path / 'store'}@v1-language", f"{tmp_path / 'store2'}@v1-language"),
-                 (str(run_a), f"{tmp_path / 'store'}@main")):
+    for a, b in pairs:  # verified: every file's bytes checked against its manifest, no row compared
+        fetched.clear()
         report = scalequest_dataset.diff(a, b)
         assert report.identical, render(report, "text")
+        assert len(fetched) == 2 * sum(len(m.files()) for m in sources.open_source(a).manifests().values())
+
+    def no_fetch(*args, **kwargs):
+        raise AssertionError("diff --no-verify reads no data file")
+
+    monkeypatch.setattr(sources.Source, "shard_path", no_fetch)
+    for a, b in pairs:  # trusting the manifests: nothing is read at all
+        assert scalequest_dataset.diff(a, b, verify=False).identical
     res = subprocess.run([*CLI, "diff", str(run_a), f"{tmp_path / 'store'}@v1-language"], capture_output=True,
                          text=True)
     assert res.returncode == 0, res.stdout + res.stderr
@@ -130,17 +143,17 @@ def test_same_data_from_another_environment_is_identical_and_says_what_differs(r
     other = tmp_path / "other-env"
     shutil.copytree(run_a, other)
     manifest = read_json(other / "manifests" / "questions.json")
-    manifest["environment"]["libraries"]["torch"] = "9.9.9"
+    for env in manifest["execution"]["environments"].values():
+        env["libraries"]["torch"] = "9.9.9"
     write_json(other / "manifests" / "questions.json", manifest)
     report = scalequest_dataset.diff(str(run_a), str(other), stage="questions")
     (q,) = report.stages
     assert report.identical and q.status == "identical"
-    assert [w["field"] for w in q.why] == ["environment.libraries.torch"]
+    assert q.why == [] and q.execution == ["environment.libraries.torch"]
     text = render(report, "text")
-    assert "same data; the manifests differ in:" in text and 'environment.libraries.torch: ' in text
-    assert text.rstrip().endswith('-> "9.9.9"')
+    assert "reproduced in another environment: environment.libraries.torch" in text
     page = render(report, "html")
-    assert "same data; the manifests differ in" in page and "environment.libraries.torch" in page
+    assert "reproduced in another environment" in page and "environment.libraries.torch" in page
 
 
 def test_schema_change_is_flagged(run_a, tmp_path):
@@ -161,6 +174,7 @@ def test_regenerate_matches_every_shard_of_a_published_stage(run_a, tmp_path, po
         report = scalequest_dataset.regenerate(f"{tmp_path / 'store'}@v1-{stage}", stage, pool=pool, scratch=tmp_path / f"s-{stage}")
         assert report.all_match, report.describe()
         assert len(report.shards) == len(read_json(run_a / "manifests" / f"{stage}.json")["shards"])
+        assert all(s.byte_identical for s in report.shards)
 
 
 def test_regenerate_reports_a_tampered_shard(run_a, tmp_path, pool):

@@ -9,12 +9,18 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from support.runs import tiny_run as make_run
 
 import scalequest_dataset
-from scalequest_dataset.config import ConfigError, resolve_config
-from scalequest_dataset.executor import Run
-from scalequest_dataset.publishing import complete_stages, log, publish
+from scalequest_dataset.config import ConfigError
+from scalequest_dataset.publishing import log, publish
+from scalequest_dataset.run import RunLayout
+from scalequest_dataset.stages import STAGE_ORDER
 from scalequest_dataset.store import StoreError, open_store
+
+
+def complete_stages(run_dir: Path) -> list[str]:
+    return RunLayout(run_dir).complete_stages(STAGE_ORDER)
 
 
 def run_rows(run_dir: Path, stage: str) -> list[dict]:
@@ -27,14 +33,14 @@ def run_rows(run_dir: Path, stage: str) -> list[dict]:
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory, pool) -> Path:
     root = tmp_path_factory.mktemp("run")
-    Run(root, resolve_config("tiny"), pool=pool, show_progress=False).run()
+    make_run(root, pool)
     return root
 
 
 @pytest.fixture(scope="module")
 def other_run(tmp_path_factory, pool) -> Path:
     root = tmp_path_factory.mktemp("run-seed1")
-    Run(root, resolve_config("tiny", ["seed=1"]), pool=pool, show_progress=False).run()
+    make_run(root, pool, "seed=1")
     return root
 
 
@@ -163,7 +169,7 @@ def test_cli_publish_and_log(tiny_run, tmp_path):
     assert "questions" in res.stdout and "committed" in res.stdout
     res = subprocess.run([*cli, "publish", str(tiny_run), "--to", str(tmp_path / "s"), "--stage", "questions"],
                          capture_output=True, text=True)
-    assert "no new commit" in res.stdout
+    assert "no commit; tag v1-questions unchanged" in res.stdout
     res = subprocess.run([*cli, "log", str(tmp_path / "s")], capture_output=True, text=True)
     assert "v1-questions" in res.stdout and str(len(run_rows(tiny_run, "questions"))) in res.stdout
 

@@ -33,7 +33,15 @@ class Completion:
     text: str
     prompt_tokens: int
     completion_tokens: int
-    finish_reason: str  # "stop" (EOS or a stop string) or "length"
+    finish_reason: str  # "stop" (EOS or a stop string), "length", or "error" (see `error`)
+    # A request the engine refused or failed on, alone: the stage drops that row with this reason instead of
+    # failing the shard. "prompt-too-long" (longer than the model's context) or "engine-error".
+    error: str | None = None
+    detail: str | None = None
+
+    @classmethod
+    def failed(cls, error: str, detail: str, prompt_tokens: int = 0) -> Completion:
+        return cls("", prompt_tokens, 0, "error", error, detail)
 
 
 ProgressFn = Callable[[int, int], None]  # (rows finished, completion tokens) since the last call
@@ -75,9 +83,98 @@ class Engine(Protocol):
         conversation's score never depends on the others in the call."""
         ...
 
+    def context_length(self) -> int:
+        """The most tokens the loaded model takes (prompt and generation together)."""
+        ...
+
+    def prompt_length(self, prompt: str) -> int:
+        """Tokens `generate` feeds the model for this prompt text."""
+        ...
+
+    def score_length(self, conversation: list[dict[str, str]]) -> int:
+        """Tokens `score` feeds the model for this conversation."""
+        ...
+
     def info(self) -> EngineInfo: ...
 
     def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Score:
+    """One conversation's score, or why the engine could not give one (see `Completion.error`)."""
+
+    value: float | None
+    error: str | None = None
+    detail: str | None = None
+
+
+def generate_guarded(engine: Engine, requests: Sequence[Request], progress: ProgressFn | None = None
+                     ) -> list[Completion]:
+    """`engine.generate`, where one bad request fails alone: a prompt longer than the model's context comes back
+    as a failed Completion, and if the engine raises, each request is retried alone and the ones that fail alone
+    come back failed. A row's output never depends on its batch-mates, so retrying alone moves no bytes. If every
+    request fails alone, the failure is the engine's, not a row's: it is raised."""
+    context = engine.context_length()
+    out: list[Completion | None] = [None] * len(requests)
+    todo: list[int] = []
+    for i, request in enumerate(requests):
+        n = engine.prompt_length(request.prompt)
+        if n >= context:
+            out[i] = Completion.failed("prompt-too-long", f"prompt has {n} tokens; the model's context is {context}", n)
+        else:
+            todo.append(i)
+    for i, completion in zip(todo, _isolating(lambda idx: engine.generate([requests[i] for i in idx], progress),
+                                              todo, lambda exc: Completion.failed("engine-error", _describe(exc))),
+                             strict=True):
+        out[i] = completion
+    return out  # type: ignore[return-value]
+
+
+def score_guarded(engine: Engine, conversations: Sequence[list[dict[str, str]]],
+                  progress: ProgressFn | None = None) -> list[Score]:
+    """`engine.score` with the same per-row failure handling as `generate_guarded`."""
+    context = engine.context_length()
+    out: list[Score | None] = [None] * len(conversations)
+    todo: list[int] = []
+    for i, conversation in enumerate(conversations):
+        n = engine.score_length(conversation)
+        if n > context:
+            out[i] = Score(None, "prompt-too-long", f"conversation has {n} tokens; the model's context is {context}")
+        else:
+            todo.append(i)
+
+    def call(idx: list[int]) -> list[Score]:
+        return [Score(v) for v in engine.score([conversations[i] for i in idx], progress)]
+
+    for i, score in zip(todo, _isolating(call, todo, lambda exc: Score(None, "engine-error", _describe(exc))),
+                        strict=True):
+        out[i] = score
+    return out  # type: ignore[return-value]
+
+
+def _isolating(call: Callable[[list[int]], list[Any]], indices: list[int], failed: Callable[[Exception], Any]
+               ) -> list[Any]:
+    if not indices:
+        return []
+    try:
+        return call(indices)
+    except Exception as batch_error:  # find the request(s) that fail alone
+        results, errors = [], 0
+        for i in indices:
+            try:
+                results.extend(call([i]))
+            except Exception as exc:
+                results.append(failed(exc))
+                errors += 1
+        if errors == len(indices):
+            raise batch_error
+        return results
+
+
+def _describe(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text}"[:500]
 
 
 def score_token_ids(tokenizer: Any, conversation: list[dict[str, str]], reward_token_id: int | None) -> list[int]:

@@ -9,15 +9,24 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
+from typing import ClassVar
 
+from ..params import Strict
 from .base import Completion, EngineInfo, ProgressFn, Request, score_token_ids
 
 _DTYPES = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
 SCORE_PAD_MULTIPLE = 16
 
 
+class TransformersOptions(Strict):
+    """`engine.transformers` in a config: nothing to set (its numerics do not depend on knobs)."""
+
+    FINGERPRINTED: ClassVar[tuple[str, ...]] = ()
+
+
 class TransformersEngine:
     name = "transformers"
+    Options = TransformersOptions
 
     def __init__(self, model: str, *, dtype: str = "auto", batch_size: int = 16, revision: str | None = None,
                  task: str = "generate", trust_remote_code: bool = False) -> None:
@@ -144,6 +153,15 @@ class TransformersEngine:
 
     def chat_prompt(self, messages: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
         return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+
+    def context_length(self) -> int:
+        return int(self.model.config.max_position_embeddings)
+
+    def prompt_length(self, prompt: str) -> int:
+        return len(self.tokenizer(prompt, add_special_tokens=False)["input_ids"])
+
+    def score_length(self, conversation: list[dict[str, str]]) -> int:
+        return len(score_token_ids(self.tokenizer, conversation, getattr(self.model.config, "reward_token_id", None)))
 
     def info(self) -> EngineInfo:
         import torch

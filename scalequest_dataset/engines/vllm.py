@@ -13,10 +13,27 @@ from __future__ import annotations
 import gc
 import os
 from collections.abc import Sequence
+from typing import ClassVar
 
+from pydantic import Field
+
+from ..params import Strict
 from .base import Completion, EngineInfo, ProgressFn, Request, score_token_ids
 
 CPU_KV_CACHE_BYTES = 2 << 30
+
+
+class VLLMOptions(Strict):
+    """`engine.vllm` in a config. Only `max_model_len` can change outputs by design (it cuts a long prompt or
+    generation), so only it enters fingerprints; the others are throughput knobs, and what they can still do to
+    numerics (CUDA graphs, tensor parallelism) is recorded with every shard."""
+
+    FINGERPRINTED: ClassVar[tuple[str, ...]] = ("max_model_len",)
+
+    enforce_eager: bool = False
+    max_model_len: int | None = Field(None, ge=16)
+    gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
+    tensor_parallel_size: int = Field(1, ge=1)
 
 
 def _on_cpu() -> bool:
@@ -27,6 +44,7 @@ def _on_cpu() -> bool:
 
 class VLLMEngine:
     name = "vllm"
+    Options = VLLMOptions
 
     def __init__(self, model: str, *, dtype: str = "auto", batch_size: int = 256, revision: str | None = None,
                  enforce_eager: bool = False, max_model_len: int | None = None,
@@ -108,6 +126,17 @@ class VLLMEngine:
     def chat_prompt(self, messages: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
         return self.llm.get_tokenizer().apply_chat_template(
             messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+
+    def context_length(self) -> int:
+        return int(self.llm.llm_engine.model_config.max_model_len)
+
+    def prompt_length(self, prompt: str) -> int:
+        # vLLM tokenizes a text prompt with the tokenizer's special tokens (a BOS where the model has one).
+        return len(self.llm.get_tokenizer().encode(prompt))
+
+    def score_length(self, conversation: list[dict[str, str]]) -> int:
+        reward_token = getattr(self.llm.llm_engine.model_config.hf_config, "reward_token_id", None)
+        return len(score_token_ids(self.llm.get_tokenizer(), conversation, reward_token))
 
     def info(self) -> EngineInfo:
         import torch

@@ -1,4 +1,7 @@
-"""One module per stage; `STAGES` maps config names (what users pass to load_dataset) to classes."""
+"""The stage registry: one module per stage, in pipeline order. The config model (`stages.<name>` sections),
+the stage order, and what each stage reads (the stage before it among those a config enables) all derive
+from REGISTRY; adding a stage is one module plus one line here. Names are the dataset config names users
+pass to `load_dataset`."""
 
 from __future__ import annotations
 
@@ -12,10 +15,17 @@ from .reward import RewardStage
 from .select import SelectStage
 from .solvability import SolvabilityStage
 
-STAGES: dict[str, type[Stage]] = {
-    cls.name: cls
-    for cls in (QuestionsStage, LanguageStage, DedupStage, SolvabilityStage, DifficultyStage, ResponsesStage,
-                RewardStage, SelectStage)
-}
+REGISTRY: tuple[type[Stage], ...] = (
+    QuestionsStage,
+    LanguageStage,
+    DedupStage,
+    SolvabilityStage,
+    DifficultyStage,
+    ResponsesStage,
+    RewardStage,
+    SelectStage,
+)
+STAGES: dict[str, type[Stage]] = {cls.name: cls for cls in REGISTRY}
+STAGE_ORDER: tuple[str, ...] = tuple(STAGES)
 
-__all__ = ["STAGES", "ShardResult", "Stage", "StageContext"]
+__all__ = ["REGISTRY", "STAGES", "STAGE_ORDER", "ShardResult", "Stage", "StageContext"]

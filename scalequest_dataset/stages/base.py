@@ -1,18 +1,27 @@
-"""What a stage is: a pure function from a shard of input rows (plus its config and derived seeds) to
-output rows, with Features declared once and shared by the writer, the builder and the card."""
+"""What a stage is: a pure function from a shard of input rows (plus its parameters, its pinned models and
+derived seeds) to output rows, with Features declared once and shared by the writer, the builder and the card.
+
+A stage module holds everything about its stage: its parameters (`Params`, the config's `stages.<name>`
+section), its Features, its code. `stages/__init__.py` orders the stage classes in one registry, from which
+the config model and the stage order derive. A stage reads the stage before it among those the config
+enables; `reads` names the input columns it needs, checked when a config is built."""
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import datasets
+import pyarrow as pa
 
-from ..config import RunConfig, fingerprint
-from ..engines import Engine, EngineInfo, ProgressFn
-from ..models import ResolvedModel, resolve_model
+from ..engines import Completion, Engine, EngineInfo, ProgressFn
+from ..model_identity import ResolvedModel, resolve_model
+from ..params import ModelSpec, Strict, fingerprint
+
+if TYPE_CHECKING:
+    from ..config import RunConfig
 
 
 def with_columns(features: datasets.Features, **columns: Any) -> datasets.Features:
@@ -22,23 +31,38 @@ def with_columns(features: datasets.Features, **columns: Any) -> datasets.Featur
 
 
 def with_drop_reason(features: datasets.Features, **columns: Any) -> datasets.Features:
-    """The schema of a filter stage's `dropped` split: its train columns, `drop_reason`, and any extras."""
-    return with_columns(features, drop_reason=datasets.Value("string"), **columns)
+    """The schema of a `dropped` split: the train columns, `drop_reason` (a short category that the manifest
+    counts: "unsolvable", "prompt-too-long", ...), `drop_detail` (the specifics, for people), and extras."""
+    return with_columns(features, drop_reason=datasets.Value("string"), drop_detail=datasets.Value("string"),
+                        **columns)
 
 
 @dataclass
 class ShardResult:
     rows: list[dict[str, Any]]
-    dropped: list[dict[str, Any]] = field(default_factory=list)  # filter stages: rows removed, with `drop_reason`
-    tokens: int = 0
+    dropped: list[dict[str, Any]] = field(default_factory=list)  # rows removed, each with its `drop_reason`
+    tokens: int = 0  # completion tokens generated
+    prompt_tokens: int = 0  # prompt tokens read by generation
 
     def drop_counts(self) -> dict[str, int]:
         return dict(sorted(Counter(r["drop_reason"] for r in self.dropped).items()))
 
 
+def rejected(row: dict[str, Any], completion: Completion) -> dict[str, Any]:
+    """A row the engine refused (its prompt is longer than the model's context, or the engine failed on that
+    one request), as a `dropped` row: one bad row never fails a stage of a million."""
+    return {**row, "drop_reason": completion.error, "drop_detail": completion.detail}
+
+
+def token_counts(completions: Sequence[Completion]) -> dict[str, int]:
+    return {"tokens": sum(c.completion_tokens for c in completions),
+            "prompt_tokens": sum(c.prompt_tokens for c in completions)}
+
+
 @dataclass
 class StageContext:
-    """What a stage may use besides its rows: the run seed and a way to get a loaded engine."""
+    """What a stage may use besides its rows: the run config and a way to get a loaded engine. A worker makes a
+    fresh one per shard, so `engines_used` lists exactly the engines this shard used."""
 
     config: RunConfig
     get_engine: Callable[..., Engine]  # (model, **overrides) -> a loaded engine
@@ -47,9 +71,9 @@ class StageContext:
 
     def engine(self, model: ResolvedModel, **overrides: Any) -> Engine:
         """A loaded engine for `model`. `overrides` (task="score", trust_remote_code, dtype) go to the
-        executor's getter only when given, so stages that only generate need nothing more from it."""
+        getter only when given, so stages that only generate need nothing more from it."""
         engine = self.get_engine(model, **overrides) if overrides else self.get_engine(model)
-        self.engines_used[str(model.spec)] = engine.info()
+        self.engines_used[model.id] = engine.info()
         return engine
 
     def report(self, rows: int, tokens: int = 0) -> None:
@@ -73,56 +97,79 @@ class StageContext:
 
 
 class Stage:
-    """Subclasses set the class attributes and implement `process` (and `source` if they have no input)."""
+    """Subclasses set the class attributes and implement `process` (and `source_plan`/`source_rows` if they
+    have no input; `prepare`/`load_prepared` if a shard's decision needs the whole input)."""
 
     name: ClassVar[str]
     version: ClassVar[str]  # bump when the code's output for the same input changes
-    input: ClassVar[str | None]
     description: ClassVar[str]
+    Params: ClassVar[type[Strict]]  # the config's `stages.<name>` section
+    optional: ClassVar[bool] = True  # may a config leave this stage out?
     features: ClassVar[Any]  # datasets.Features of the `train` split
-    dropped_features: ClassVar[Any | None] = None  # filter stages also write a `dropped` split
+    dropped_features: ClassVar[Any | None] = None  # stages that remove rows also write a `dropped` split
     group_key: ClassVar[str | None] = None  # a shard never splits rows that share this column's value
+    reads: ClassVar[tuple[str, ...]] = ()  # the input columns this stage needs
+    # What a row is, coming in and going out (the funnel reads fan-out and fan-in from these).
+    unit_in: ClassVar[str] = "question"
+    unit_out: ClassVar[str] = "question"
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
-        # A config's splits share one schema on the Hub (datasets infers one Features per config), so a
-        # filter stage's `train` split carries the `dropped` split's extra columns too, null for kept rows.
+        # A config's splits share one schema on the Hub (datasets infers one Features per config), so a stage's
+        # `train` split carries the `dropped` split's extra columns too, null for kept rows.
         super().__init_subclass__(**kwargs)
         if cls.__dict__.get("dropped_features") is not None:
             cls.features = cls.dropped_features
 
-    def __init__(self, config: RunConfig) -> None:
+    def __init__(self, config: RunConfig, models: Mapping[str, ResolvedModel] | None = None) -> None:
+        """`models`: the identities a plan pinned (role -> model); without them, specs are resolved on use."""
         self.config = config
-        self.params = getattr(config.stages, self.name)
+        self.params: Any = getattr(config.stages, self.name)
+        self._models = dict(models) if models is not None else None
 
-    def model_specs(self) -> dict[str, Any]:
+    # ------------------------------------------------------------------------------------------ identity
+
+    def model_specs(self) -> dict[str, ModelSpec]:
         """Every model the stage loads, by role (for fingerprints, manifests, the card)."""
         return {}
 
-    def resolved_models(self) -> dict[str, ResolvedModel]:
-        return {role: resolve_model(spec, f"stages.{self.name}.{role}") for role, spec in self.model_specs().items()}
+    def models(self) -> dict[str, ResolvedModel]:
+        """The pinned models by role: the plan's, or resolved now (the Hub asked once per process)."""
+        if self._models is None:
+            self._models = {role: resolve_model(spec, self.model_field(role))
+                            for role, spec in self.model_specs().items()}
+        return self._models
+
+    def model_field(self, role: str) -> str:
+        """Where the config sets the model of `role` (named in errors)."""
+        return f"stages.{self.name}.model"
 
     def prompts(self) -> dict[str, str]:
         """The prompt templates that shape outputs, rendered once into the fingerprint."""
         return {}
 
-    def fingerprint_payload(self, input_fingerprint: str | None) -> dict[str, Any]:
+    def config_payload(self, input_stage: str | None) -> dict[str, Any]:
+        """What the config says about this stage (before any model is resolved): equal payloads mean the same
+        config for this stage, which is how a run directory tells a resume from another config."""
         return {
             "stage": self.name,
             "code_version": self.version,
-            "params": self.params.model_dump(mode="json", exclude=self.throughput_fields()),
+            "params": self.params.model_dump(mode="json"),
             "prompts": self.prompts(),
-            "models": {role: {"id": spec.id, "revision": spec.revision} for role, spec in self.model_specs().items()},
             "seed": self.config.seed,
             "rows_per_shard": self.config.rows_per_shard,
             "engine": self.config.engine.output_relevant() if self.model_specs() else None,
-            "input": input_fingerprint,
+            "input_stage": input_stage,
         }
 
-    def fingerprint(self, input_fingerprint: str | None) -> str:
-        return fingerprint(self.fingerprint_payload(input_fingerprint))
+    def fingerprint(self, input_stage: str | None, input_ref: dict[str, Any] | None) -> str:
+        """The config payload, the pinned model identities and the input's identity (its fingerprint and the
+        digest of its rows' content, so a redone input invalidates what was built on it): the same fingerprint
+        means the same intended output."""
+        return fingerprint({**self.config_payload(input_stage),
+                            "models": {role: m.identity() for role, m in self.models().items()},
+                            "input": input_ref})
 
-    def throughput_fields(self) -> set[str]:
-        return set()
+    # ------------------------------------------------------------------------------------------ rows
 
     def source_plan(self) -> list[dict[str, Any]]:
         """Stages without an input stage: one small JSON descriptor per shard, each with its `rows`."""
@@ -130,6 +177,14 @@ class Stage:
 
     def source_rows(self, descriptor: dict[str, Any]) -> list[dict[str, Any]]:
         raise NotImplementedError(f"stage {self.name!r} has no source")
+
+    def prepare(self, batches: Iterable[pa.RecordBatch]) -> pa.Table | None:
+        """A pass over the whole input at plan time, for a decision a shard cannot make alone (dedup). The
+        table returned is persisted with the plan and handed to `load_prepared` in every worker."""
+        return None
+
+    def load_prepared(self, table: pa.Table) -> None:
+        raise NotImplementedError(f"stage {self.name!r} prepares nothing")
 
     def process(self, rows: list[dict[str, Any]], ctx: StageContext) -> ShardResult:
         raise NotImplementedError

@@ -1,10 +1,10 @@
-"""Exact-duplicate removal on normalised question text (not in the paper: the released selection grouped
-rows by exact question text, which merged exact duplicates). A question is kept iff its id is the lowest
-(string order) among the questions with the same normalised text.
+"""Exact-duplicate removal on normalised question text: our addition, not the paper's (the released code
+has no dedup step). A question is kept iff its id is the lowest (string order) among the questions with the
+same normalised text.
 
-Deciding this needs the whole input, not one shard: the executor calls `prepare(batches)` with every input
-shard's rows, in every worker, before it processes any shard. `prepare` keeps only the texts that occur
-more than once, as 16-byte digests mapped to the id that is kept, so a shard then decides alone."""
+Deciding this needs the whole input, not one shard: at plan time `prepare(batches)` streams every input
+shard once and keeps only the texts that occur more than once, as 16-byte digests mapped to the id that is
+kept. The plan persists that table, so every worker (on any node) decides its shards alone."""
 
 from __future__ import annotations
 
@@ -12,14 +12,15 @@ import hashlib
 import re
 import unicodedata
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Literal
 
 import datasets
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ..params import Strict
 from .base import ShardResult, Stage, StageContext, with_drop_reason
-from .questions import QuestionsStage
+from .questions import QUESTION_FEATURES
 
 DIGEST_BYTES = 16
 _SPACE = re.compile(r"\s+")
@@ -35,35 +36,52 @@ def text_digest(text: str) -> bytes:
     return hashlib.blake2b(normalize_question(text).encode("utf-8"), digest_size=DIGEST_BYTES).digest()
 
 
-def build_index(batches: Iterable[pa.RecordBatch]) -> dict[bytes, str]:
-    """Digest -> the lowest id, for digests seen more than once. Arrow does the grouping, so memory is about
-    (16 bytes + id) per input row while building, then only the duplicated texts."""
+INDEX_SCHEMA = pa.schema([("digest", pa.binary(DIGEST_BYTES)), ("id", pa.string())])
+
+
+def build_index(batches: Iterable[pa.RecordBatch]) -> pa.Table:
+    """(digest, the lowest id) for digests seen more than once, sorted by digest. Arrow does the grouping, so
+    memory is about (16 bytes + id) per input row while building, then only the duplicated texts."""
     parts = []
     for batch in batches:
         digests = [text_digest(q or "") for q in batch.column("query").to_pylist()]
         parts.append(pa.table({"digest": pa.array(digests, pa.binary(DIGEST_BYTES)), "id": batch.column("id")}))
     if not parts:
-        return {}
+        return INDEX_SCHEMA.empty_table()
     groups = pa.concat_tables(parts).group_by("digest").aggregate([("id", "min"), ("id", "count")])
     groups = groups.filter(pc.greater(groups["id_count"], 1))
-    return dict(zip(groups["digest"].to_pylist(), groups["id_min"].to_pylist(), strict=True))
+    table = pa.table({"digest": groups["digest"], "id": groups["id_min"]}, schema=INDEX_SCHEMA)
+    return table.sort_by("digest")
+
+
+class Params(Strict):
+    """Exact duplicates of normalised question text (NFKC, case-folded, collapsed whitespace); keeps the lowest
+    id. Our addition: the paper and its released code have no dedup step."""
+
+    normalize: Literal["nfkc-casefold-space"] = "nfkc-casefold-space"
 
 
 class DedupStage(Stage):
     name = "dedup"
-    version = "1"
-    input = "language"
+    version = "2"
     description = "Questions with exact duplicates (normalised text) removed; the lowest id of each text is kept."
-    features = QuestionsStage.features
-    dropped_features = with_drop_reason(QuestionsStage.features, duplicate_of=datasets.Value("string"))
+    Params = Params
+    reads = ("id", "query")
+    features = QUESTION_FEATURES
+    dropped_features = with_drop_reason(QUESTION_FEATURES, duplicate_of=datasets.Value("string"))
 
-    def __init__(self, config) -> None:
-        super().__init__(config)
+    def __init__(self, config, models=None) -> None:
+        super().__init__(config, models)
         self.kept_ids: dict[bytes, str] | None = None
 
-    def prepare(self, batches: Iterable[pa.RecordBatch]) -> None:
+    def prepare(self, batches: Iterable[pa.RecordBatch]) -> pa.Table:
         """The global pass over the whole input (every `train` shard of the input stage, in order)."""
-        self.kept_ids = build_index(batches)
+        table = build_index(batches)
+        self.load_prepared(table)
+        return table
+
+    def load_prepared(self, table: pa.Table) -> None:
+        self.kept_ids = dict(zip(table["digest"].to_pylist(), table["id"].to_pylist(), strict=True))
 
     def process(self, rows: list[dict[str, Any]], ctx: StageContext) -> ShardResult:
         if self.kept_ids is None:
@@ -75,6 +93,6 @@ class DedupStage(Stage):
             if first is None or first == row["id"]:
                 kept.append(row)
             else:
-                dropped.append({**row, "drop_reason": "duplicate", "duplicate_of": first})
+                dropped.append({**row, "drop_reason": "duplicate", "drop_detail": None, "duplicate_of": first})
         ctx.report(len(rows))
         return ShardResult(kept, dropped)

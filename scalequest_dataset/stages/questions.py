@@ -3,34 +3,84 @@ template (T=1.0, top_p=0.99, max_tokens 1024 as in the released code; n=1 per re
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import datasets
+from pydantic import Field, field_validator, model_validator
 
 from ..engines import Request, Sampling
-from ..ids import derive_seed, question_id
+from ..engines.base import generate_guarded
+from ..ids import derive_seed, question_id, validate_generator_name
+from ..params import ModelSpec, Strict
 from ..prompts import pre_query_template
-from .base import ShardResult, Stage, StageContext
+from .base import ShardResult, Stage, StageContext, rejected, token_counts, with_drop_reason
+
+
+class GeneratorParams(Strict):
+    name: str
+    model: ModelSpec
+    template: Literal["qwen", "deepseek"]
+    system_prompt: str | None = None
+    count: int = Field(ge=0)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        return validate_generator_name(value)
+
+    @model_validator(mode="after")
+    def _system_only_for_qwen(self) -> GeneratorParams:
+        if self.template == "deepseek" and self.system_prompt is not None:
+            raise ValueError("system_prompt is only allowed with template 'qwen'")
+        return self
+
+
+class Params(Strict):
+    """Stage 3 of the paper: questions from the bare pre-query template."""
+
+    generators: list[GeneratorParams] = Field(min_length=1)
+    temperature: float = Field(1.0, ge=0)
+    top_p: float = Field(0.99, gt=0, le=1)
+    max_tokens: int = Field(1024, ge=1)
+
+    @field_validator("generators")
+    @classmethod
+    def _unique_names(cls, gens: list[GeneratorParams]) -> list[GeneratorParams]:
+        names = [g.name for g in gens]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"generator names must be unique, repeated: {dupes}")
+        return gens
+
+
+# The columns every later question-level stage starts from.
+QUESTION_FEATURES = datasets.Features({
+    "id": datasets.Value("string"),
+    "generator": datasets.Value("string"),
+    "index": datasets.Value("int64"),
+    "query": datasets.Value("string"),
+    "seed": datasets.Value("int64"),
+    "finish_reason": datasets.Value("string"),
+    "prompt_tokens": datasets.Value("int32"),
+    "completion_tokens": datasets.Value("int32"),
+})
 
 
 class QuestionsStage(Stage):
     name = "questions"
-    version = "1"
-    input = None
+    version = "2"
     description = "Raw questions sampled from each generator's bare pre-query template."
-    features = datasets.Features({
-        "id": datasets.Value("string"),
-        "generator": datasets.Value("string"),
-        "index": datasets.Value("int64"),
-        "query": datasets.Value("string"),
-        "seed": datasets.Value("int64"),
-        "finish_reason": datasets.Value("string"),
-        "prompt_tokens": datasets.Value("int32"),
-        "completion_tokens": datasets.Value("int32"),
-    })
+    Params = Params
+    unit_in, unit_out = "request", "question"
+    optional = False
+    features = QUESTION_FEATURES
+    dropped_features = with_drop_reason(QUESTION_FEATURES)  # requests the engine refused
 
     def model_specs(self) -> dict[str, Any]:
         return {f"generator:{g.name}": g.model for g in self.params.generators}
+
+    def model_field(self, role: str) -> str:
+        return f"stages.questions.generators.{role.removeprefix('generator:')}.model"
 
     def prompts(self) -> dict[str, str]:
         return {g.name: pre_query_template(g.template, g.system_prompt).prefix for g in self.params.generators}
@@ -54,13 +104,15 @@ class QuestionsStage(Stage):
         template = pre_query_template(gen.template, gen.system_prompt)
         sampling = Sampling(self.params.temperature, self.params.top_p, self.params.max_tokens, template.stop)
         seeds = [derive_seed(self.config.seed, self.name, r["id"]) for r in rows]
-        model = self.resolved_models()[f"generator:{gen.name}"]
-        completions = ctx.engine(model).generate(
-            [Request(template.prefix, sampling, s) for s in seeds], ctx.progress)
-        out = [
-            {"id": r["id"], "generator": r["generator"], "index": r["index"], "query": c.text.strip(), "seed": s,
-             "finish_reason": c.finish_reason, "prompt_tokens": c.prompt_tokens,
-             "completion_tokens": c.completion_tokens}
-            for r, s, c in zip(rows, seeds, completions, strict=True)
-        ]
-        return ShardResult(out, tokens=sum(c.completion_tokens for c in completions))
+        engine = ctx.engine(self.models()[f"generator:{gen.name}"])
+        completions = generate_guarded(engine, [Request(template.prefix, sampling, s) for s in seeds], ctx.progress)
+        kept, dropped = [], []
+        for r, s, c in zip(rows, seeds, completions, strict=True):
+            out = {"id": r["id"], "generator": r["generator"], "index": r["index"], "query": c.text.strip(),
+                   "seed": s, "finish_reason": c.finish_reason, "prompt_tokens": c.prompt_tokens,
+                   "completion_tokens": c.completion_tokens}
+            if c.error:
+                dropped.append(rejected(out, c))
+            else:
+                kept.append(out)
+        return ShardResult(kept, dropped, **token_counts(completions))

@@ -1,18 +1,34 @@
 """Stage 7 of the paper: k responses per question (k requests with n=1 each, as the released code sends),
-the raw Qwen-format response prompt verbatim, then the released answer-format filter: a response is kept
-iff it contains one of "boxed", "he answer is", "final answer is"."""
+the raw Qwen-format response prompt verbatim, each response stripped of surrounding whitespace as the
+release does (`response[0].strip()` in gen.py) before anything else reads it, then the released
+answer-format filter: a response is kept iff it contains one of "boxed", "he answer is", "final answer is"."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import datasets
+from pydantic import Field
 
 from ..engines import Request, Sampling
+from ..engines.base import generate_guarded
 from ..ids import derive_seed, response_id
+from ..params import ModelSpec, Strict
 from ..prompts import RESPONSE_PROMPT, response_prompt
-from .base import ShardResult, Stage, StageContext, with_drop_reason
+from .base import ShardResult, Stage, StageContext, rejected, token_counts, with_drop_reason
 from .difficulty import CHATML_STOP
+
+
+class Params(Strict):
+    """Stage 7: k samples per question (one request each), then the released answer-format filter."""
+
+    model: ModelSpec
+    samples: int = Field(5, ge=1)
+    temperature: float = Field(0.7, ge=0)
+    top_p: float = Field(0.95, gt=0, le=1)
+    max_tokens: int = Field(2048, ge=1)
+    answer_markers: list[str] = Field(default_factory=lambda: ["boxed", "he answer is", "final answer is"])
+
 
 FEATURES = datasets.Features({
     "id": datasets.Value("string"),  # "{question_id}-r{sample}"
@@ -31,8 +47,10 @@ FEATURES = datasets.Features({
 
 class ResponsesStage(Stage):
     name = "responses"
-    version = "1"
-    input = "difficulty"
+    version = "2"  # 2: responses are stripped, as the release does
+    Params = Params
+    unit_in, unit_out = "question", "response"
+    reads = ("id", "query", "generator")
     description = "Sampled responses per question that state a final answer; the rest in `dropped`."
     features = FEATURES
     dropped_features = with_drop_reason(FEATURES)
@@ -53,17 +71,22 @@ class ResponsesStage(Stage):
         sampling = Sampling(self.params.temperature, self.params.top_p, self.params.max_tokens, CHATML_STOP)
         ids = [(row, response_id(row["id"], j), j) for row in rows for j in range(k)]
         seeds = [derive_seed(self.config.seed, self.name, rid) for _, rid, _ in ids]
-        engine = ctx.engine(self.resolved_models()["responder"])
-        completions = engine.generate(
+        engine = ctx.engine(self.models()["responder"])
+        completions = generate_guarded(
+            engine,
             [Request(response_prompt(row["query"]), sampling, s) for (row, _, _), s in zip(ids, seeds, strict=True)],
             ctx.per_row_progress(k))
         kept, dropped = [], []
         for (row, rid, j), seed, c in zip(ids, seeds, completions, strict=True):
+            text = c.text.strip()  # the release: response[0].strip(), before the filter, scoring and output
             out = {"id": rid, "question_id": row["id"], "generator": row["generator"], "query": row["query"],
-                   "response": c.text, "sample": j, "seed": seed, "finish_reason": c.finish_reason,
-                   "completion_tokens": c.completion_tokens, "has_answer_format": self.has_answer_format(c.text),
+                   "response": text, "sample": j, "seed": seed, "finish_reason": c.finish_reason,
+                   "completion_tokens": c.completion_tokens, "has_answer_format": self.has_answer_format(text),
                    "difficulty": row.get("difficulty")}
-            (kept if out["has_answer_format"] else dropped).append(out)
-        for out in dropped:
-            out["drop_reason"] = "no-final-answer"
-        return ShardResult(kept, dropped, tokens=sum(c.completion_tokens for c in completions))
+            if c.error:
+                dropped.append(rejected(out, c))
+            elif out["has_answer_format"]:
+                kept.append(out)
+            else:
+                dropped.append({**out, "drop_reason": "no-final-answer"})
+        return ShardResult(kept, dropped, **token_counts(completions))

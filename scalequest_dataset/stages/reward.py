@@ -8,13 +8,32 @@ question's sibling responses together, so the stage groups by `question_id` (a s
 from __future__ import annotations
 
 from itertools import groupby
-from typing import Any
+from typing import Any, Literal
 
 import datasets
+from pydantic import model_validator
 
 from ..answers import agreement_shares, extract_answer
-from .base import ShardResult, Stage, StageContext, with_columns
+from ..engines.base import Score, score_guarded
+from ..params import ModelSpec, Strict
+from .base import ShardResult, Stage, StageContext, rejected, with_columns, with_drop_reason
 from .responses import FEATURES as RESPONSE_FEATURES
+
+
+class Params(Strict):
+    """Stage 8a: a reward per response: a reward model on (raw question, response) as a user/assistant chat,
+    or self-consistency (agreement of the final answer with its siblings) for presets without one."""
+
+    method: Literal["reward-model", "self-consistency"] = "reward-model"
+    model: ModelSpec | None = None
+    trust_remote_code: bool = False  # InternLM2-Reward ships its model code with its weights
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] | None = None  # None: the run's engine.dtype
+
+    @model_validator(mode="after")
+    def _check(self) -> Params:
+        if self.method == "reward-model" and self.model is None:
+            raise ValueError("method 'reward-model' needs `model`")
+        return self
 
 FEATURES = with_columns(
     RESPONSE_FEATURES,
@@ -29,10 +48,13 @@ def conversation(query: str, response: str) -> list[dict[str, str]]:
 
 class RewardStage(Stage):
     name = "reward"
-    version = "1"
-    input = "responses"
+    version = "2"
     description = "Every kept response with its reward (reward model, or agreement with its siblings)."
+    Params = Params
+    unit_in, unit_out = "response", "response"
+    reads = ("id", "question_id", "query", "response")
     features = FEATURES
+    dropped_features = with_drop_reason(FEATURES)  # responses the reward model refused
     group_key = "question_id"
 
     def model_specs(self) -> dict[str, Any]:
@@ -47,20 +69,25 @@ class RewardStage(Stage):
         if not rows:
             return ShardResult([])
         answers = [extract_answer(r["response"]) for r in rows]
-        if self.params.method == "reward-model":
-            rewards = self.model_rewards(rows, ctx)
-        else:
+        if self.params.method != "reward-model":
             rewards = self_consistency_rewards(rows, answers)
             ctx.report(len(rows))
-        out = [{**r, "answer": a, "reward": w} for r, a, w in zip(rows, answers, rewards, strict=True)]
-        return ShardResult(out)
+            return ShardResult([{**r, "answer": a, "reward": w} for r, a, w in zip(rows, answers, rewards, strict=True)])
+        kept, dropped = [], []
+        for r, a, score in zip(rows, answers, self.model_rewards(rows, ctx), strict=True):
+            out = {**r, "answer": a, "reward": score.value}
+            if score.error:
+                dropped.append(rejected(out, score))
+            else:
+                kept.append(out)
+        return ShardResult(kept, dropped)
 
-    def model_rewards(self, rows: list[dict[str, Any]], ctx: StageContext) -> list[float]:
+    def model_rewards(self, rows: list[dict[str, Any]], ctx: StageContext) -> list[Score]:
         overrides: dict[str, Any] = {"task": "score", "trust_remote_code": self.params.trust_remote_code}
         if self.params.dtype is not None:
             overrides["dtype"] = self.params.dtype
-        engine = ctx.engine(self.resolved_models()["reward"], **overrides)
-        return engine.score([conversation(r["query"], r["response"]) for r in rows], ctx.progress)
+        engine = ctx.engine(self.models()["reward"], **overrides)
+        return score_guarded(engine, [conversation(r["query"], r["response"]) for r in rows], ctx.progress)
 
 
 def self_consistency_rewards(rows: list[dict[str, Any]], answers: list[str | None]) -> list[float]:

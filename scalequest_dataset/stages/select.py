@@ -6,11 +6,18 @@ from __future__ import annotations
 
 import math
 from itertools import groupby
-from typing import Any
+from typing import Any, Literal
 
 import datasets
 
+from ..params import Strict
 from .base import ShardResult, Stage, StageContext
+
+
+class Params(Strict):
+    """Stage 8b, the released config `default`: the best response per question; ties go to the lowest id."""
+
+    tie_break: Literal["lowest-response-id"] = "lowest-response-id"
 
 FEATURES = datasets.Features({
     "id": datasets.Value("string"),  # the question id
@@ -36,7 +43,9 @@ def best_response(candidates: list[dict[str, Any]]) -> dict[str, Any]:
 class SelectStage(Stage):
     name = "default"
     version = "1"
-    input = "reward"
+    Params = Params
+    unit_in, unit_out = "response", "question"
+    reads = ("id", "question_id", "query", "response", "reward", "generator")
     description = "One (query, response) pair per question: its highest-reward response."
     features = FEATURES
     group_key = "question_id"

@@ -8,15 +8,18 @@ which also keeps "...yesterday... No"); `final-verdict` reads the last standalon
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Literal
 
 import datasets
+from pydantic import Field
 
 from ..engines import Request, Sampling
+from ..engines.base import generate_guarded
 from ..ids import derive_seed
-from ..prompts import SOLVABILITY_PROMPT, solvability_prompt
-from .base import ShardResult, Stage, StageContext, with_columns, with_drop_reason
-from .questions import QuestionsStage
+from ..params import ModelSpec, Strict
+from ..prompts import QWEN_SYSTEM, SOLVABILITY_PROMPT, solvability_prompt
+from .base import ShardResult, Stage, StageContext, rejected, token_counts, with_columns, with_drop_reason
+from .questions import QUESTION_FEATURES
 
 _VERDICT = re.compile(r"\b(yes|no)\b", re.IGNORECASE)
 
@@ -32,8 +35,17 @@ def final_verdict(output: str) -> bool:
 
 RULES = {"substring-yes": substring_yes, "final-verdict": final_verdict}
 
+class Params(Strict):
+    """Stage 5: the judge prompt verbatim in the judge's chat template, greedy."""
+
+    model: ModelSpec
+    system_prompt: str | None = QWEN_SYSTEM
+    rule: Literal["substring-yes", "final-verdict"] = "substring-yes"
+    max_tokens: int = Field(2048, ge=1)
+
+
 FEATURES = with_columns(
-    QuestionsStage.features,
+    QUESTION_FEATURES,
     judge_output=datasets.Value("string"),  # the judge's whole reply (its reasoning and verdict)
     judge_finish_reason=datasets.Value("string"),  # "length": the verdict may have been cut off
     solvable=datasets.Value("bool"),
@@ -42,9 +54,10 @@ FEATURES = with_columns(
 
 class SolvabilityStage(Stage):
     name = "solvability"
-    version = "1"
-    input = "dedup"
+    version = "2"
     description = "Questions a judge model calls solvable math problems; the rest in `dropped`."
+    Params = Params
+    reads = ("id", "query")
     features = FEATURES
     dropped_features = with_drop_reason(FEATURES)
 
@@ -61,18 +74,20 @@ class SolvabilityStage(Stage):
     def process(self, rows: list[dict[str, Any]], ctx: StageContext) -> ShardResult:
         if not rows:
             return ShardResult([])
-        engine = ctx.engine(self.resolved_models()["judge"])
+        engine = ctx.engine(self.models()["judge"])
         sampling = Sampling(temperature=0.0, top_p=1.0, max_tokens=self.params.max_tokens)
         # Greedy decoding draws nothing; each row still gets its own derived seed (the determinism contract).
         requests = [Request(engine.chat_prompt(self.messages(r["query"])), sampling,
                             derive_seed(self.config.seed, self.name, r["id"])) for r in rows]
-        completions = engine.generate(requests, ctx.progress)
+        completions = generate_guarded(engine, requests, ctx.progress)
         rule = RULES[self.params.rule]
         kept, dropped = [], []
         for row, c in zip(rows, completions, strict=True):
             out = {**row, "judge_output": c.text, "judge_finish_reason": c.finish_reason, "solvable": rule(c.text)}
-            if out["solvable"]:
+            if c.error:
+                dropped.append(rejected(out, c))
+            elif out["solvable"]:
                 kept.append(out)
             else:
                 dropped.append({**out, "drop_reason": "unsolvable"})
-        return ShardResult(kept, dropped, tokens=sum(c.completion_tokens for c in completions))
+        return ShardResult(kept, dropped, **token_counts(completions))

@@ -27,6 +27,10 @@ class RevisionNotFound(StoreError):
     pass
 
 
+class VerificationError(StoreError):
+    """Bytes that do not match the record that names them (a run's shard before publishing, a fetched file)."""
+
+
 @dataclass(frozen=True)
 class Digest:
     """What a store knows of a file's content: a git blob id for regular files, or the sha256 of an LFS one."""
@@ -85,7 +89,12 @@ class Store(ABC):
         """tag -> commit id"""
 
     @abstractmethod
-    def create_tag(self, tag: str, commit: str, message: str) -> None: ...
+    def create_tag(self, tag: str, commit: str, message: str) -> None:
+        """Create-only: an existing tag is an error (StoreError)."""
+
+    @abstractmethod
+    def move_tag(self, tag: str, commit: str, old: str) -> None:
+        """Point an existing tag at `commit`, only if it still points at `old` (StoreError otherwise)."""
 
     @abstractmethod
     def delete_tag(self, tag: str) -> None: ...
@@ -112,12 +121,16 @@ class Store(ABC):
 
 @contextmanager
 def writing_atomically(dest: Path) -> Iterator[BinaryIO]:
-    """Write `dest` through a temporary sibling renamed into place, so an interrupted fetch never leaves a
-    partial file that a cache would take for complete."""
+    """Write `dest` through a uniquely named temporary sibling renamed into place, so an interrupted fetch never
+    leaves a partial file that a cache would take for complete, and two processes fetching the same file never
+    write into each other's temporary file."""
+    import tempfile
+
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(dest.name + ".part")
+    fd, name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    tmp = Path(name)
     try:
-        with open(tmp, "wb") as fh:
+        with os.fdopen(fd, "wb") as fh:
             yield fh
         os.replace(tmp, dest)
     finally:

@@ -112,6 +112,12 @@ class LocalGitStore(Store):
         if res.returncode != 0:
             raise StoreError(f"tag {tag!r} already exists in {self.path}")
 
+    def move_tag(self, tag: str, commit: str, old: str) -> None:
+        res = self._git("update-ref", f"refs/tags/{tag}", commit, old, check=False)  # compare-and-swap
+        if res.returncode != 0:
+            raise StoreError(f"tag {tag!r} in {self.path} no longer points at {old[:12]} (moved by someone else?); "
+                             "nothing was changed")
+
     def delete_tag(self, tag: str) -> None:
         self._git("update-ref", "-d", f"refs/tags/{tag}")
 

@@ -20,6 +20,7 @@ from .base import (
 
 class HubStore(Store):
     def __init__(self, repo_id: str, create: bool = False, token: str | None = None) -> None:
+        import httpx
         from huggingface_hub import HfApi
         from huggingface_hub.errors import RepositoryNotFoundError
 
@@ -32,6 +33,9 @@ class HubStore(Store):
                 raise StoreError(f"dataset repository {repo_id!r} not found on {self.api.endpoint}") from None
             self._require_token()
             self.api.create_repo(repo_id, repo_type="dataset", exist_ok=True)
+        except (OSError, httpx.TransportError) as exc:  # unreachable, timed out, or HF_HUB_OFFLINE
+            raise StoreError(f"the Hub at {self.api.endpoint} is unreachable ({type(exc).__name__}): "
+                             f"cannot open dataset {repo_id!r}") from None
 
     def _require_token(self) -> None:
         from huggingface_hub import get_token
@@ -115,6 +119,16 @@ class HubStore(Store):
             if getattr(exc.response, "status_code", None) == 409:
                 raise StoreError(f"tag {tag!r} already exists in {self.location}") from None
             raise
+
+    def move_tag(self, tag: str, commit: str, old: str) -> None:
+        """The Hub has no compare-and-swap for tags: check, delete, create, then check that it landed."""
+        if self.tags().get(tag) != old:
+            raise StoreError(f"tag {tag!r} in {self.location} no longer points at {old[:12]}; nothing was changed")
+        self.delete_tag(tag)
+        self.create_tag(tag, commit, f"moved from {old[:12]}")
+        now = self.tags().get(tag)
+        if now != commit:
+            raise StoreError(f"tag {tag!r} in {self.location} points at {now} after the move, not {commit}")
 
     def delete_tag(self, tag: str) -> None:
         self._require_token()

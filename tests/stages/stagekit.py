@@ -8,6 +8,7 @@ from typing import Any
 
 from scalequest_dataset.config import build_config
 from scalequest_dataset.engines import Completion, EngineInfo, Request
+from scalequest_dataset.model_identity import ResolvedModel
 from scalequest_dataset.stages import STAGES, StageContext
 
 
@@ -40,6 +41,15 @@ class FakeEngine:
         self.scored.extend(conversations)
         return [self.scorer(c) for c in conversations]
 
+    def context_length(self) -> int:
+        return 1 << 20
+
+    def prompt_length(self, prompt: str) -> int:
+        return len(prompt)
+
+    def score_length(self, conversation: list[dict[str, str]]) -> int:
+        return sum(len(m["content"]) for m in conversation)
+
     def info(self) -> EngineInfo:
         return EngineInfo("fake", "0", "fake", "float32", "cpu", batch_invariant=True)
 
@@ -57,13 +67,28 @@ BASE = {
 
 
 def make_stage(name: str, section: dict[str, Any] | None = None, seed: int = 7):
-    """The stage `name` of a config whose other sections are the minimum; hub-style model ids are never
-    loaded (the fake engine stands in)."""
+    """The stage `name` of a config whose other sections are the minimum. Its hub-style model ids are pinned to
+    a made-up commit, as a plan would pin them, and never loaded (the fake engine stands in)."""
     stages = dict(BASE["stages"])
     if section is not None or name not in stages:
         stages[name] = section or {}
-    data = {**BASE, "seed": seed, "stages": stages}
-    return STAGES[name](build_config(data))
+    for upstream in ("questions", "language", "dedup", "solvability", "difficulty", "responses", "reward"):
+        if upstream == name:
+            break
+        stages.setdefault(upstream, UPSTREAM.get(upstream, {}))
+    config = build_config({**BASE, "seed": seed, "stages": stages})
+    stage = STAGES[name](config)
+    pinned = {role: ResolvedModel(spec.id, "0" * 40, spec.id) for role, spec in stage.model_specs().items()}
+    return STAGES[name](config, pinned)
+
+
+# The minimal sections of the stages before the one under test (a config enables a stage's input chain).
+UPSTREAM: dict[str, dict[str, Any]] = {
+    "solvability": {"model": "org/judge"},
+    "difficulty": {"method": "self-consistency", "model": "org/sampler", "samples": 2},
+    "responses": {"model": "org/responder", "samples": 2},
+    "reward": {"method": "self-consistency"},
+}
 
 
 class Calls:

@@ -76,10 +76,11 @@ def test_decision_does_not_depend_on_the_shard_cut(cut):
         (r["id"], r["duplicate_of"]) for r in whole_dropped)
 
 
-def test_index_holds_only_duplicated_texts():
+def test_index_holds_only_duplicated_texts_sorted_by_digest():
     index = build_index(batches(ROWS, 3))
-    assert sorted(index.values()) == [LOWEST, "deepseek-qgen-00000005"]
-    assert all(len(digest) == 16 for digest in index)
+    assert sorted(index["id"].to_pylist()) == [LOWEST, "deepseek-qgen-00000005"]
+    assert all(len(digest) == 16 for digest in index["digest"].to_pylist())
+    assert index["digest"].to_pylist() == sorted(index["digest"].to_pylist())  # persisted with the plan: stable
 
 
 def test_a_shard_refuses_to_decide_without_the_global_pass():

@@ -19,7 +19,7 @@ def run_chain(tmp_path: Path) -> dict[str, list[dict]]:
 
     def get_engine(model, **overrides):
         options = {"dtype": config.engine.dtype, "batch_size": config.engine.batch_size, **overrides}
-        return pool.get(config.engine.name, model.path, **options)
+        return pool.get(config.engine.name, model.path, **options)  # tiny built-ins load from their folder
 
     ctx = StageContext(config, get_engine)
     outputs: dict[str, list[dict]] = {}
@@ -30,8 +30,7 @@ def run_chain(tmp_path: Path) -> dict[str, list[dict]]:
             if name == "questions":
                 result = stage.process([r for d in stage.source_plan() for r in stage.source_rows(d)], ctx)
             else:
-                if hasattr(stage, "prepare"):
-                    stage.prepare(iter(pa.Table.from_pylist(rows).to_batches()))
+                stage.prepare(iter(pa.Table.from_pylist(rows).to_batches()))
                 result = stage.process(rows, ctx)
             write_rows(tmp_path / name / "train.parquet", result.rows, stage.features)
             if stage.dropped_features is not None:

@@ -58,13 +58,16 @@ def run_dir_rows(run_dir: Path, stage: str, split: str = "train") -> list[dict]:
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory) -> Path:
-    from scalequest_dataset.config import resolve_config
-    from scalequest_dataset.executor import Run
+    from support.runs import tiny_run
+
+    from scalequest_dataset.engines import EnginePool
 
     root = tmp_path_factory.mktemp("run")
-    run = Run(root, resolve_config("tiny"), show_progress=False)
-    run.run(STAGES)
-    run.close()
+    pool = EnginePool()
+    try:
+        tiny_run(root, pool, stages=STAGES)
+    finally:
+        pool.close()
     return root
 
 

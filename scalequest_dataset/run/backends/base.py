@@ -1,0 +1,59 @@
+"""The one small interface every backend implements. A backend knows nothing of rows, Parquet or stages: it is
+handed a job (a run directory, a stage name, shard indices) and makes `worker.run_shard` happen for each index
+somewhere, reporting progress and records as they come. Since a shard's bytes depend only on the run
+directory and its index, every backend writes the same bytes, at any worker count and in any order."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from ...config import RunConfig
+from ..records import ShardRecord
+
+
+@dataclass(frozen=True)
+class StageJob:
+    run_dir: str
+    stage: str
+    indices: list[int]
+    config: RunConfig  # this invocation's config (throughput knobs included); its data part is the run dir's
+
+
+class Reporter:
+    """Where a backend reports: rows/tokens as they are generated, and each finished shard's record."""
+
+    def __init__(self, progress: Callable[[int, int], None] | None = None,
+                 done: Callable[[ShardRecord], None] | None = None) -> None:
+        self._progress, self._done = progress, done
+
+    def progress(self, rows: int, tokens: int) -> None:
+        if self._progress:
+            self._progress(rows, tokens)
+
+    def done(self, record: ShardRecord) -> None:
+        if self._done:
+            self._done(record)
+
+
+class Backend(ABC):
+    """Runs shards. Lives for a whole `scalequest run` (workers and their loaded engines are reused from stage
+    to stage); use it as a context manager so workers are stopped."""
+
+    name: ClassVar[str]
+
+    @abstractmethod
+    def run(self, job: StageJob, reporter: Reporter) -> None:
+        """Run every shard of the job; return when all are complete, raise StageError naming the shard if one
+        cannot be."""
+
+    def close(self) -> None:  # noqa: B027 - a backend without workers has nothing to stop
+        """Stop workers and free their engines."""
+
+    def __enter__(self) -> Backend:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()

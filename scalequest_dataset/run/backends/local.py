@@ -1,0 +1,238 @@
+"""The local backend: in-process (one worker), or N worker processes on this machine, each with its own
+device and its own engines, pulling shard indices as they finish (a slow shard never holds the others).
+
+Worker r gets GPUs r*G .. r*G+G-1 of those visible (`CUDA_VISIBLE_DEVICES`, set before it imports torch)
+or, on a CPU machine, its share of the cores (torch threads and vLLM-CPU's OpenMP binding). Each worker talks
+to the parent over its own pipe: a worker that dies (killed, out of memory) cannot wedge the others, and its
+shard - which left no partial file, writes being atomic - is given to a fresh worker, a bounded number of
+times. An exception in a stage is not retried: it fails the stage, naming the shard and the log."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import shutil
+import signal
+import subprocess
+import traceback
+from collections import deque
+from multiprocessing.connection import Connection, wait
+from typing import Any
+
+from ...engines import EnginePool
+from ...params import ConfigError
+from ..layout import RunLayout
+from ..plan import StageError
+from ..records import ShardRecord
+from ..worker import WorkerContext, run_shard
+from .base import Backend, Reporter, StageJob
+
+MAX_ATTEMPTS = 3
+
+
+def visible_gpus() -> list[str]:
+    """The GPUs this process may use: CUDA_VISIBLE_DEVICES if set, else what nvidia-smi lists, else none."""
+    env = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if env is not None:
+        return [d.strip() for d in env.split(",") if d.strip() and d.strip() != "-1"]
+    if shutil.which("nvidia-smi"):
+        res = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True)
+        if res.returncode == 0:
+            return [str(i) for i, line in enumerate(res.stdout.splitlines()) if line.startswith("GPU ")]
+    return []
+
+
+def worker_devices(workers: int, gpus_per_worker: int) -> list[dict[str, str]]:
+    """The environment each worker starts with: its GPUs, or on a CPU machine its share of the cores."""
+    gpus = visible_gpus()
+    if gpus:
+        need = workers * gpus_per_worker
+        if need > len(gpus):
+            raise ConfigError(f"--workers {workers} with {gpus_per_worker} GPU(s) each needs {need} GPUs; "
+                              f"{len(gpus)} are visible ({','.join(gpus)})")
+        return [{"CUDA_VISIBLE_DEVICES": ",".join(gpus[r * gpus_per_worker:(r + 1) * gpus_per_worker])}
+                for r in range(workers)]
+    cores = sorted(os.sched_getaffinity(0))
+    share = max(1, len(cores) // workers)
+    out = []
+    for r in range(workers):
+        mine = cores[r * share:(r + 1) * share] or cores[-1:]
+        env = {"SCALEQUEST_THREADS": str(len(mine)), "OMP_NUM_THREADS": str(len(mine))}
+        if "VLLM_CPU_OMP_THREADS_BIND" not in os.environ:
+            env["VLLM_CPU_OMP_THREADS_BIND"] = ",".join(str(c) for c in mine)
+        out.append(env)
+    return out
+
+
+class LocalBackend(Backend):
+    name = "local"
+
+    def __init__(self, workers: int = 1, gpus_per_worker: int = 1, pool: EnginePool | None = None) -> None:
+        """`pool`: loaded engines to run in-process shards with (kept open on close; a test session shares one)."""
+        if workers < 1:
+            raise ConfigError(f"--workers must be >= 1, got {workers}")
+        if gpus_per_worker < 1:
+            raise ConfigError(f"--gpus-per-worker must be >= 1, got {gpus_per_worker}")
+        self.workers = workers
+        self.gpus_per_worker = gpus_per_worker
+        self._pool = pool
+        self._own_pool = pool is None
+        self._procs: dict[int, _Process] = {}
+
+    # ------------------------------------------------------------------------------------------ in-process
+
+    def run(self, job: StageJob, reporter: Reporter) -> None:
+        if self.workers == 1:
+            self._pool = self._pool or EnginePool()
+            context = WorkerContext(self._pool, "in-process", reporter.progress)
+            for index in job.indices:
+                reporter.done(run_shard(job.run_dir, job.stage, index, context, config=job.config))
+            return
+        self._run_processes(job, reporter)
+
+    # ------------------------------------------------------------------------------------------ processes
+
+    def _run_processes(self, job: StageJob, reporter: Reporter) -> None:
+        if not self._procs:
+            envs = worker_devices(self.workers, self.gpus_per_worker)
+            logs = RunLayout(job.run_dir).logs
+            self._procs = {r: _Process(r, envs[r], logs) for r in range(self.workers)}
+        config = job.config.model_dump(mode="json")
+        queue = deque((index, 1) for index in job.indices)
+        idle = deque(sorted(self._procs))
+        busy: dict[int, tuple[int, int]] = {}  # rank -> (shard, attempt)
+        failures: list[str] = []
+        while queue or busy:
+            while queue and idle and not failures:
+                rank = idle.popleft()
+                index, attempt = queue.popleft()
+                try:
+                    self._procs[rank].conn.send(("run", job.run_dir, job.stage, index, config, attempt))
+                except OSError:  # it died while idle: replace it, and hand the shard to the next one
+                    proc = self._procs[rank]
+                    self._procs[rank] = _Process(rank, proc.env, proc.logs)
+                    idle.append(rank)
+                    queue.appendleft((index, attempt))
+                    continue
+                busy[rank] = (index, attempt)
+            if not busy:
+                break
+            by_handle = {}
+            for rank in busy:
+                by_handle[self._procs[rank].conn] = rank
+                by_handle[self._procs[rank].process.sentinel] = rank
+            for handle in wait(list(by_handle)):
+                rank = by_handle[handle]
+                if rank not in busy:
+                    continue
+                message = self._receive(rank, handle)
+                if message is None:  # the worker died mid-shard
+                    index, attempt = busy.pop(rank)
+                    proc = self._procs[rank]
+                    cause = proc.describe_death()
+                    self._procs[rank] = _Process(rank, proc.env, proc.logs)
+                    idle.append(rank)
+                    if attempt < MAX_ATTEMPTS:
+                        queue.appendleft((index, attempt + 1))
+                    else:
+                        failures.append(f"shard {index} of {job.stage!r}: its worker died {attempt} times "
+                                        f"(last: {cause}); see {proc.log}")
+                    continue
+                kind = message[0]
+                if kind == "progress":
+                    reporter.progress(message[1], message[2])
+                elif kind == "done":
+                    busy.pop(rank)
+                    idle.append(rank)
+                    reporter.done(ShardRecord.model_validate(message[1]))
+                elif kind == "error":
+                    index, _ = busy.pop(rank)
+                    idle.append(rank)
+                    failures.append(f"shard {index} of {job.stage!r} failed in worker local-{rank}: {message[1]} "
+                                    f"(traceback in {self._procs[rank].log})")
+        if failures:
+            raise StageError("; ".join(failures))
+
+    def _receive(self, rank: int, handle: Any) -> tuple | None:
+        proc = self._procs[rank]
+        if handle is proc.conn or proc.conn.poll():
+            try:
+                return proc.conn.recv()
+            except (EOFError, OSError):
+                return None
+        return None if not proc.process.is_alive() else ("progress", 0, 0)
+
+    def close(self) -> None:
+        for proc in self._procs.values():
+            proc.stop()
+        self._procs.clear()
+        if self._pool is not None and self._own_pool:
+            self._pool.close()
+            self._pool = None
+
+
+class _Process:
+    """One worker process and the parent's end of its pipe."""
+
+    def __init__(self, rank: int, env: dict[str, str], logs) -> None:
+        self.rank, self.env, self.logs = rank, env, logs
+        self.log = logs / f"worker-{rank}.log"
+        logs.mkdir(parents=True, exist_ok=True)
+        ctx = mp.get_context("spawn")  # never fork a process that may hold torch or CUDA state
+        self.conn, child = ctx.Pipe()
+        self.process = ctx.Process(target=_worker_main, args=(rank, env, str(self.log), child),
+                                   name=f"scalequest-local-{rank}", daemon=True)
+        self.process.start()
+        child.close()
+
+    def describe_death(self) -> str:
+        self.process.join(timeout=5)
+        code = self.process.exitcode
+        if code is not None and code < 0:
+            return f"killed by {signal.Signals(-code).name}"
+        return f"exit code {code}"
+
+    def stop(self) -> None:
+        try:
+            self.conn.send(("stop",))
+        except (OSError, BrokenPipeError):
+            pass
+        self.process.join(timeout=30)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join()
+        self.conn.close()
+
+
+def _worker_main(rank: int, env: dict[str, str], log: str, conn: Connection) -> None:
+    """A worker process: its devices and threads set before anything imports torch, its output to its log."""
+    os.environ.update(env)
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    threads = int(env.get("SCALEQUEST_THREADS", "0"))
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    from ...config import build_config
+
+    gpus = len([d for d in env.get("CUDA_VISIBLE_DEVICES", "").split(",") if d])
+    context = WorkerContext(EnginePool(), f"local-{rank}", lambda rows, tokens: conn.send(("progress", rows, tokens)),
+                            gpus=gpus)
+    try:
+        while True:
+            message = conn.recv()
+            if message[0] == "stop":
+                break
+            _, run_dir, stage, index, config, attempt = message
+            try:
+                record = run_shard(run_dir, stage, index, context, config=build_config(config), attempt=attempt)
+                conn.send(("done", record.model_dump(mode="json")))
+            except Exception as exc:
+                traceback.print_exc()
+                conn.send(("error", f"{type(exc).__name__}: {exc}"))
+    except (EOFError, KeyboardInterrupt):
+        pass
+    finally:
+        context.pool.close()

@@ -1,0 +1,85 @@
+"""The one place that knows where things are in a run directory:
+
+    RUN/config.yaml                                 the resolved config (what every worker reads)
+    RUN/data/<stage>/train-XXXXX-of-YYYYY.parquet   rows, sorted by id (and dropped-XXXXX-of-YYYYY.parquet)
+    RUN/state/<stage>/plan.json                     fingerprint, pinned models, shard plan
+    RUN/state/<stage>/prepared.parquet              a stage's whole-input pass (dedup's index), if any
+    RUN/state/<stage>/shard-XXXXX.json              completion record: files with digests, counts, execution
+    RUN/manifests/<stage>.json                      written once every shard is complete and verified
+    RUN/logs/                                       engine and library logs, one file per worker
+    RUN/.cache/                                     engine compile caches (vLLM)
+
+A run directory on shared storage is all a worker on another node needs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+SPLITS: tuple[str, ...] = ("train", "dropped")
+
+
+def shard_name(split: str, index: int, total: int) -> str:
+    """The Hub's own shard naming, so run directories publish without renaming."""
+    return f"{split}-{index:05d}-of-{total:05d}.parquet"
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    root: Path
+
+    def __init__(self, root: str | Path) -> None:
+        object.__setattr__(self, "root", Path(root))
+
+    @staticmethod
+    def is_run_dir(path: str | Path) -> bool:
+        return (Path(path) / "config.yaml").is_file()
+
+    def require(self) -> RunLayout:
+        """This layout, or a clear error when the folder is not a run directory."""
+        from ..params import ConfigError
+
+        if not self.is_run_dir(self.root):
+            raise ConfigError(f"{self.root} is not a run directory (no config.yaml): "
+                              "`scalequest run --out DIR` makes one")
+        return self
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.yaml"
+
+    def data_dir(self, stage: str) -> Path:
+        return self.root / "data" / stage
+
+    def shard_file(self, stage: str, split: str, index: int, total: int) -> Path:
+        return self.data_dir(stage) / shard_name(split, index, total)
+
+    def state_dir(self, stage: str) -> Path:
+        return self.root / "state" / stage
+
+    def plan(self, stage: str) -> Path:
+        return self.state_dir(stage) / "plan.json"
+
+    def prepared(self, stage: str) -> Path:
+        return self.state_dir(stage) / "prepared.parquet"
+
+    def record(self, stage: str, index: int) -> Path:
+        return self.state_dir(stage) / f"shard-{index:05d}.json"
+
+    def manifest(self, stage: str) -> Path:
+        return self.root / "manifests" / f"{stage}.json"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    def log(self, name: str) -> Path:
+        return self.logs / f"{name}.log"
+
+    @property
+    def cache(self) -> Path:
+        return self.root / ".cache"
+
+    def complete_stages(self, order: tuple[str, ...] | list[str]) -> list[str]:
+        """Stages (in `order`) whose manifest exists: finalize writes it only once every shard is verified."""
+        return [s for s in order if self.manifest(s).is_file()]

@@ -1,0 +1,1 @@
+"""Test support code (not shipped): run helpers and the local Hub-API server."""
