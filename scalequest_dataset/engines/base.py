@@ -178,14 +178,17 @@ def _describe(exc: Exception) -> str:
 
 
 def score_token_ids(tokenizer: Any, conversation: list[dict[str, str]], reward_token_id: int | None) -> list[int]:
-    """The tokens a scorer reads: the whole conversation in its chat template (no generation prompt), plus
-    the model's reward token where it has one (InternLM2-Reward's `get_score` appends
-    `config.reward_token_id` and reads the score there). A model without a chat template (a base model with
-    a regression head) reads the turns' contents joined by newlines, with its special tokens (BOS).
-    Shared by every engine, so they all score the same ids."""
+    """The tokens a scorer reads: the whole conversation in its chat template (no generation prompt), encoded
+    without added special tokens, then the model's reward token where it has one, exactly as InternLM2-Reward's
+    `get_score` builds them: it appends `config.reward_token_id` only if the ids do not already end with it
+    (the template on the Hub ends with `<|reward|>` itself; an older one did not), and reads the score at that
+    last token. A model without a chat template (a base model with a regression head) reads the turns' contents
+    joined by newlines, with its special tokens (BOS). Shared by every engine, so they all score the same ids."""
     if getattr(tokenizer, "chat_template", None):
         text = tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=False)
         ids = list(tokenizer.encode(text, add_special_tokens=False))
     else:
         ids = list(tokenizer.encode("\n".join(m["content"] for m in conversation), add_special_tokens=True))
-    return [*ids, reward_token_id] if reward_token_id is not None else ids
+    if reward_token_id is not None and (not ids or ids[-1] != reward_token_id):
+        ids.append(reward_token_id)
+    return ids

@@ -5,8 +5,13 @@ chunked prefill must be off (a seeded request whose prompt is split across steps
 Generator does not use offset"), fp32 + eager + in-process engine run fastest, and the KV cache is
 sized in bytes (the memory-utilization fraction refers to the whole NUMA node there).
 
-task="score" loads the model with vLLM's pooling runner (a sequence-classification head, or a reward model
-such as InternLM2-Reward) and `score` reads the raw, un-activated output at the last token."""
+task="score" loads the model with vLLM's pooling runner: a sequence-classification head (pooling task "classify",
+one value per sequence, read at its last token) or InternLM2-Reward (vLLM's `InternLM2ForRewardModel`: pooling
+task "token_classify", its `v_head` applied at every position; we read the position of the reward token that
+`score_token_ids` puts last, where the model's own `get_score` reads it). Scores are raw (no sigmoid: vLLM
+would apply one by default), the head runs in the model's dtype as in transformers (vLLM's default for pooling
+models is an fp32 head), and prefix caching and chunked prefill are off so that a conversation is always one
+whole prefill, whatever its batch-mates."""
 
 from __future__ import annotations
 
@@ -63,7 +68,11 @@ class VLLMEngine:
             "trust_remote_code": trust_remote_code,
         }
         if task == "score":
-            kwargs["runner"] = "pooling"
+            # One whole prefill per conversation: with a prefix read from the cache or a prompt split across
+            # steps (the split depends on the batch-mates sharing the step's token budget), the last token's
+            # numbers would be computed another way. Scoring is one prefill per row, so both cost little.
+            kwargs.update(runner="pooling", enable_prefix_caching=False, enable_chunked_prefill=False,
+                          hf_overrides={"head_dtype": "model"})
         if cpu:
             kwargs.update(enable_chunked_prefill=False, kv_cache_memory_bytes=CPU_KV_CACHE_BYTES,
                           dtype="float32" if dtype == "auto" else dtype)
@@ -114,11 +123,12 @@ class VLLMEngine:
         out: list[float] = []
         for start in range(0, len(conversations), self.batch_size):
             chunk = conversations[start : start + self.batch_size]
-            prompts = [{"prompt_token_ids": score_token_ids(tokenizer, c, reward_token)} for c in chunk]
-            results = self.llm.encode(prompts, pooling_params=PoolingParams(use_activation=False),
+            ids = [score_token_ids(tokenizer, c, reward_token) for c in chunk]
+            results = self.llm.encode([{"prompt_token_ids": i} for i in ids],
+                                      pooling_params=PoolingParams(use_activation=False),
                                       pooling_task=pooling_task, use_tqdm=False)
-            # classify: one value per sequence; token_classify: one per token, the last is the reward.
-            out.extend(float(r.outputs.data.reshape(-1)[-1]) for r in results)
+            out.extend(_scalar(r.outputs.data, len(i), pooling_task, self.model)
+                       for r, i in zip(results, ids, strict=True))
             if progress:
                 progress(len(chunk), 0)
         return out
@@ -144,10 +154,15 @@ class VLLMEngine:
 
         dtype = str(self.llm.llm_engine.model_config.dtype).removeprefix("torch.")
         device = "cpu" if self.cpu else torch.cuda.get_device_name(0)
+        extra = {"torch": torch.__version__, "enforce_eager": True if self.cpu else None, "task": self.task}
+        if self.task == "score":
+            config = self.llm.llm_engine.vllm_config
+            extra |= {"pooling_task": self.llm.pooling_task,
+                      "head_dtype": str(config.model_config.head_dtype).removeprefix("torch."),
+                      "prefix_caching": config.cache_config.enable_prefix_caching,
+                      "chunked_prefill": config.scheduler_config.enable_chunked_prefill}
         return EngineInfo("vllm", vllm.__version__, self.model, dtype, device,
-                          batch_invariant=os.environ.get("VLLM_BATCH_INVARIANT", "0") == "1",
-                          extra={"torch": torch.__version__, "enforce_eager": True if self.cpu else None,
-                                 "task": self.task})
+                          batch_invariant=os.environ.get("VLLM_BATCH_INVARIANT", "0") == "1", extra=extra)
 
     def close(self) -> None:
         del self.llm
@@ -159,3 +174,14 @@ class VLLMEngine:
                 torch.cuda.empty_cache()
         except ImportError:
             pass
+
+
+def _scalar(data, n_tokens: int, pooling_task: str, model: str) -> float:
+    """The score in one pooling output. classify: the sequence's one value. token_classify (InternLM2-Reward):
+    one value per prompt token; the reward is at the last position, the reward token (vLLM skips the prefix
+    cache for this task, so every position is there; checked, so that [-1] is that token and nothing else)."""
+    expected = (1,) if pooling_task == "classify" else (n_tokens, 1)
+    if tuple(data.shape) != expected:
+        raise RuntimeError(f"{model}: {pooling_task} output of shape {tuple(data.shape)}, expected {expected} "
+                           "(a scalar head, every position present)")
+    return float(data.reshape(-1)[-1])
