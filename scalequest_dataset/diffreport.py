@@ -340,6 +340,9 @@ def _split_figures(sp: SplitDiff) -> str:
         if st["kind"] == "category":
             if col == "generator":
                 figures.append(_figure(plots.generator_mix(series), "Rows per generator in the shards read"))
+            elif col != "drop_reason":  # drop reasons: the stage's figure, from the manifests' complete counts
+                figures.append(_figure(plots.bar_chart(series, title=col, xlabel="rows"),
+                                       f"Rows per {col} in the shards read"))
             continue
         counts = {k: v["histogram"] for k, v in series.items()}
         caption = _histogram_caption(st)

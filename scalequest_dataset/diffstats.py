@@ -12,7 +12,8 @@ import pyarrow.compute as pc
 
 NUMERIC_COLUMNS = ("difficulty", "reward", "keep_draw", "language_score")
 UNIT_RANGE = ("difficulty", "keep_draw", "language_score")  # scores in [0, 1]: plotted over all of it
-CATEGORY_COLUMNS = ("generator", "drop_reason")
+# Counted by value, not by length: a handful of values each.
+CATEGORY_COLUMNS = ("generator", "drop_reason", "finish_reason", "judge_finish_reason", "language")
 ID_COLUMNS = ("id", "question_id", "response_id", "duplicate_of")  # lengths of ids say nothing
 BINS = 20
 
@@ -33,7 +34,9 @@ class Distributions:
                     key = "null" if item["values"] is None else str(item["values"])
                     counts[key] = counts.get(key, 0) + item["counts"]
             elif _is_text(column.type) and name not in ID_COLUMNS:
-                lengths = pc.utf8_length(pc.drop_null(column).cast(pa.large_string()))  # a null has no length
+                if pa.types.is_string_view(column.type):  # utf8_length has no kernel for views
+                    column = column.cast(pa.large_string())
+                lengths = pc.utf8_length(pc.drop_null(column))  # a null has no length
                 self.lengths.setdefault(name, []).append(lengths.to_numpy().astype(np.int64))
             elif name in NUMERIC_COLUMNS and (pa.types.is_floating(column.type) or pa.types.is_integer(column.type)):
                 values = pc.drop_null(column).to_numpy().astype(float)

@@ -148,7 +148,7 @@ def bin_values(values: Mapping[str, Sequence[float]], bins: int = 20,
     if value_range is None:
         both = np.concatenate([*arrays.values(), np.array([])])
         lo, hi = (float(both.min()), float(both.max())) if both.size else (0.0, 1.0)
-        value_range = (lo, hi if hi > lo else lo + 1)
+        value_range = (lo, hi) if hi > lo else (lo - 0.5, hi + 0.5)  # one value: a bucket centred on it
     edges = np.linspace(value_range[0], value_range[1], bins + 1)
     return edges.tolist(), {k: np.histogram(v, edges)[0].tolist() for k, v in arrays.items()}
 

@@ -310,11 +310,12 @@ def column_differs(a: pa.ChunkedArray | pa.Array, b: pa.ChunkedArray | pa.Array)
 
 
 def _array(column: pa.ChunkedArray | pa.Array) -> pa.Array:
-    if isinstance(column, pa.ChunkedArray):
-        if pa.types.is_dictionary(column.type):  # chunks may carry different dictionaries
-            column = column.cast(column.type.value_type)
-        return column.combine_chunks()
-    return column
+    if isinstance(column, pa.Array):
+        return column
+    if pa.types.is_dictionary(column.type):  # chunks may carry different dictionaries
+        column = column.cast(column.type.value_type)
+    # One chunk (a shard of one row group) is used as it is: combine_chunks would copy it.
+    return column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
 
 
 def common_type(a: pa.DataType, b: pa.DataType) -> pa.DataType | None:
