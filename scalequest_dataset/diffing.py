@@ -145,7 +145,9 @@ def _split_diff(stage: str, split: str, src_a: Source, src_b: Source, ma: dict, 
     result.schema, result.rows, result.stats = found.schema, found.rows, found.stats
     result.status = "changed" if found.differs else "files-only"
     if not found.differs:
-        result.file_causes = found.file_causes or ["the same rows and types, encoded differently in Parquet"]
+        result.file_causes = found.file_causes or (
+            ["the same rows and types, encoded differently in Parquet"] if files_a or files_b
+            else ["the same files under other names"])
     return result
 
 

@@ -98,6 +98,9 @@ def id_ordered_groups(shards: list[Shard]) -> list[list[Shard]]:
 def _load(group: list[Shard]) -> pa.Table:
     tables = [pq.read_table(s.path) for s in group]
     table = tables[0] if len(tables) == 1 else pa.concat_tables(tables, promote_options="permissive")
+    ids = table.column(ID)
+    if pa.types.is_dictionary(ids.type):  # ids are sorted and searched by value
+        table = table.set_column(table.schema.get_field_index(ID), ID, ids.cast(ids.type.value_type))
     return _sorted_by_id(table, group)
 
 

@@ -178,3 +178,14 @@ def test_float_bits_in_a_real_shard_roundtrip(tmp_path):
     a = [write(tmp_path / "a.parquet", [{"id": "1", "x": 0.0}, {"id": "2", "x": NAN}], schema)]
     b = [write(tmp_path / "b.parquet", [{"id": "1", "x": -0.0}, {"id": "2", "x": float(np.float64("nan"))}], schema)]
     assert compare_shards(a, b).rows["changed_ids"] == ["1"]
+
+
+@pytest.mark.parametrize("id_type", [pa.large_string(), pa.dictionary(pa.int32(), pa.string())])
+def test_ids_of_another_string_type_still_match(tmp_path, id_type):
+    a = shards(tmp_path / "a", [rows(range(6))])
+    b_rows = rows(range(1, 7))
+    b_rows[0]["text"] = "changed"
+    b_schema = pa.schema([("id", id_type), *list(SCHEMA)[1:]])
+    b = [write(tmp_path / "b" / "s.parquet", b_rows[::-1], b_schema)]
+    r = compare_shards(a, b).rows
+    assert (r["added_ids"], r["removed_ids"], r["changed_ids"]) == (["r006"], ["r000"], ["r001"])
