@@ -40,16 +40,17 @@ def run_b(tmp_path_factory, pool) -> Path:
                     "stages.questions.generators.tiny-b.system_prompt=Write a hard math problem.")
 
 
-def tamper(run: Path, dest: Path, stage: str, mutate) -> Path:
-    """A copy of a run whose first shard of `stage` went through `mutate(table) -> table`, manifest updated (a
-    consistent other version, as someone editing data and re-recording it would make)."""
+def tamper(run: Path, dest: Path, stage: str, mutate, split: str = "train") -> Path:
+    """A copy of a run whose first shard of `stage` (`split`) went through `mutate(table) -> table`, manifest
+    updated (a consistent other version, as someone editing data and re-recording it would make)."""
     shutil.copytree(run, dest)
     manifest = read_json(dest / "manifests" / f"{stage}.json")
-    info = manifest["shards"][0]["files"]["train"]
+    info = manifest["shards"][0]["files"][split]
     path = dest / "data" / stage / info["file"]
     table = mutate(pq.read_table(path))
     pq.write_table(table, path)
-    info["sha256"], info["bytes"], info["content"] = sha256_file(path), path.stat().st_size, content_digest(table)
+    info["sha256"], info["bytes"], info["rows"] = sha256_file(path), path.stat().st_size, table.num_rows
+    info["content"] = content_digest(table)
     write_json(dest / "manifests" / f"{stage}.json", manifest)
     return dest
 
@@ -131,7 +132,7 @@ def test_cli_exit_codes_and_formats(run_a, run_b, tmp_path):
                          capture_output=True, text=True)
     assert res.returncode == 1
     page = (tmp_path / "d.html").read_text()
-    assert "<svg" in page and "tiny-b-" in page
+    assert "data:image/svg+xml;base64," in page and "tiny-b-" in page
     res = subprocess.run([*CLI, "diff", str(run_a), str(run_b), "--format", "markdown"], capture_output=True,
                          text=True)
     assert res.stdout.startswith("# diff") and "## questions: changed" in res.stdout
@@ -165,6 +166,8 @@ def test_schema_change_is_flagged(run_a, tmp_path):
     (q,) = scalequest_dataset.diff(str(run_a), str(changed), stage="questions").stages
     assert q.schema["added"] == ["extra"]
     assert q.schema["retyped"] == [{"column": "seed", "a": "int64", "b": "string"}]
+    # int64 -> string: no value survives as the same kind; the added column's cells are not "changed rows"
+    assert q.rows["changed_by_column"] == {"seed": 8} and q.rows["changed"] == 8
     assert "SCHEMA" in render(scalequest_dataset.diff(str(run_a), str(changed), stage="questions"), "text")
 
 
@@ -191,3 +194,39 @@ def test_regenerate_reports_a_tampered_shard(run_a, tmp_path, pool):
     (difference,) = report.shards[0].first_differences
     assert difference["column"] == "query" and difference["published"] == "tampered"
     assert "MISMATCH" in report.describe()
+
+
+def test_the_dropped_split_is_compared(run_a, tmp_path):
+    """language's `dropped` split is empty in run_a; B drops two rows there (and keeps train as it is)."""
+    def drop_two(table: pa.Table) -> pa.Table:
+        rows = pq.read_table(run_a / "data" / "language" / "train-00000-of-00005.parquet").to_pylist()[:2]
+        for r in rows:
+            r.update(drop_reason="non-ascii", language="xx", language_score=0.5)
+        return pa.Table.from_pylist(rows, schema=table.schema)
+
+    changed = tamper(run_a, tmp_path / "dropped", "language", drop_two, split="dropped")
+    report = scalequest_dataset.diff(str(run_a), str(changed), stage="language", max_ids=10)
+    (lang,) = report.stages
+    assert set(lang.splits) == {"train", "dropped"} and lang.status == "changed" and not report.identical
+    assert lang.splits["train"].status == "identical"
+    dropped = lang.splits["dropped"]
+    assert dropped.status == "changed" and dropped.rows_total == (0, 2)
+    assert dropped.rows["added"] == 2 and dropped.rows["added_ids"] == ["tiny-a-00000000", "tiny-a-00000001"]
+    assert dropped.stats["drop_reason"]["b"] == {"non-ascii": 2}
+    text = render(report, "text")
+    assert "[dropped] changed" in text and "+ tiny-a-00000000" in text
+    data = json.loads(render(report, "json"))
+    assert data["stages"][0]["splits"]["dropped"]["rows"]["added"] == 2
+
+
+def test_same_rows_in_other_files_is_the_same_data(run_a, tmp_path):
+    """Rewritten with other writer options and no schema metadata: files differ, rows do not."""
+    other = tamper(run_a, tmp_path / "rewritten", "questions", lambda t: t.replace_schema_metadata(None))
+    report = scalequest_dataset.diff(str(run_a), str(other), stage="questions")
+    (q,) = report.stages
+    assert q.status == "files-only" and report.identical
+    assert q.splits["train"].shards_changed and not q.rows  # decided from the content digests: no row read
+    assert q.splits["train"].file_causes == ["the files' schema metadata differs: huggingface"]
+    assert "same data, other files" in render(report, "html")
+    res = subprocess.run([*CLI, "diff", str(run_a), str(other), "--stage", "questions"], capture_output=True, text=True)
+    assert res.returncode == 0 and "schema metadata differs" in res.stdout, res.stdout + res.stderr

@@ -1,0 +1,91 @@
+"""Distributions of the rows a diff reads, side by side: string lengths (characters), numeric histograms
+(difficulty, reward, ...) and category counts (generator, drop reason). A few numbers per row are kept,
+never the rows. A and B share their histogram buckets, so a plot compares like with like."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+NUMERIC_COLUMNS = ("difficulty", "reward", "keep_draw", "language_score")
+UNIT_RANGE = ("difficulty", "keep_draw", "language_score")  # scores in [0, 1]: plotted over all of it
+# Counted by value, not by length: a handful of values each.
+CATEGORY_COLUMNS = ("generator", "drop_reason", "finish_reason", "judge_finish_reason", "language")
+ID_COLUMNS = ("id", "question_id", "response_id", "duplicate_of")  # lengths of ids say nothing
+BINS = 20
+
+
+class Distributions:
+    def __init__(self) -> None:
+        self.lengths: dict[str, list[np.ndarray]] = {}
+        self.numbers: dict[str, list[np.ndarray]] = {}
+        self.categories: dict[str, dict[str, int]] = {}
+
+    def add(self, table: pa.Table) -> None:
+        for name, column in zip(table.schema.names, table.columns, strict=True):
+            if pa.types.is_dictionary(column.type):
+                column = column.cast(column.type.value_type)
+            if name in CATEGORY_COLUMNS:
+                counts = self.categories.setdefault(name, {})
+                for item in pc.value_counts(column).to_pylist():
+                    key = "null" if item["values"] is None else str(item["values"])
+                    counts[key] = counts.get(key, 0) + item["counts"]
+            elif _is_text(column.type) and name not in ID_COLUMNS:
+                if pa.types.is_string_view(column.type):  # utf8_length has no kernel for views
+                    column = column.cast(pa.large_string())
+                lengths = pc.utf8_length(pc.drop_null(column))  # a null has no length
+                self.lengths.setdefault(name, []).append(lengths.to_numpy().astype(np.int64))
+            elif name in NUMERIC_COLUMNS and (pa.types.is_floating(column.type) or pa.types.is_integer(column.type)):
+                values = pc.drop_null(column).to_numpy().astype(float)
+                self.numbers.setdefault(name, []).append(values[np.isfinite(values)])
+
+    @staticmethod
+    def summarise(a: Distributions, b: Distributions) -> dict[str, Any]:
+        """Both sides, column by column; a column with no values on either side (all null) is left out."""
+        out: dict[str, Any] = {}
+        for col in sorted(set(a.lengths) | set(b.lengths)):
+            if not any(len(v) for v in (*a.lengths.get(col, []), *b.lengths.get(col, []))):
+                continue
+            out[f"len({col})"] = {"kind": "length", "column": col,
+                                  **histograms({"a": a.lengths.get(col), "b": b.lengths.get(col)}, quantiles=True)}
+        for col in sorted(set(a.numbers) | set(b.numbers)):
+            if not any(len(v) for v in (*a.numbers.get(col, []), *b.numbers.get(col, []))):
+                continue
+            out[col] = {"kind": "number", "column": col,
+                        **histograms({"a": a.numbers.get(col), "b": b.numbers.get(col)},
+                                     value_range=(0.0, 1.0) if col in UNIT_RANGE else None)}
+        for col in sorted(set(a.categories) | set(b.categories)):
+            if set(a.categories.get(col, {})) | set(b.categories.get(col, {})) <= {"null"}:
+                continue
+            out[col] = {"kind": "category", "column": col,
+                        **{s: dict(sorted(d.categories.get(col, {}).items())) for s, d in (("a", a), ("b", b))}}
+        return out
+
+
+def _is_text(t: pa.DataType) -> bool:
+    return pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t)
+
+
+def histograms(chunks: dict[str, list[np.ndarray] | None], quantiles: bool = False, bins: int = BINS,
+               value_range: tuple[float, float] | None = None) -> dict[str, Any]:
+    """Each side over the same buckets, with its count, mean and (for lengths) quantiles. The buckets span
+    `value_range`, or the values seen (a single value gets a bucket centred on it)."""
+    values = {s: np.concatenate(c) if c else np.array([]) for s, c in chunks.items()}
+    both = np.concatenate(list(values.values()))
+    lo, hi = value_range or ((float(both.min()), float(both.max())) if both.size else (0.0, 1.0))
+    if value_range is not None and both.size:  # a value outside the expected range still gets a bucket
+        lo, hi = min(lo, float(both.min())), max(hi, float(both.max()))
+    if hi <= lo:
+        lo, hi = lo - 0.5, hi + 0.5
+    edges = np.linspace(lo, hi, bins + 1)
+    out: dict[str, Any] = {"edges": [round(float(e), 6) for e in edges]}
+    for side, v in values.items():
+        stats: dict[str, Any] = {"n": int(v.size), "histogram": np.histogram(v, edges)[0].tolist(),
+                                 "mean": round(float(v.mean()), 6) if v.size else None}
+        if quantiles and v.size:
+            stats.update(zip(("p10", "p50", "p90"), (float(q) for q in np.percentile(v, [10, 50, 90])), strict=True))
+        out[side] = stats
+    return out

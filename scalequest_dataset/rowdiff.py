@@ -1,0 +1,445 @@
+"""Exact comparison of one split of two versions, row by row, matched by id, streamed shard by shard.
+
+What counts as a change (the same rule for every Arrow type, at any depth of nesting):
+- null vs null is no change; null vs a value is a change;
+- floats are compared by their IEEE-754 bits, so -0.0 vs 0.0 is a change (the bytes, and so the content
+  digest, differ), except that every NaN equals every NaN (a NaN's payload carries no meaning);
+- lists (and large, fixed-size and view lists) are equal when they have the same length and equal
+  elements in order; maps are lists of (key, value) entries, so the order of entries counts; structs are
+  equal when every field is equal; dictionary-encoded values are compared by what they decode to;
+- a column whose type changed is reported as retyped in the schema. Its cells are compared after a
+  lossless widening to a common type (int32 -> int64, float32 -> float64, string -> large_string,
+  dictionary<string> -> string, list -> large_list, and so inside lists, maps and structs): a value that
+  survives the widening unchanged is no change. Where there is no such common type (int vs string, int
+  vs float, ...), every row not null on both sides is changed: its value is no longer the same kind.
+- columns added or removed are schema changes; their cells are not counted as changed rows.
+
+Memory: shards are read one group at a time per side (a group is one shard, or shards whose id ranges
+overlap, which our own writer never produces), the next group decoded on a thread while this one is
+compared. Ids must be unique within a split (the writer refuses duplicates)."""
+
+from __future__ import annotations
+
+import difflib
+import math
+from collections.abc import Iterator
+from concurrent.futures import Executor, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from .diffstats import Distributions
+
+ID = "id"
+SAMPLE_CHARS = 2_000  # a sample's strings are cut here (the html shows a word diff of what is kept)
+
+
+# ---------------------------------------------------------------------------------------------- shards
+
+
+@dataclass
+class Shard:
+    """A data file as its Parquet footer describes it (no data read)."""
+
+    path: Path
+    rows: int
+    lo: Any  # smallest id, or a lower bound (from the footer's statistics)
+    hi: Any
+    schema: pa.Schema
+    created_by: str
+
+
+def read_footer(path: Path) -> Shard:
+    meta = pq.ParquetFile(path)
+    schema = meta.schema_arrow
+    if ID not in schema.names:
+        raise ValueError(f"{path}: no {ID!r} column; rows are matched by id")
+    lo, hi = _id_range_from_statistics(meta.metadata)
+    if meta.metadata.num_rows and (lo is None or hi is None):  # no statistics: read the id column alone
+        bounds = pc.min_max(pq.read_table(path, columns=[ID]).column(ID)).as_py()
+        lo, hi = bounds["min"], bounds["max"]
+    return Shard(Path(path), meta.metadata.num_rows, lo, hi, schema, meta.metadata.created_by or "")
+
+
+def _id_range_from_statistics(meta: pq.FileMetaData) -> tuple[Any, Any]:
+    lo = hi = None
+    for g in range(meta.num_row_groups):
+        group = meta.row_group(g)
+        column = next((group.column(c) for c in range(group.num_columns) if group.column(c).path_in_schema == ID),
+                      None)
+        stats = column.statistics if column is not None else None
+        if stats is None or not stats.has_min_max:
+            return None, None
+        lo = stats.min if lo is None else min(lo, stats.min)
+        hi = stats.max if hi is None else max(hi, stats.max)
+    return lo, hi
+
+
+def id_ordered_groups(shards: list[Shard]) -> list[list[Shard]]:
+    """Shards in id order, grouped where their id ranges overlap, so that the groups, each sorted by id,
+    concatenate into one stream sorted by id. Our shards never overlap: every group is one shard."""
+    groups: list[list[Shard]] = []
+    top: Any = None
+    for shard in sorted((s for s in shards if s.rows), key=lambda s: (s.lo, s.hi)):
+        if groups and shard.lo <= top:
+            groups[-1].append(shard)
+            top = max(top, shard.hi)
+        else:
+            groups.append([shard])
+            top = shard.hi
+    return groups
+
+
+def _load(group: list[Shard]) -> pa.Table:
+    tables = [pq.read_table(s.path) for s in group]
+    table = tables[0] if len(tables) == 1 else pa.concat_tables(tables, promote_options="permissive")
+    ids = table.column(ID)
+    if pa.types.is_dictionary(ids.type):  # ids are sorted and searched by value
+        table = table.set_column(table.schema.get_field_index(ID), ID, ids.cast(ids.type.value_type))
+    return _sorted_by_id(table, group)
+
+
+def _sorted_by_id(table: pa.Table, group: list[Shard]) -> pa.Table:
+    if table.num_rows < 2:
+        return table
+    ids = table.column(ID)
+    if pc.all(pc.less(ids[:-1], ids[1:])).as_py():
+        return table  # the writer's order: the usual case
+    table = table.sort_by(ID)
+    ids = table.column(ID)
+    repeated = pc.equal(ids[:-1], ids[1:])
+    if pc.any(repeated).as_py():
+        first = ids[int(pc.index(repeated, True).as_py())].as_py()
+        raise ValueError(f"id {first!r} occurs twice in {', '.join(str(s.path) for s in group)}")
+    return table
+
+
+def _prefetched(groups: list[list[Shard]], pool: Executor) -> Iterator[pa.Table]:
+    """Each group's table, the next one read on `pool` while the caller works on this one."""
+    pending = pool.submit(_load, groups[0]) if groups else None
+    for i in range(len(groups)):
+        assert pending is not None
+        table = pending.result()
+        pending = pool.submit(_load, groups[i + 1]) if i + 1 < len(groups) else None
+        yield table
+
+
+def _count_up_to(ids: pa.ChunkedArray, last: Any) -> int:
+    """How many of the sorted `ids` are <= `last` (a binary search: a handful of scalar reads)."""
+    lo, hi = 0, len(ids)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if ids[mid].as_py() <= last:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+def matched_pairs(side_a: Iterator[pa.Table], side_b: Iterator[pa.Table], empty_a: pa.Table,
+                  empty_b: pa.Table) -> Iterator[tuple[pa.Table, pa.Table]]:
+    """Merge two id-sorted streams into pairs of tables that cover the same id range: an id lies in at
+    most one pair, on both sides of it. Aligned shard plans give one pair per shard, unsliced."""
+    a, b = next(side_a, None), next(side_b, None)
+    while a is not None or b is not None:
+        if a is None or b is None:
+            yield (empty_a, b) if a is None else (a, empty_b)
+            a, b = (None, next(side_b, None)) if a is None else (next(side_a, None), None)
+            continue
+        last = min(a.column(ID)[-1].as_py(), b.column(ID)[-1].as_py())
+        ka, kb = _count_up_to(a.column(ID), last), _count_up_to(b.column(ID), last)
+        yield a.slice(0, ka), b.slice(0, kb)
+        a = a.slice(ka) if ka < a.num_rows else next(side_a, None)
+        b = b.slice(kb) if kb < b.num_rows else next(side_b, None)
+
+
+# ---------------------------------------------------------------------------------------------- one split
+
+
+@dataclass
+class SplitComparison:
+    schema: dict[str, Any]
+    rows: dict[str, Any]
+    stats: dict[str, Any]
+    file_causes: list[str] = field(default_factory=list)  # why the files differ, when the rows do not
+
+    @property
+    def differs(self) -> bool:
+        r, s = self.rows, self.schema
+        return bool(r["added"] or r["removed"] or r["changed"] or s.get("added") or s.get("removed")
+                    or s.get("retyped"))
+
+
+def compare_shards(paths_a: list[Path], paths_b: list[Path], sample: int = 5, max_ids: int = 100
+                   ) -> SplitComparison:
+    """Compare the rows of two sets of shards (one split of one stage, on each side) by id."""
+    shards_a, shards_b = [read_footer(p) for p in paths_a], [read_footer(p) for p in paths_b]
+    schema_a = shards_a[0].schema if shards_a else None
+    schema_b = shards_b[0].schema if shards_b else None
+    rows = RowChanges(sample, max_ids)
+    dists = {"a": Distributions(), "b": Distributions()}
+    with ThreadPoolExecutor(max_workers=2) as pool:  # pyarrow releases the GIL while decoding
+        side_a = _prefetched(id_ordered_groups(shards_a), pool)
+        side_b = _prefetched(id_ordered_groups(shards_b), pool)
+        for ta, tb in matched_pairs(side_a, side_b, _empty(schema_a), _empty(schema_b)):
+            dists["a"].add(ta)
+            dists["b"].add(tb)
+            rows.add(ta, tb)
+    return SplitComparison(schema_diff(schema_a, schema_b), rows.result(),
+                           Distributions.summarise(dists["a"], dists["b"]), file_causes(shards_a, shards_b))
+
+
+def _empty(schema: pa.Schema | None) -> pa.Table:
+    return (schema or pa.schema([(ID, pa.string())])).empty_table()
+
+
+def schema_diff(a: pa.Schema | None, b: pa.Schema | None) -> dict[str, Any]:
+    if a is None or b is None:
+        return {}
+    ta = {f.name: str(f.type) for f in a}
+    tb = {f.name: str(f.type) for f in b}
+    return {"added": [c for c in tb if c not in ta], "removed": [c for c in ta if c not in tb],
+            "retyped": [{"column": c, "a": ta[c], "b": tb[c]} for c in ta if c in tb and ta[c] != tb[c]]}
+
+
+def file_causes(shards_a: list[Shard], shards_b: list[Shard]) -> list[str]:
+    """Why files with the same rows differ in bytes, from their footers: the writer, the schema metadata."""
+    causes = []
+    writers_a, writers_b = sorted({s.created_by for s in shards_a}), sorted({s.created_by for s in shards_b})
+    if writers_a != writers_b:
+        causes.append(f"files written by {', '.join(writers_a)} vs {', '.join(writers_b)}")
+    meta_a = {k: v for s in shards_a for k, v in (s.schema.metadata or {}).items()}
+    meta_b = {k: v for s in shards_b for k, v in (s.schema.metadata or {}).items()}
+    keys = sorted(k.decode(errors="replace") for k in set(meta_a) | set(meta_b) if meta_a.get(k) != meta_b.get(k))
+    if keys:
+        causes.append(f"the files' schema metadata differs: {', '.join(keys)}")
+    return causes
+
+
+# ---------------------------------------------------------------------------------------------- rows
+
+
+class RowChanges:
+    """Rows added, removed and changed (per column), accumulated over matched pairs of tables."""
+
+    def __init__(self, sample: int, max_ids: int) -> None:
+        self.sample, self.max_ids = sample, max_ids
+        self.counts = {"added": 0, "removed": 0, "changed": 0, "compared": 0}
+        self.by_column: dict[str, int] = {}
+        self.ids: dict[str, list[Any]] = {"added_ids": [], "removed_ids": [], "changed_ids": []}
+        self.samples: list[dict[str, Any]] = []
+
+    def add(self, ta: pa.Table, tb: pa.Table) -> None:
+        ids_a, ids_b = ta.column(ID), tb.column(ID)
+        if not ids_a.equals(ids_b):
+            in_b, in_a = pc.is_in(ids_a, value_set=ids_b), pc.is_in(ids_b, value_set=ids_a)
+            self._note("removed", ids_a.filter(pc.invert(in_b)))
+            self._note("added", ids_b.filter(pc.invert(in_a)))
+            ta, tb = ta.filter(in_b), tb.filter(in_a)  # both still sorted by id: they now align
+        self.counts["compared"] += ta.num_rows
+        if not ta.num_rows:
+            return
+        changed_in: dict[str, np.ndarray] = {}
+        for name in ta.column_names:
+            if name != ID and name in tb.column_names:
+                differs = column_differs(ta.column(name), tb.column(name))
+                if differs.any():
+                    changed_in[name] = differs
+                    self.by_column[name] = self.by_column.get(name, 0) + int(differs.sum())
+        if not changed_in:
+            return
+        changed = np.logical_or.reduce(list(changed_in.values()))
+        rows = np.flatnonzero(changed)
+        self._note("changed", ta.column(ID).take(pa.array(rows[: self.max_ids], pa.int64())), len(rows))
+        for i in rows[: max(0, self.sample - len(self.samples))]:
+            self.samples.append(_sample(ta, tb, int(i), [c for c, d in changed_in.items() if d[i]]))
+
+    def _note(self, kind: str, ids: pa.ChunkedArray | pa.Array, count: int | None = None) -> None:
+        self.counts[kind] += len(ids) if count is None else count
+        kept = self.ids[f"{kind}_ids"]
+        if len(kept) < self.max_ids:
+            kept.extend(ids.slice(0, self.max_ids - len(kept)).to_pylist())
+
+    def result(self) -> dict[str, Any]:
+        return {**self.counts, "changed_by_column": dict(sorted(self.by_column.items())), **self.ids,
+                "samples": self.samples}
+
+
+def _sample(ta: pa.Table, tb: pa.Table, i: int, columns: list[str]) -> dict[str, Any]:
+    changes = []
+    for col in columns:
+        va, vb = ta.column(col)[i].as_py(), tb.column(col)[i].as_py()
+        text = ""
+        if isinstance(va, str) and isinstance(vb, str):
+            text = "\n".join(difflib.unified_diff(va.splitlines(), vb.splitlines(), "a", "b", lineterm="", n=1))
+        changes.append({"column": col, "a": plain(va), "b": plain(vb), "diff": text})
+    return {"id": ta.column(ID)[i].as_py(), "changes": changes}
+
+
+def plain(value: Any, limit: int = SAMPLE_CHARS) -> Any:
+    """A cell as JSON can hold it: long strings cut, NaN and infinities as text, bytes and dates as text."""
+    if isinstance(value, str):
+        return value[:limit] + "..." if len(value) > limit else value
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    if isinstance(value, dict):
+        return {str(k): plain(v, limit) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain(v, limit) for v in value]
+    return repr(value) if isinstance(value, bytes) else str(value)
+
+
+# ---------------------------------------------------------------------------------------------- cells
+
+
+def column_differs(a: pa.ChunkedArray | pa.Array, b: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """Per row, whether the cell changed (see the module's rules). `a` and `b` are aligned by id."""
+    a, b = _array(a), _array(b)
+    if a.type != b.type:
+        common = common_type(a.type, b.type)
+        try:
+            if common is None:
+                raise pa.ArrowInvalid("no common type")
+            a, b = a.cast(common), b.cast(common)  # safe casts: a lossy one raises
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+            return _valid(a) | _valid(b)  # another kind of value: changed unless null on both sides
+    return _differs(a, b)
+
+
+def _array(column: pa.ChunkedArray | pa.Array) -> pa.Array:
+    if isinstance(column, pa.Array):
+        return column
+    if pa.types.is_dictionary(column.type):  # chunks may carry different dictionaries
+        column = column.cast(column.type.value_type)
+    # One chunk (a shard of one row group) is used as it is: combine_chunks would copy it.
+    return column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
+
+
+def common_type(a: pa.DataType, b: pa.DataType) -> pa.DataType | None:
+    """The type both widen to without changing a value, or None when they hold different kinds of value."""
+    wa, wb = widened(a), widened(b)
+    return wa if wa == wb else None
+
+
+def widened(t: pa.DataType) -> pa.DataType:
+    """The widest type of the same kind: what a value of `t` keeps when the column is widened or re-encoded."""
+    if pa.types.is_dictionary(t):
+        return widened(t.value_type)
+    if isinstance(t, pa.ExtensionType):
+        return widened(t.storage_type)
+    if pa.types.is_integer(t):
+        return pa.int64()
+    if pa.types.is_floating(t):
+        return pa.float64()
+    if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t):
+        return pa.large_string()
+    if pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_binary_view(t):
+        return pa.large_binary()
+    if pa.types.is_map(t):
+        return pa.map_(widened(t.key_type), widened(t.item_type))
+    if pa.types.is_fixed_size_list(t):
+        return pa.list_(widened(t.value_type), t.list_size)
+    if _is_list(t):
+        return pa.large_list(widened(t.value_type))
+    if pa.types.is_struct(t):
+        return pa.struct([pa.field(f.name, widened(f.type)) for f in t])
+    if pa.types.is_timestamp(t):
+        return pa.timestamp("ns", t.tz)
+    if pa.types.is_time(t):
+        return pa.time64("ns")
+    if pa.types.is_duration(t):
+        return pa.duration("ns")
+    if pa.types.is_date(t):
+        return pa.date64()
+    return t
+
+
+def _is_list(t: pa.DataType) -> bool:
+    return (pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_list_view(t)
+            or pa.types.is_large_list_view(t) or pa.types.is_fixed_size_list(t))
+
+
+def _valid(a: pa.Array) -> np.ndarray:
+    if pa.types.is_null(a.type):
+        return np.zeros(len(a), dtype=bool)
+    if a.null_count == 0:
+        return np.ones(len(a), dtype=bool)
+    return a.is_valid().to_numpy(zero_copy_only=False)
+
+
+def _differs(a: pa.Array, b: pa.Array) -> np.ndarray:
+    """Cells that differ between two arrays of the same type and length."""
+    t = a.type
+    if pa.types.is_dictionary(t):
+        return _differs(a.dictionary_decode(), b.dictionary_decode())
+    if isinstance(t, pa.ExtensionType):
+        return _differs(a.storage, b.storage)
+    if pa.types.is_map(t):  # a map is its list of (key, value) entries, in order
+        entries = pa.list_(pa.struct([pa.field("key", t.key_type), pa.field("value", t.item_type)]))
+        return _differs(a.cast(entries), b.cast(entries))
+    if pa.types.is_list_view(t) or pa.types.is_large_list_view(t):
+        return _differs(a.cast(pa.large_list(t.value_type)), b.cast(pa.large_list(t.value_type)))
+    valid_a, valid_b = _valid(a), _valid(b)
+    both = valid_a & valid_b
+    out = valid_a != valid_b
+    if both.any():
+        out |= both & _values_differ(a, b, both)
+    return out
+
+
+def _values_differ(a: pa.Array, b: pa.Array, both: np.ndarray) -> np.ndarray:
+    """Where both cells hold a value: do the values differ? (Rows where either is null: any answer.)"""
+    t = a.type
+    if pa.types.is_null(t):
+        return np.zeros(len(a), dtype=bool)
+    if pa.types.is_floating(t):
+        return _floats_differ(a, b)
+    if _is_list(t):
+        return _lists_differ(a, b, both)
+    if pa.types.is_struct(t):
+        out = np.zeros(len(a), dtype=bool)
+        for i in range(t.num_fields):
+            out |= _differs(pc.struct_field(a, [i]), pc.struct_field(b, [i]))
+        return out
+    try:
+        return pc.fill_null(pc.not_equal(a, b), False).to_numpy(zero_copy_only=False)
+    except pa.ArrowNotImplementedError:  # a type without a comparison kernel (e.g. intervals)
+        return np.array([x != y for x, y in zip(a.to_pylist(), b.to_pylist(), strict=True)], dtype=bool)
+
+
+def _floats_differ(a: pa.Array, b: pa.Array) -> np.ndarray:
+    """By bits: -0.0 differs from 0.0; any NaN equals any NaN."""
+    na, nb = a.to_numpy(zero_copy_only=False), b.to_numpy(zero_copy_only=False)
+    bits = np.dtype(f"u{na.dtype.itemsize}")
+    return (na.view(bits) != nb.view(bits)) & ~(np.isnan(na) & np.isnan(nb))
+
+
+def _lists_differ(a: pa.Array, b: pa.Array, both: np.ndarray) -> np.ndarray:
+    """Different lengths, or an element that differs (elements compared recursively, all rows at once)."""
+    if pa.types.is_fixed_size_list(a.type):
+        out = np.zeros(len(a), dtype=bool)
+    else:
+        out = (_lengths(a) != _lengths(b))
+    rows = np.flatnonzero(both & ~out)
+    if not len(rows):
+        return out
+    take = pa.array(rows, pa.int64())
+    sa, sb = a.take(take), b.take(take)
+    fa, fb = pc.list_flatten(sa), pc.list_flatten(sb)
+    if len(fa):
+        element_differs = _differs(fa, fb)
+        parents = pc.list_parent_indices(sa).to_numpy(zero_copy_only=False)
+        out[rows[np.bincount(parents[element_differs], minlength=len(rows)) > 0]] = True
+    return out
+
+
+def _lengths(a: pa.Array) -> np.ndarray:
+    return pc.fill_null(pc.list_value_length(a), 0).to_numpy(zero_copy_only=False)
+
