@@ -26,6 +26,7 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--engine", choices=sorted(ENGINES), help="override engine.name")
     _add_backend(p)
     p.add_argument("--shard", help="run only slice i/N of each stage's shards (a Slurm array task)")
+    p.add_argument("--plan-only", action="store_true", help="plan the stages (pin models, cut shards) and stop")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -58,7 +59,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if shard is not None and (args.workers != 1 or args.backend != "local"):
         raise ConfigError("--shard i/N runs one slice in this process: leave out --workers and --backend")
     with make_backend(args) as backend:
-        Runner(args.out, config, backend, show_progress=not args.no_progress).run(args.stage or None, shard)
+        Runner(args.out, config, backend, show_progress=not args.no_progress).run(args.stage or None, shard,
+                                                                                  args.plan_only)
     _print_status(args.out)
     return 0
 
@@ -199,6 +201,12 @@ def _print_status(run_dir: Path) -> None:
         print(f"{s.stage:<12} {shards:>11} {s.rows:>9}  {state}")
 
 
+def cmd_presets(args: argparse.Namespace) -> int:
+    names = resolve_config(args.name, args.overrides).stage_names() if args.name else preset_names()
+    print("\n".join(names))
+    return 0
+
+
 def cmd_model(args: argparse.Namespace) -> int:
     from .models import build_tiny_model, convert_demo_model
 
@@ -267,12 +275,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p = sub.add_parser("demo-model", help="convert PyPI's SmolLM2-135M-Instruct GGUF into a transformers folder")
     p.add_argument("dir", type=Path)
-    sub.add_parser("presets", help="list the built-in presets")
+    p = sub.add_parser("presets", help="list the built-in presets, or the stages of one")
+    p.add_argument("name", nargs="?", help="print this preset's stages, one per line (after --set overrides)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args(argv)
     handlers = {"run": cmd_run, "demo": cmd_demo, "publish": cmd_publish, "log": cmd_log, "load": cmd_load,
                 "diff": cmd_diff, "regenerate": cmd_regenerate, "status": cmd_status, "finalize": cmd_finalize,
                 "tiny-model": cmd_model,
-                "demo-model": cmd_model, "presets": lambda a: print("\n".join(preset_names())) or 0}
+                "demo-model": cmd_model, "presets": cmd_presets}
     from .run import StageError
     from .store import StoreError
 

@@ -51,9 +51,11 @@ class Runner:
         self.show_progress = show_progress
         self.say = say or (lambda text: print(text, file=sys.stderr))
 
-    def run(self, stages: list[str] | None = None, shard: ShardSlice | None = None) -> dict[str, Manifest | None]:
+    def run(self, stages: list[str] | None = None, shard: ShardSlice | None = None, plan_only: bool = False
+            ) -> dict[str, Manifest | None]:
         """Run (or resume) the stages, in order. With `shard`, only that slice of each stage runs, and a stage
-        another slice has not finished stops the run (the Slurm array's next job goes on from there)."""
+        another slice has not finished stops the run (the Slurm array's next job goes on from there). With
+        `plan_only`, the stages are planned (models pinned, shards cut, whole-input passes done) and not run."""
         names = stages or self.config.stage_names()
         for name in names:
             self.config.input_of(name)  # unknown stage names fail before anything is written
@@ -63,6 +65,9 @@ class Runner:
         done: dict[str, Manifest | None] = {}
         for name in names:
             plan = plan_stage(self.layout, self.config, name)
+            if plan_only:
+                self.say(f"{name}: planned, {len(plan.shards)} shard(s), fingerprint {plan.fingerprint}")
+                continue
             pending = [s for s in plan.shards if (shard is None or shard.owns(s.index))
                        and verified_record(self.layout, plan, s.index) is None]
             if pending:

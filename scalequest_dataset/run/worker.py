@@ -94,7 +94,8 @@ def _run(layout: RunLayout, config: RunConfig, plan: Plan, spec: ShardSpec, cont
             seconds=round(time.perf_counter() - started, 3), started=started_at.isoformat(timespec="seconds"),
             host=socket.gethostname(), worker=context.name, pid=os.getpid(),
             devices=os.environ.get("CUDA_VISIBLE_DEVICES"), gpus=context.gpus, attempt=attempt,
-            engines={model: info.as_dict() for model, info in sorted(ctx.engines_used.items())},
+            # keyed and named by model id: where this machine keeps the weights is nobody's business
+            engines={model: {**info.as_dict(), "model": model} for model, info in sorted(ctx.engines_used.items())},
             environment=environment()))
     records.write(layout.record(plan.stage, spec.index), record)
     return record
