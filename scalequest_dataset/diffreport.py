@@ -65,12 +65,11 @@ def format_text(report: DiffReport, markdown: bool = False) -> str:
     return "\n".join(lines)
 
 
-# Execution fields that differ on every run (timings, process ids): not worth a line of their own.
-_NOISE = ("seconds", "started", "pid", "cost.wall_seconds", "cost.worker_seconds", "cost.gpu_seconds", "files.sha256")
-
-
 def execution_fields(s: StageDiff) -> list[str]:
-    return [e for e in s.execution if e not in _NOISE]
+    """The execution fields that differ, without those every run changes (timings, process ids)."""
+    from .run.records import RUN_NOISE
+
+    return [e for e in s.execution if e not in RUN_NOISE]
 
 
 def _execution_lines(s: StageDiff) -> list[str]:

@@ -22,7 +22,7 @@ from .params import ConfigError
 from .run import RunLayout
 from .run import records as rec
 from .run.plan import read_manifest
-from .run.records import FileRecord, Manifest, execution_differences
+from .run.records import FileRecord, Manifest, environment_differences
 from .stages import STAGE_ORDER
 from .storage import sha256_file
 from .store import StaleParentError, Store, StoreError, VerificationError, open_store
@@ -117,7 +117,7 @@ def publish_stage(layout: RunLayout, store: Store, manifest: Manifest, prefix: s
                              f"content for stage {stage!r}; use another --tag-prefix, or --force to move it")
     tagged = store_manifest(store, stage, existing.get(tags[0]))
     if tagged is not None and tagged.identity() == manifest.identity():
-        result = PublishResult(stage, existing[tags[0]], False, reproduced=execution_differences(tagged, manifest))
+        result = PublishResult(stage, existing[tags[0]], False, reproduced=environment_differences(tagged, manifest))
     else:
         result = _commit_stage(layout, store, manifest, prefix)
     for tag in tags:
@@ -145,7 +145,7 @@ def _commit_stage(layout: RunLayout, store: Store, manifest: Manifest, prefix: s
         head = store.head()
         at_head = store_manifest(store, stage, head)
         if head is not None and at_head is not None and at_head.identity() == manifest.identity():
-            return PublishResult(stage, head, False, reproduced=execution_differences(at_head, manifest))
+            return PublishResult(stage, head, False, reproduced=environment_differences(at_head, manifest))
         remote = store.files(head) if head else {}
         published = with_input_location(manifest, store, prefix)
         add: dict[str, Path | bytes] = {

@@ -31,6 +31,7 @@ from .run.worker import WorkerContext, environment, run_shard
 from .sources import Source, StoreSource, open_source
 from .stages import STAGES
 from .storage import write_bytes
+from .store import VerificationError
 
 
 @dataclass
@@ -42,9 +43,12 @@ class FileCheck:
     expected_content: str
     actual_content: str
     writers: tuple[str | None, str | None] = (None, None)  # published, now
+    corrupt: str | None = None  # the published file's bytes do not match the published manifest
 
     @property
     def status(self) -> str:
+        if self.corrupt:
+            return "STORE CORRUPT"
         if self.expected_sha256 == self.actual_sha256:
             return "match"
         if self.expected_content == self.actual_content:
@@ -60,8 +64,8 @@ class ShardCheck:
 
     @property
     def matches(self) -> bool:
-        """The rows reproduce (content digests equal for every split)."""
-        return all(f.status != "MISMATCH" for f in self.files)
+        """The rows reproduce (content digests equal for every split) and the published bytes are sound."""
+        return all(f.status in ("match", "same rows") for f in self.files)
 
     @property
     def byte_identical(self) -> bool:
@@ -97,6 +101,8 @@ class RegenerateReport:
                 detail = f"({f.actual_sha256[:12]} vs published {f.expected_sha256[:12]})"
                 if f.status == "same rows":
                     detail = f"(same rows; files written by {f.writers[1]} vs published {f.writers[0]})"
+                elif f.corrupt:
+                    detail = f"({f.corrupt})"
                 lines.append(f"  {f.file}: {f.status} {detail}")
             for d in s.first_differences:
                 lines.append(f"    {d['id']} [{d['column']}]: published {d['published']!r} -> now {d['now']!r}")
@@ -214,14 +220,21 @@ def _why_not(config, stage: str, manifest: Manifest) -> str:
 
 def _check(src: Source, layout: RunLayout, stage: str, published: dict[str, FileRecord], record: ShardRecord
            ) -> ShardCheck:
+    """Every split of one shard: the published bytes against the published manifest, then the rebuilt file
+    against both."""
     files = []
     for split, info in sorted(published.items()):
         now = record.files.get(split)
-        files.append(FileCheck(split, info.file, info.sha256, now.sha256 if now else "missing", info.content,
-                               now.content if now else "missing", (info.writer, now.writer if now else None)))
+        check = FileCheck(split, info.file, info.sha256, now.sha256 if now else "missing", info.content,
+                          now.content if now else "missing", (info.writer, now.writer if now else None))
+        try:
+            src.shard_path(stage, info)
+        except VerificationError as exc:
+            check.corrupt = str(exc)
+        files.append(check)
     check = ShardCheck(record.index, files)
     for f in files:
-        if f.status == "MISMATCH" and len(check.first_differences) < 5:
+        if f.status == "MISMATCH" and not f.corrupt and len(check.first_differences) < 5:
             check.first_differences += _first_differences(src.shard_path(stage, published[f.split]),
                                                           layout.data_dir(stage) / f.file)
     return check

@@ -233,6 +233,16 @@ def execution_differences(a: Manifest, b: Manifest) -> list[str]:
     return sorted({_fold(k) for k in set(fa) | set(fb) if fa.get(k) != fb.get(k)})
 
 
+# Execution fields that differ between any two runs, even on one machine: not a different environment.
+RUN_NOISE = ("seconds", "started", "pid", "cost.wall_seconds", "cost.worker_seconds", "cost.gpu_seconds",
+             "files.sha256")
+
+
+def environment_differences(a: Manifest, b: Manifest) -> list[str]:
+    """`execution_differences` without the fields every run changes (timings, process ids, file hashes)."""
+    return [f for f in execution_differences(a, b) if f not in RUN_NOISE]
+
+
 def _fold(key: str) -> str:
     """shards.3.environment.libraries.torch -> environment.libraries.torch (a field, whichever shard)."""
     parts = key.split(".")
