@@ -163,7 +163,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
     report = diff(args.a, args.b, stage=args.stage, sample=args.sample, verify=not args.no_verify)
     text = render(report, args.format)
     if args.output:
-        Path(args.output).write_text(text)
+        Path(args.output).write_text(text, encoding="utf-8")
         print(f"wrote {args.output}")
     else:
         print(text)

@@ -299,8 +299,8 @@ def build_tiny_internlm2_reward_model(out: Path, seed: int = 2) -> Path:
         "pad_token_id": tokenizer.pad_token_id, "reward_token_id": tokenizer.convert_tokens_to_ids("<|reward|>"),
         "torch_dtype": "float32",
     }
-    (out / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-    (out / "configuration_internlm2.py").write_text(_INTERNLM2_CONFIG_PY)
+    (out / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    (out / "configuration_internlm2.py").write_text(_INTERNLM2_CONFIG_PY, encoding="utf-8")
     tokenizer.save_pretrained(out)
     _write_provenance(out, {"builtin": TINY_INTERNLM2_REWARD, "version": BUILTIN_VERSIONS[TINY_INTERNLM2_REWARD],
                             "seed": seed})
@@ -358,4 +358,4 @@ def convert_demo_model(out: Path) -> Path:
 
 
 def _write_provenance(out: Path, info: dict) -> None:
-    (out / "scalequest_model.json").write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
+    (out / "scalequest_model.json").write_text(json.dumps(info, indent=2, sort_keys=True) + "\n", encoding="utf-8")
