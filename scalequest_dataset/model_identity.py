@@ -125,16 +125,19 @@ def hub_commit(model_id: str, revision: str | None, field: str) -> str:
 
 
 def cached_commit(model_id: str, revision: str) -> str | None:
-    """The commit the local Hugging Face cache recorded for `revision` (refs/<revision>), if any."""
+    """The commit the local Hugging Face cache recorded for `revision` (refs/<revision>); for `main` without a
+    ref (a snapshot downloaded by commit, as our workers do), the cache's only snapshot. None if neither."""
     from huggingface_hub import constants
     from huggingface_hub.file_download import repo_folder_name
 
-    ref = Path(constants.HF_HUB_CACHE) / repo_folder_name(repo_id=model_id, repo_type="model") / "refs" / revision
+    folder = Path(constants.HF_HUB_CACHE) / repo_folder_name(repo_id=model_id, repo_type="model")
     try:
-        sha = ref.read_text(encoding="utf-8").strip()
+        sha = (folder / "refs" / revision).read_text(encoding="utf-8").strip()
+        return sha if _SHA.match(sha) else None
     except OSError:
-        return None
-    return sha if _SHA.match(sha) else None
+        pass
+    snapshots = sorted(p.name for p in (folder / "snapshots").glob("*") if _SHA.match(p.name))
+    return snapshots[0] if revision == "main" and len(snapshots) == 1 else None
 
 
 # ---------------------------------------------------------------------------------------------- content digests
@@ -148,8 +151,8 @@ def _model_folder(model_id: str, field: str) -> Path:
 
 
 def folder_digest(folder: Path) -> str:
-    """sha256 over every regular file's relative path and content hash (hidden files aside). Per-file hashes
-    are remembered by (size, mtime), so a 15 GB model is read once per machine, not once per plan."""
+    """sha256 over every regular file's relative path and content hash (hidden files aside). Per-file hashes are
+    remembered while the file is untouched, so a 15 GB model is read once per machine, not once per plan."""
     folder = Path(folder)
     files = sorted(p for p in folder.rglob("*") if p.is_file()
                    and not any(part.startswith(".") for part in p.relative_to(folder).parts))
@@ -170,7 +173,7 @@ def file_sha256(path: Path) -> str:
 
 
 def remembered_sha256(path: Path) -> str:
-    """A file's sha256, read once per (size, mtime) on this machine."""
+    """A file's sha256, read again only when the file was touched (see _DigestMemo)."""
     memo = _DigestMemo()
     digest = memo.file_sha256(Path(path))
     memo.save()
@@ -178,7 +181,8 @@ def remembered_sha256(path: Path) -> str:
 
 
 class _DigestMemo:
-    """sha256 of files keyed by (absolute path, size, mtime_ns), kept in the toolkit's cache folder."""
+    """sha256 of files keyed by absolute path and (size, mtime, ctime, inode), kept in the toolkit's cache folder:
+    any write to a file, or a file put in its place, changes its ctime or inode (utime cannot set ctime)."""
 
     def __init__(self) -> None:
         from .models import cache_dir
@@ -193,11 +197,12 @@ class _DigestMemo:
     def file_sha256(self, path: Path) -> str:
         stat = path.stat()
         key = str(path.resolve())
+        state = [stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino]
         entry = self.entries.get(key)
-        if entry and entry[0] == stat.st_size and entry[1] == stat.st_mtime_ns:
-            return entry[2]
+        if entry and entry[:-1] == state:
+            return entry[-1]
         digest = file_sha256(path)
-        self.entries[key] = [stat.st_size, stat.st_mtime_ns, digest]
+        self.entries[key] = [*state, digest]
         self.changed = True
         return digest
 

@@ -96,6 +96,19 @@ class StageContext:
         return update
 
 
+def _model_ids(value: Any) -> Any:
+    """Parameters as JSON, each ModelSpec as its id alone (its revision is pinned separately)."""
+    if isinstance(value, ModelSpec):
+        return value.id
+    if isinstance(value, Strict):
+        return {name: _model_ids(getattr(value, name)) for name in type(value).model_fields}
+    if isinstance(value, (list, tuple)):
+        return [_model_ids(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _model_ids(v) for k, v in value.items()}
+    return value
+
+
 class Stage:
     """Subclasses set the class attributes and implement `process` (and `source_plan`/`source_rows` if they
     have no input; `prepare`/`load_prepared` if a shard's decision needs the whole input)."""
@@ -164,9 +177,11 @@ class Stage:
     def fingerprint(self, input_stage: str | None, input_ref: dict[str, Any] | None) -> str:
         """The config payload, the pinned model identities and the input's identity (its fingerprint and the
         digest of its rows' content, so a redone input invalidates what was built on it): the same fingerprint
-        means the same intended output."""
-        return fingerprint({**self.config_payload(input_stage),
-                            "models": {role: m.identity() for role, m in self.models().items()},
+        means the same intended output. How a model's revision was written (`main`, a tag, the commit itself)
+        is left out: the commit it was pinned to is what counts."""
+        payload = self.config_payload(input_stage)
+        payload["params"] = _model_ids(self.params)
+        return fingerprint({**payload, "models": {role: m.identity() for role, m in self.models().items()},
                             "input": input_ref})
 
     # ------------------------------------------------------------------------------------------ rows

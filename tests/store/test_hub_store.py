@@ -49,6 +49,18 @@ def _client_stale(target: str) -> dict[str, Any]:
     return {"error": None}
 
 
+def _client_diff_and_regenerate(repo: str, run_dir: str, scratch: str) -> dict[str, Any]:
+    """`diff` of a Hub revision (ORG/NAME@REV) against the run that made it, and `regenerate` of it."""
+    import scalequest_dataset
+
+    report = scalequest_dataset.diff(f"{repo}@v1-language", run_dir, stage="language")
+    other = scalequest_dataset.diff(f"{repo}@v1-questions", f"hf://datasets/{repo}@v1-language", stage="language")
+    regen = scalequest_dataset.regenerate(f"{repo}@v1-language", "language", scratch=scratch)
+    return {"identical": report.identical, "status": report.stages[0].status, "added": other.stages[0].status,
+            "regenerated": regen.all_match, "byte_identical": all(s.byte_identical for s in regen.shards),
+            "splits": sorted({f.split for s in regen.shards for f in s.files})}
+
+
 def run_dir_rows(run_dir: Path, stage: str, split: str = "train") -> list[dict]:
     rows = []
     for f in sorted((run_dir / "data" / stage).glob(f"{split}-*.parquet")):
@@ -123,6 +135,15 @@ def test_bad_hub_target(hub, tiny_run, tmp_path):
     res = subprocess.run([sys.executable, "-m", "scalequest_dataset.cli", "publish", str(tiny_run), "--to",
                           "hf://models/x/y"], env=env, capture_output=True, text=True)
     assert res.returncode == 2 and "hf://datasets/ORG/NAME" in res.stderr
+
+
+def test_diff_and_regenerate_read_a_hub_revision(published, run_client, tiny_run, tmp_path):
+    result = run_client(__file__, "_client_diff_and_regenerate", REPO, str(tiny_run), str(tmp_path / "scratch"),
+                        timeout=600)
+    assert result["identical"] and result["status"] == "identical"
+    assert result["added"] == "added"  # language is not at the questions revision
+    assert result["regenerated"] and result["byte_identical"]
+    assert result["splits"] == ["dropped", "train"]
 
 
 def test_no_server_errors(published, hub):
