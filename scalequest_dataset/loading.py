@@ -58,18 +58,16 @@ def materialize(store_path: Path, revision: str | None, stage: str) -> tuple[Pat
 
 
 def _check(folder: Path, stage: str, label: str) -> None:
-    from .storage import sha256_file
+    from .storage import file_problem
 
     manifest_path = folder / "manifests" / f"{stage}.json"
     if not manifest_path.is_file():
         return  # not a stage of this revision: the caller says so
     manifest = rec.read(Manifest, manifest_path)
     for info in manifest.files().values():
-        path = folder / "data" / stage / info.file
-        actual = sha256_file(path) if path.is_file() else "missing"
-        if actual != info.sha256:
-            raise VerificationError(f"{label}: data/{stage}/{info.file} does not match its manifest: expected sha256 "
-                                    f"{info.sha256}, found {actual}")
+        problem = file_problem(folder / "data" / stage / info.file, info.sha256)
+        if problem:
+            raise VerificationError(f"{label}: data/{stage}/{info.file} {problem.replace('its record', 'its manifest')}")
 
 
 def _load_local_store(path: Path, stage: str, revision: str | None, split: str, **kwargs):

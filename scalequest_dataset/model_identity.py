@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .params import ConfigError, ModelSpec
+from .storage import sha256_file
 
 BUILTIN_PREFIX = "builtin:"
 _SHA = re.compile(r"^[0-9a-f]{40}$")
@@ -164,14 +165,6 @@ def folder_digest(folder: Path) -> str:
     return "sha256:" + h.hexdigest()
 
 
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def remembered_sha256(path: Path) -> str:
     """A file's sha256, read again only when the file was touched (see _DigestMemo)."""
     memo = _DigestMemo()
@@ -201,7 +194,7 @@ class _DigestMemo:
         entry = self.entries.get(key)
         if entry and entry[:-1] == state:
             return entry[-1]
-        digest = file_sha256(path)
+        digest = sha256_file(path)
         self.entries[key] = [*state, digest]
         self.changed = True
         return digest

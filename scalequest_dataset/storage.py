@@ -124,6 +124,15 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+def file_problem(path: Path, sha256: str) -> str | None:
+    """None if the file at `path` has this sha256; else what is wrong ("missing", or both digests), for the
+    caller's message. The one place every boundary (plan, publish, load, diff, regenerate) checks bytes."""
+    if not path.is_file():
+        return "is missing"
+    actual = sha256_file(path)
+    return None if actual == sha256 else f"does not match its record: expected sha256 {sha256}, found {actual}"
+
+
 def file_writer(path: Path) -> str | None:
     """The Parquet footer's `created_by`: which writer (and version) made the file."""
     return pq.ParquetFile(path).metadata.created_by

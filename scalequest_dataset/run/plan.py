@@ -23,7 +23,7 @@ from ..config import RunConfig, build_config, load_preset
 from ..model_identity import ResolvedModel, locate_model
 from ..params import ConfigError, fingerprint, flatten
 from ..stages import STAGES, Stage
-from ..storage import iter_batches, sha256_file, write_bytes, write_table
+from ..storage import file_problem, iter_batches, write_bytes, write_table
 from . import records
 from .layout import RunLayout
 from .records import FileRecord, InputRef, Manifest, PinnedModel, Plan, ShardSpec
@@ -179,12 +179,9 @@ def verified_inputs(layout: RunLayout, manifest: Manifest) -> list[Path]:
 
 
 def check_file(path: Path, info: FileRecord, what: str) -> None:
-    if not path.is_file():
-        raise StageError(f"{path} ({what}) is missing: re-run `scalequest run` to repair it")
-    actual = sha256_file(path)
-    if actual != info.sha256:
-        raise StageError(f"{path} ({what}) does not match its record: expected sha256 {info.sha256}, found "
-                         f"{actual}; re-run `scalequest run` to repair it")
+    problem = file_problem(path, info.sha256)
+    if problem:
+        raise StageError(f"{path} ({what}) {problem}; re-run `scalequest run` to repair it")
 
 
 def open_stage(layout: RunLayout, config: RunConfig, plan: Plan) -> Stage:
