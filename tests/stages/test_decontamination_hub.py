@@ -237,6 +237,7 @@ def test_a_run_planned_with_the_hub_runs_offline_on_any_worker_count(run_client,
                                                                      tmp_path):
     from support.runs import data_files
 
+    from scalequest_dataset.card import render_card
     from scalequest_dataset.run import RunLayout, Runner
     from scalequest_dataset.run.backends.local import LocalBackend
     from scalequest_dataset.run.plan import load_config, read_manifest
@@ -293,6 +294,14 @@ def test_a_run_planned_with_the_hub_runs_offline_on_any_worker_count(run_client,
     manifest = manifests["one"]
     assert manifest.counts.dropped == {"contaminated": len(expected)}
     assert manifest.recipe.models["benchmark:gsm8k"].revision == commits[GSM_REPO]
+    # The card's Table 6: per benchmark its items, clean items and ratio, matched items, from the report.
+    card = render_card("org/bench", {"decontamination": manifest}, {"decontamination": "v1-decontamination"},
+                       reports={"decontamination": report})
+    gsm = table["gsm8k"]
+    assert (f"| `gsm8k` | `{GSM_REPO}` (main, test) | `{commits[GSM_REPO][:12]}` | {gsm['items']} | {gsm['clean']} | "
+            f"{100 * gsm['clean_ratio']:.2f} % | {len(gsm['matched'])} | {gsm['questions']} |") in card
+    assert f"| `math` | `{MATH_REPO}` (2 configs, test) |" in card and "they were removed" in card
+    assert f"benchmarks: gsm8k = `hf://datasets/{GSM_REPO}`@`{commits[GSM_REPO]}`" in card
 
 
 if __name__ == "__main__":  # client side: `run_client` starts this file with (function, JSON args, result path)
