@@ -43,7 +43,7 @@ NORMALIZATION = "nfkc-casefold-words"
 REPORT_KEY = b"scalequest.decontamination"  # the report's key in the prepared table's schema metadata
 _WORD = re.compile(r"\w+")
 _SHA = re.compile(r"^[0-9a-f]{40}$")
-_MULTIPLIER = 0x9E3779B97F4A7C15  # odd: the polynomial hash of an n-gram over its words' hashes, mod 2^64
+_MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)  # odd: the polynomial hash of an n-gram over its words' hashes
 _FILE_SUFFIXES = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}
 
 
@@ -58,12 +58,15 @@ def word_hashes(tokens: Sequence[str]) -> np.ndarray:
 
 
 def ngram_hashes(hashes: np.ndarray, n: int) -> np.ndarray:
-    """The hash of every window of n consecutive word hashes: sum of h[i + j] * M^(n - 1 - j), mod 2^64."""
-    if len(hashes) < n:
+    """The hash of every window of n consecutive word hashes: sum of h[i + j] * M^(n - 1 - j), mod 2^64 (Horner's
+    rule over shifted views: n passes, no window-by-n temporary)."""
+    count = len(hashes) - n + 1
+    if count <= 0:
         return np.empty(0, dtype=np.uint64)
-    powers = np.array([pow(_MULTIPLIER, n - 1 - j, 1 << 64) for j in range(n)], dtype=np.uint64)
-    windows = np.lib.stride_tricks.sliding_window_view(hashes, n)
-    return (windows * powers).sum(axis=1, dtype=np.uint64)  # array arithmetic on uint64 wraps: mod 2^64
+    out = np.zeros(count, dtype=np.uint64)
+    for j in range(n):
+        out = out * _MULTIPLIER + hashes[j : j + count]  # uint64 array arithmetic wraps: mod 2^64
+    return out
 
 
 # ---------------------------------------------------------------------------------------------- parameters
