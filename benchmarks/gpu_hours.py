@@ -7,8 +7,9 @@ decontamination rate is measured here, on this machine's CPU, on synthetic text.
 Anchors - where each rate comes from:
   [T4]  the paper's Table 4 (8 x A100-40G-PCIe, vLLM, TP=1): GPU-hours per step over its sample counts are the
         release's own per-item rates, on the same models: question generation 2M in 38.4 h; solvability and
-        difficulty checks 2M in 110.6 h (one row for both); response generation 5M in 251.0 h; reward scoring 5M
-        in 112.0 h at batch size 1.
+        difficulty checks in 110.6 h (one row: the judge on the questions left by the language filter, then the
+        scorer, per the released language_solvability_check.py); response generation 5M in 251.0 h; reward
+        scoring 5M in 112.0 h, one pair at a time (the released rm_score.py calls get_score per pair).
   [A100] NVIDIA's A100 datasheet: 312 TFLOP/s dense fp16/bf16 tensor-core peak. A batched reward pass is a
         prefill, compute-bound: pairs x tokens x 2 x parameters / (peak x MFU). MFU (model FLOPs utilisation)
         is an assumption, --mfu (default 0.3 to 0.5).
@@ -21,7 +22,8 @@ Anchors - where each rate comes from:
 What our design changes in GPU-hours (the rest of the work is the release's, on the release's rates):
   - reward: scored in large batches by vLLM's pooling runner, where the release scored one pair at a time;
   - prefix caching (vLLM V1's default): the k samples of a question share their prompt's KV cache, so the
-    prompt is prefilled once, not k times (responses k=5, difficulty k=4);
+    prompt is prefilled once, not k times (responses k=5, difficulty k=4); the release enables it for question
+    generation only (gen.py), not for its 5 responses per question;
   - difficulty COSTS MORE: k=4 sampled solutions of DeepSeekMath-7B-RL per question instead of the paper's
     scorer (one forward pass of a regression head), which is not released;
   - decontamination and dedup are CPU-only (seconds to minutes); in `remove` mode decontamination drops
@@ -91,9 +93,10 @@ def estimate(args: argparse.Namespace) -> list[Row]:
     rows.append(Row("language, dedup", raw, 0, 0, "-", "CPU only"))
     cpu_hours = (judged * args.seconds_per_question + args.index_seconds) / 3600
     rows.append(Row("decontamination", judged, 0, 0, "-", f"CPU only: {cpu_hours:.2f} CPU-hours on one core [CPU]"))
-    # [T4] has one row for both checks over 2M: all of it judging 2M (low) or judging the 1.6M left (high).
-    rows.append(Row("solvability", judged, judged * per["checks"], PAPER["checks"][1], "110.6 (with difficulty)",
-                    "the judge at the release's rate per question [T4]"))
+    # The release judged the questions left by the language filter (language_solvability_check.py), as we do;
+    # [T4]'s row also holds its scorer pass, so the row's hours bound our judge's from above.
+    rows.append(Row("solvability", judged, PAPER["checks"][1], PAPER["checks"][1], "110.6 (with difficulty)",
+                    "at most [T4]'s row: the release judged the same questions, then ran its scorer"))
     if st.difficulty.method == "self-consistency":
         m = st.difficulty.samples
         saving = [prefix_saving(m, prompt_tokens, args.response_tokens, decode_rate, p) for p in prefill]

@@ -163,7 +163,8 @@ def notes(manifests: dict[str, Manifest]) -> dict[str, list[str]]:
             out[kind].append(f"`{stage}`: {text}.")
     engines = {m.recipe.engine["dtype"] for m in manifests.values() if m.recipe.engine}
     if engines:
-        out[GAP].append(f"generation dtype {', '.join(sorted(engines))}: the paper does not state one.")
+        out[GAP].append(f"generation dtype {', '.join(sorted(engines))}: the paper does not state one (the released "
+                        "code leaves vLLM's default, the checkpoint's own dtype).")
     out[DEPARTURE].append(
         "Ids and seeds: rows have lineage ids (`{generator}-{index:08d}`, `{question_id}-r{k}`) and every random draw "
         "is seeded with BLAKE2b(seed, stage, row id, k) cut to 63 bits, shards written sorted by id. The release "
