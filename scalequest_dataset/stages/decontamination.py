@@ -430,6 +430,12 @@ class DecontaminationStage(Stage):
         self.matches = {row["id"]: row for row in table.to_pylist()}
         self.report = read_report(table)
 
+    @staticmethod
+    def summarize(table: pa.Table) -> dict[str, Any] | None:
+        """The report a manifest (and so the card) can carry without re-reading data: the per-benchmark overlap,
+        from the prepared table alone (for finalize to call, where it reads state/<stage>/prepared.parquet)."""
+        return read_report(table)
+
     def process(self, rows: list[dict[str, Any]], ctx: StageContext) -> ShardResult:
         if self.matches is None:
             raise RuntimeError("stage 'decontamination' needs its global pass: call prepare(batches) with the "
