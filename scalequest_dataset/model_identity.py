@@ -91,47 +91,49 @@ def locate_model(model_id: str, revision: str, field: str = "model") -> Resolved
 # ---------------------------------------------------------------------------------------------- Hub models
 
 
-def hub_commit(model_id: str, revision: str | None, field: str) -> str:
-    """The commit sha `revision` (default main) of a Hub model points to: the Hub, else the local cache."""
+def hub_commit(repo_id: str, revision: str | None, field: str, repo_type: str = "model") -> str:
+    """The commit `revision` (default main) of a Hub repo points to: the Hub, else the local cache. A model by
+    default; decontamination pins its benchmark datasets the same way (repo_type="dataset")."""
     wanted = revision or "main"
     if _SHA.match(wanted):
         return wanted
+    kind = "model" if repo_type == "model" else "dataset"
     problem = "HF_HUB_OFFLINE=1 is set"
     if os.environ.get("HF_HUB_OFFLINE", "").lower() not in ("1", "true", "yes"):
         from huggingface_hub import HfApi
         from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
 
         try:
-            sha = HfApi().model_info(model_id, revision=wanted).sha
+            sha = HfApi().repo_info(repo_id, repo_type=repo_type, revision=wanted).sha
             if sha:
                 return sha
             problem = "the Hub answered without a commit"
         except RepositoryNotFoundError:
-            raise ConfigError(f"{field}: model {model_id!r} was not found on the Hub (or it is private "
+            raise ConfigError(f"{field}: {kind} {repo_id!r} was not found on the Hub (or it is private or gated "
                               "and no token is configured)") from None
         except RevisionNotFoundError:
-            raise ConfigError(f"{field}: model {model_id!r} has no revision {wanted!r} on the Hub") from None
+            raise ConfigError(f"{field}: {kind} {repo_id!r} has no revision {wanted!r} on the Hub") from None
         except Exception as exc:  # unreachable, timed out, refused: try the local cache
             problem = f"the Hub is unreachable ({type(exc).__name__})"
-    cached = cached_commit(model_id, wanted)
+    cached = cached_commit(repo_id, wanted, repo_type)
     if cached:
         return cached
     from huggingface_hub import constants
 
+    download = f"hf download {repo_id}" + (" --repo-type dataset" if repo_type == "dataset" else "")
     raise ConfigError(
-        f"{field}: cannot pin {model_id}@{wanted} to a commit: {problem}, and the local Hugging Face cache "
+        f"{field}: cannot pin {repo_id}@{wanted} to a commit: {problem}, and the local Hugging Face cache "
         f"({constants.HF_HUB_CACHE}) has no snapshot of it. Pin it with `--set {field}.revision=<40-hex commit "
-        f"sha>` (the model card's 'Files and versions' page shows it), or download it first with "
-        f"`hf download {model_id}`")
+        f"sha>` (the {kind}'s 'Files and versions' page shows it), or download it first with `{download}`")
 
 
-def cached_commit(model_id: str, revision: str) -> str | None:
+def cached_commit(repo_id: str, revision: str, repo_type: str = "model") -> str | None:
     """The commit the local Hugging Face cache recorded for `revision` (refs/<revision>); for `main` without a
     ref (a snapshot downloaded by commit, as our workers do), the cache's only snapshot. None if neither."""
     from huggingface_hub import constants
     from huggingface_hub.file_download import repo_folder_name
 
-    folder = Path(constants.HF_HUB_CACHE) / repo_folder_name(repo_id=model_id, repo_type="model")
+    folder = Path(constants.HF_HUB_CACHE) / repo_folder_name(repo_id=repo_id, repo_type=repo_type)
     try:
         sha = (folder / "refs" / revision).read_text(encoding="utf-8").strip()
         return sha if _SHA.match(sha) else None

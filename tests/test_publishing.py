@@ -185,12 +185,23 @@ def test_builder_reads_run_dirs_and_store_revisions(tiny_run, tmp_path):
         assert ds.to_list() == run_rows(tiny_run, "questions")
 
 
-def test_card_states_the_rules_we_chose(tiny_run, tmp_path):
+def test_card_says_what_is_exact_what_fills_a_gap_and_what_departs(tiny_run, tmp_path):
     publish(tiny_run, tmp_path / "store")
     readme = open_store(tmp_path / "store").read("README.md", "main").decode()
-    section = readme.split("## Where we chose a rule the paper leaves open")[1].split("##")[0]
-    for needle in ("ord <= 127", "lowest id", "'yes'", "keep table", "lowest response id wins"):
-        assert needle in section, needle
+    section = readme.split("## How this follows the paper")[1].split("\n## ")[0]
+    exact, gap, departure = (section.split(heading)[1].split("###")[0] for heading in (
+        "### As the paper or its released code", "### Where we chose a rule the paper leaves open",
+        "### Where we depart, and why"))
+    for needle in ("ord <= 127", "'yes'", "`response[0].strip()`"):
+        assert needle in exact, needle
+    for needle in ("keep table", "lowest response id wins", "dtype float32"):
+        assert needle in gap, needle
+    for needle in ("`dedup`: ours", "max_tokens 24 (the paper: 512", "builtin:tiny in place of",
+                   "samples 4 (the paper: 5)", "wall clock"):
+        assert needle in departure, needle
+    assert "released selection" not in readme
+    assert "Unleashing {LLM} Reasoning Capability via Scalable Question Synthesis from Scratch" in readme
+    assert "2025.acl-long.658" in readme and "Unleashing Reasoning Capability of\nLLMs" in readme
 
 
 def test_log_of_a_store_without_tags_says_so(tmp_path):

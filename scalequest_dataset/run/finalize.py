@@ -63,7 +63,12 @@ def finalize_stage(layout: RunLayout, config: RunConfig, name: str) -> Manifest 
     recs = [verified_record(layout, plan, s.index) for s in plan.shards]
     if any(r is None for r in recs):
         return None
-    manifest = build_manifest(config, plan, recs)  # type: ignore[arg-type]
+    report = None
+    if plan.prepared is not None:
+        import pyarrow.parquet as pq
+
+        report = STAGES[name].summarize(pq.read_table(layout.prepared(name)))
+    manifest = build_manifest(config, plan, recs, report)  # type: ignore[arg-type]
     blob = records.to_bytes(manifest)
     path = layout.manifest(name)
     if not path.is_file() or path.read_bytes() != blob:
@@ -73,7 +78,7 @@ def finalize_stage(layout: RunLayout, config: RunConfig, name: str) -> Manifest 
     return manifest
 
 
-def build_manifest(config: RunConfig, plan: Plan, recs: list[ShardRecord]) -> Manifest:
+def build_manifest(config: RunConfig, plan: Plan, recs: list[ShardRecord], report: dict | None = None) -> Manifest:
     stage = STAGES[plan.stage](config)
     payload = stage.config_payload(config.input_of(plan.stage))
     drops: dict[str, int] = {}
@@ -90,7 +95,7 @@ def build_manifest(config: RunConfig, plan: Plan, recs: list[ShardRecord]) -> Ma
         counts=Counts(rows_in=sum(r.rows_in for r in recs), rows_out=sum(r.files["train"].rows for r in recs),
                       dropped=dict(sorted(drops.items()))),
         tokens=sum((r.tokens for r in recs), Tokens()),
-        content=stage_content(shards),
+        content=stage_content(shards), report=report,
         execution=_execution(recs))
 
 

@@ -180,6 +180,7 @@ class Manifest(Strict):
     counts: Counts
     tokens: Tokens
     content: str  # digest over every shard's content digest, split by split
+    report: dict[str, Any] | None = None  # what the stage's whole-input pass found (Stage.summarize)
     execution: ManifestExecution = ManifestExecution()
 
     def identity(self) -> dict[str, Any]:

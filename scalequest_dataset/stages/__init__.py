@@ -6,6 +6,7 @@ pass to `load_dataset`."""
 from __future__ import annotations
 
 from .base import ShardResult, Stage, StageContext
+from .decontamination import DecontaminationStage
 from .dedup import DedupStage
 from .difficulty import DifficultyStage
 from .language import LanguageStage
@@ -19,6 +20,7 @@ REGISTRY: tuple[type[Stage], ...] = (
     QuestionsStage,
     LanguageStage,
     DedupStage,
+    DecontaminationStage,
     SolvabilityStage,
     DifficultyStage,
     ResponsesStage,

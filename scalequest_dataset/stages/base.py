@@ -201,5 +201,11 @@ class Stage:
     def load_prepared(self, table: pa.Table) -> None:
         raise NotImplementedError(f"stage {self.name!r} prepares nothing")
 
+    @staticmethod
+    def summarize(prepared: pa.Table) -> dict[str, Any] | None:
+        """What a stage's whole-input pass found that its manifest should carry (decontamination: the overlap
+        with each benchmark), read from the prepared table at finalize time; None for most stages."""
+        return None
+
     def process(self, rows: list[dict[str, Any]], ctx: StageContext) -> ShardResult:
         raise NotImplementedError

@@ -70,3 +70,40 @@ def test_progress_counts_questions_not_requests():
     stage.process([question(f"deepseek-qgen-0000000{i}", "Q") for i in range(4)], ctx)
     assert sum(rows for rows, _ in reports) == 4  # the bar is sized in input rows
     assert sum(tokens for _, tokens in reports) > 0
+
+
+# The replies to samples 0, 1, 2 of one question, in request order.
+PADDED = ["\n  The answer is 4.  \n",  # padding around a kept answer
+          "The result is 4\n",  # the marker "is 4\n" exists only in the padded text
+          "  \t\n "]  # whitespace only
+
+
+def test_responses_are_stripped_as_the_release_before_the_filter_the_scoring_and_the_output():
+    stage = make_stage("responses", {"model": "org/solver", "samples": 3,
+                                     "answer_markers": ["he answer is", "is 4\n"]})
+    replies = iter(PADDED)
+    ctx, _ = make_ctx(stage, FakeEngine(reply=lambda request: next(replies)))
+    result = stage.process([question("deepseek-qgen-00000000", "What is 2+2?")], ctx)
+    out = {r["sample"]: r for r in result.rows + result.dropped}
+    assert [out[k]["response"] for k in range(3)] == [text.strip() for text in PADDED]  # str.strip(), as gen.py
+    assert [r["sample"] for r in result.rows] == [0]
+    assert out[1]["has_answer_format"] is False and out[1]["drop_reason"] == "no-final-answer"  # read after strip
+    assert out[2]["response"] == "" and out[2]["drop_reason"] == "no-final-answer"
+    # What the reward model scores is the stripped text too: the reward stage reads the `response` column.
+    reward = make_stage("reward", {"method": "reward-model", "model": "org/reward"})
+    engine = FakeEngine(score=lambda conversation: 1.0)
+    reward.process(result.rows, make_ctx(reward, engine)[0])
+    assert [c[-1]["content"] for c in engine.scored] == ["The answer is 4."]
+
+
+def test_the_stripping_moved_the_code_version_so_old_runs_are_not_reused(monkeypatch):
+    from scalequest_dataset.params import fingerprint
+    from scalequest_dataset.stages.responses import ResponsesStage
+
+    assert ResponsesStage.version == "2"
+    stage = make_stage("responses", {"model": "org/solver"})
+    now = (stage.fingerprint("difficulty", None), stage.config_payload("difficulty"))
+    monkeypatch.setattr(ResponsesStage, "version", "1")  # the code before the release's strip was adopted
+    before = (stage.fingerprint("difficulty", None), stage.config_payload("difficulty"))
+    assert before[0] != now[0] and before[1]["code_version"] == "1"
+    assert fingerprint(before[1]) != fingerprint(now[1])  # the key a run directory's plan is matched by

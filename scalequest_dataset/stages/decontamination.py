@@ -1,0 +1,424 @@
+"""Benchmark decontamination: word n-gram overlap of every question with benchmark test sets. Our addition: the
+paper only measured 13-gram overlap with its test sets (its Table 6) and filtered nothing.
+
+Normalisation, one function (`words`) for both sides: NFKC, case folding, NFKC again (dedup's
+`normalize_question`), then the maximal runs of word characters (`\\w+`: letters, digits, underscore), so
+punctuation, LaTeX symbols and whitespace only separate words ("$x^2+1$" -> x, 2, 1). An n-gram is n consecutive
+words of one text (a question, or one text column of a benchmark item): it never spans two columns or two
+questions. A text of fewer than n words has no n-gram, so it cannot overlap; the report counts such items.
+
+Everything that needs the whole input runs once, at plan time (`prepare`):
+1. each benchmark is loaded with `datasets.load_dataset` at the revision the plan pinned (a Hub commit resolved
+   like a model's, or a local file's sha256), and its n-grams are indexed as 64-bit hashes in one sorted numpy
+   array (8 bytes per n-gram, plus postings to confirm a hit);
+2. the questions stream through batch by batch: a hash hit is confirmed word for word (a hash collision never
+   makes a match), and only matching questions are kept in memory.
+The prepared table (state/decontamination/prepared.parquet, next to the plan) holds one row per matching
+question and, in its schema metadata, the report: per benchmark the Table 6 figures (items, clean ratio =
+share of items with no n-gram in any question, the matched items). Workers read only that table: no Hub, no
+benchmark, and the same decision for a row whatever the shard cut or the worker count."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import datasets
+import numpy as np
+import pyarrow as pa
+from pydantic import Field, model_validator
+
+from ..model_identity import ResolvedModel, hub_commit
+from ..params import ConfigError, Strict, canonical_json
+from ..storage import sha256_file
+from .base import ShardResult, Stage, StageContext, with_drop_reason
+from .dedup import normalize_question
+from .questions import QUESTION_FEATURES
+
+NORMALIZATION = "nfkc-casefold-words"
+REPORT_KEY = b"scalequest.decontamination"  # the report's key in the prepared table's schema metadata
+_WORD = re.compile(r"\w+")
+_MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)  # odd: the polynomial hash of an n-gram over its words' hashes
+_FILE_SUFFIXES = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}
+
+
+def words(text: str | None) -> list[str]:
+    """The words of a text as both sides see them: NFKC, case-folded, split into runs of word characters."""
+    return _WORD.findall(normalize_question(text or ""))
+
+
+def word_hashes(tokens: Sequence[str]) -> np.ndarray:
+    return np.array([int.from_bytes(hashlib.blake2b(t.encode("utf-8"), digest_size=8).digest(), "little")
+                     for t in tokens], dtype=np.uint64)
+
+
+def ngram_hashes(hashes: np.ndarray, n: int) -> np.ndarray:
+    """The hash of every window of n consecutive word hashes: sum of h[i + j] * M^(n - 1 - j), mod 2^64 (Horner's
+    rule over shifted views: n passes, no window-by-n temporary)."""
+    count = len(hashes) - n + 1
+    if count <= 0:
+        return np.empty(0, dtype=np.uint64)
+    out = np.zeros(count, dtype=np.uint64)
+    for j in range(n):
+        out = out * _MULTIPLIER + hashes[j : j + count]  # uint64 array arithmetic wraps: mod 2^64
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- parameters
+
+
+class Benchmark(Strict):
+    """One benchmark test set: a Hub dataset (`repo`, `config`, `split`, `revision`: a branch, tag or commit,
+    pinned to a commit at plan time) or a local JSONL/Parquet file (`path`, identified by its sha256). Items
+    are rows; `columns` are the text fields compared; an item's id is its `id_column`, else its row index
+    (`config/index` when several configs are read)."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    repo: str | None = None
+    config: str | list[str] | None = None
+    split: str = "test"
+    path: str | None = None
+    columns: list[str] = Field(min_length=1)
+    id_column: str | None = None
+    revision: str | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Benchmark:
+        if (self.repo is None) == (self.path is None):
+            raise ValueError("give exactly one of `repo` (a Hub dataset) or `path` (a local .jsonl/.parquet file)")
+        if self.path is not None:
+            if self.revision is not None or self.config is not None:
+                raise ValueError("a local file has no `revision` or `config`: it is identified by its sha256")
+            if Path(self.path).suffix not in _FILE_SUFFIXES:
+                raise ValueError(f"`path` must end in one of {', '.join(sorted(_FILE_SUFFIXES))}")
+        return self
+
+    def configs(self) -> list[str | None]:
+        return list(self.config) if isinstance(self.config, list) else [self.config]
+
+    def source(self) -> str:
+        """The pinned identity's id: where the benchmark comes from."""
+        return f"hf://datasets/{self.repo}" if self.repo is not None else f"file:{self.path}"
+
+
+class Params(Strict):
+    """Word n-gram overlap of each question with benchmark test sets (our addition; the paper measured 13-gram
+    overlap, Table 6, and removed nothing). `report` annotates rows; `remove` moves overlapping questions to
+    `dropped`. Text is normalised the same way on both sides (NFKC, case-folded, runs of word characters)."""
+
+    mode: Literal["report", "remove"] = "report"
+    ngram: int = Field(13, ge=1)
+    normalize: Literal["nfkc-casefold-words"] = NORMALIZATION
+    benchmarks: list[Benchmark] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> Params:
+        names = [b.name for b in self.benchmarks]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"benchmark names must be unique, repeated: {dupes}")
+        return self
+
+
+def role(benchmark: Benchmark) -> str:
+    return f"benchmark:{benchmark.name}"
+
+
+# ---------------------------------------------------------------------------------------------- pinning, loading
+
+
+def resolve_benchmark(benchmark: Benchmark, field: str) -> ResolvedModel:
+    """Pin a benchmark like a model (plan time): a Hub dataset to the commit its revision points to, a local file
+    to its content."""
+    if benchmark.path is not None:
+        path = Path(benchmark.path).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"{field}.path: {benchmark.path!r} is not a file")
+        return ResolvedModel(benchmark.source(), "sha256:" + sha256_file(path), str(path))
+    assert benchmark.repo is not None
+    return ResolvedModel(benchmark.source(), hub_commit(benchmark.repo, benchmark.revision, field, "dataset"),
+                         benchmark.repo)
+
+
+@dataclass
+class LoadedBenchmark:
+    """A benchmark's items as loaded: ids and, per item, the text of each compared column."""
+
+    spec: Benchmark
+    revision: str
+    ids: list[str]
+    texts: list[list[str]]
+
+    def digest(self) -> str:
+        """Of the items as loaded (ids and texts): the same revision must give the same digest."""
+        return "sha256:" + hashlib.sha256(canonical_json([self.ids, self.texts]).encode("utf-8")).hexdigest()
+
+
+def load_benchmark(benchmark: Benchmark, pinned: ResolvedModel, field: str) -> LoadedBenchmark:
+    """The benchmark's items through `datasets.load_dataset`, at the pinned revision (a local file must still
+    have the content the plan pinned)."""
+    if benchmark.path is not None:
+        path = Path(benchmark.path).expanduser()
+        found = "sha256:" + sha256_file(path) if path.is_file() else "missing"
+        if found != pinned.revision:
+            raise ConfigError(f"{field}.path: {benchmark.path} has content {found}, but the run was planned with "
+                              f"{pinned.revision}: restore it, or start a new run")
+        builder = _FILE_SUFFIXES[path.suffix]
+        parts = [(None, datasets.load_dataset(builder, data_files=str(path), split="train"))]
+    else:
+        parts = [(config, datasets.load_dataset(benchmark.repo, config, split=benchmark.split,
+                                                revision=pinned.revision))
+                 for config in benchmark.configs()]
+    several = len(parts) > 1
+    ids: list[str] = []
+    texts: list[list[str]] = []
+    for config, ds in parts:
+        wanted = [*benchmark.columns, *([benchmark.id_column] if benchmark.id_column else [])]
+        missing = [c for c in wanted if c not in ds.column_names]
+        if missing:
+            raise ConfigError(f"{field}: {benchmark.source()} ({config or 'default'}, {benchmark.split}) has no "
+                              f"column {', '.join(missing)} (it has {', '.join(ds.column_names)})")
+        data = ds.select_columns(wanted).to_dict()
+        for i in range(ds.num_rows):
+            local = str(data[benchmark.id_column][i]) if benchmark.id_column else str(i)
+            ids.append(f"{config}/{local}" if several else local)
+            texts.append([str(data[c][i] or "") for c in benchmark.columns])
+    if not ids:
+        raise ConfigError(f"{field}: {benchmark.source()} has no items")
+    if len(set(ids)) != len(ids):
+        raise ConfigError(f"{field}: item ids are not unique (id_column {benchmark.id_column!r})")
+    return LoadedBenchmark(benchmark, pinned.revision, ids, texts)
+
+
+# ---------------------------------------------------------------------------------------------- index and scan
+
+
+@dataclass(frozen=True)
+class Hit:
+    benchmark: int  # position in the config's benchmark list
+    item: int
+    position: int  # of the n-gram's first word in the question
+
+
+class NgramIndex:
+    """Every n-gram of every benchmark item, as sorted 64-bit hashes with postings (the text segment and the
+    word position it starts at), so a hit is confirmed against the benchmark's own words."""
+
+    def __init__(self, benchmarks: Sequence[LoadedBenchmark], n: int) -> None:
+        self.n = n
+        self.segments: list[tuple[int, int, list[str]]] = []  # (benchmark, item, words) per text column
+        self.short = [0] * len(benchmarks)  # items with no n-gram at all
+        parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        for b, bench in enumerate(benchmarks):
+            for i, fields in enumerate(bench.texts):
+                grams = 0
+                for text in fields:
+                    tokens = words(text)
+                    hashes = ngram_hashes(word_hashes(tokens), n)
+                    if len(hashes):
+                        segment = np.full(len(hashes), len(self.segments), dtype=np.int64)
+                        parts.append((hashes, segment, np.arange(len(hashes), dtype=np.int64)))
+                        self.segments.append((b, i, tokens))
+                        grams += len(hashes)
+                self.short[b] += grams == 0
+        hashes, segments, positions = (np.concatenate([p[k] for p in parts]) if parts else np.empty(0, np.int64)
+                                       for k in range(3))
+        order = np.lexsort((positions, segments, hashes))  # by hash, then segment and position: one order
+        self.hashes = hashes[order].astype(np.uint64)
+        self.posting_segment = segments[order]
+        self.posting_position = positions[order]
+        self.unique = np.unique(self.hashes)
+        self._confirmed: dict[tuple[str, ...], tuple[tuple[int, int], ...]] = {}
+
+    def lookup(self, tokens: list[str], position: int, value: np.uint64) -> tuple[tuple[int, int], ...]:
+        """The (benchmark, item) pairs holding the question's n-gram at `position` word for word."""
+        gram = tuple(tokens[position : position + self.n])
+        if gram not in self._confirmed:  # boilerplate n-grams recur: confirm each distinct one once
+            lo = int(np.searchsorted(self.hashes, value, side="left"))
+            hi = int(np.searchsorted(self.hashes, value, side="right"))
+            found = set()
+            for k in range(lo, hi):
+                b, i, seg_words = self.segments[self.posting_segment[k]]
+                start = self.posting_position[k]
+                if tuple(seg_words[start : start + self.n]) == gram:
+                    found.add((b, i))
+            self._confirmed[gram] = tuple(sorted(found))
+        return self._confirmed[gram]
+
+    def hits(self, texts: Sequence[str | None]) -> tuple[list[list[str]], list[list[Hit]]]:
+        """Every confirmed hit of every question of a batch, with the questions' words. Hashing is vectorised
+        over the batch; a window that would cross from one question into the next is never looked up."""
+        tokens = [words(t) for t in texts]
+        found: list[list[Hit]] = [[] for _ in texts]
+        lengths = np.array([len(t) for t in tokens], dtype=np.int64)
+        flat = word_hashes([w for t in tokens for w in t])
+        grams = ngram_hashes(flat, self.n)
+        if not len(grams) or not len(self.unique):
+            return tokens, found
+        owner = np.repeat(np.arange(len(tokens)), lengths)
+        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+        inside = owner[: len(grams)] == owner[self.n - 1 :]
+        at = np.minimum(np.searchsorted(self.unique, grams), len(self.unique) - 1)
+        candidates = np.flatnonzero(inside & (self.unique[at] == grams))
+        for p in candidates:
+            q = int(owner[p])
+            position = int(p - starts[q])
+            for b, i in self.lookup(tokens[q], position, grams[p]):
+                found[q].append(Hit(b, i, position))
+        return tokens, found
+
+
+class OverlapScan:
+    """Streams the questions against the index: keeps the matching questions and, per benchmark item, how many
+    questions share an n-gram with it and the lowest such question id (both independent of the input's order)."""
+
+    def __init__(self, benchmarks: Sequence[LoadedBenchmark], index: NgramIndex) -> None:
+        self.benchmarks = benchmarks
+        self.index = index
+        self.questions = 0
+        self.matches: list[dict[str, Any]] = []
+        self.item_questions = [np.zeros(len(b.ids), dtype=np.int64) for b in benchmarks]
+        self.item_first: list[dict[int, str]] = [{} for _ in benchmarks]
+
+    def add(self, ids: Sequence[str], texts: Sequence[str | None]) -> None:
+        self.questions += len(ids)
+        tokens, found = self.index.hits(texts)
+        for qid, q_tokens, hits in zip(ids, tokens, found, strict=True):
+            if hits:
+                self._record(qid, q_tokens, hits)
+
+    def _record(self, qid: str, tokens: list[str], hits: list[Hit]) -> None:
+        first = min(hits, key=lambda h: (h.benchmark, h.position, h.item))  # first benchmark, earliest n-gram
+        names = [b.spec.name for b in self.benchmarks]
+        self.matches.append({
+            "id": qid, "benchmark": names[first.benchmark], "item": self.benchmarks[first.benchmark].ids[first.item],
+            "ngram": " ".join(tokens[first.position : first.position + self.index.n]),
+            "benchmarks": [names[b] for b in sorted({h.benchmark for h in hits})]})
+        for b, i in sorted({(h.benchmark, h.item) for h in hits}):
+            self.item_questions[b][i] += 1
+            if i not in self.item_first[b] or qid < self.item_first[b][i]:
+                self.item_first[b][i] = qid
+
+    def report(self) -> dict[str, Any]:
+        out = []
+        for b, bench in enumerate(self.benchmarks):
+            matched = [int(i) for i in np.flatnonzero(self.item_questions[b])]
+            items = len(bench.ids)
+            out.append({
+                "name": bench.spec.name, "source": bench.spec.source(), "config": bench.spec.config,
+                "split": bench.spec.split if bench.spec.repo else None, "columns": bench.spec.columns,
+                "revision": bench.revision, "digest": bench.digest(), "items": items,
+                "short_items": self.index.short[b], "clean": items - len(matched),
+                "clean_ratio": (items - len(matched)) / items,
+                "questions": sum(1 for m in self.matches if bench.spec.name in m["benchmarks"]),
+                "matched": [{"item": bench.ids[i], "questions": int(self.item_questions[b][i]),
+                             "first": self.item_first[b][i]} for i in matched],
+            })
+        return {"ngram": self.index.n, "normalize": NORMALIZATION, "questions": self.questions,
+                "contaminated": len(self.matches), "benchmarks": out}
+
+    def table(self) -> pa.Table:
+        rows = sorted(self.matches, key=lambda m: m["id"])
+        table = pa.Table.from_pylist(rows, schema=PREPARED_SCHEMA)
+        return table.replace_schema_metadata({REPORT_KEY: canonical_json(self.report()).encode("utf-8")})
+
+
+PREPARED_SCHEMA = pa.schema([("id", pa.string()), ("benchmark", pa.string()), ("item", pa.string()),
+                             ("ngram", pa.string()), ("benchmarks", pa.list_(pa.string()))])
+
+
+def read_report(table: pa.Table) -> dict[str, Any] | None:
+    """The per-benchmark report a prepared table carries (what a manifest or the card shows)."""
+    meta = table.schema.metadata or {}
+    return json.loads(meta[REPORT_KEY]) if REPORT_KEY in meta else None
+
+
+# ---------------------------------------------------------------------------------------------- the stage
+
+
+CONTAMINATION_COLUMNS = {
+    "contamination_benchmark": datasets.Value("string"),  # the first benchmark (config order) it overlaps
+    "contamination_item": datasets.Value("string"),  # that benchmark's item
+    "contamination_ngram": datasets.Value("string"),  # the question's first shared n-gram, normalised words
+    "contamination_benchmarks": datasets.Sequence(datasets.Value("string")),  # every benchmark it overlaps
+}
+
+
+class DecontaminationStage(Stage):
+    name = "decontamination"
+    version = "1"
+    description = ("Questions checked for word n-gram overlap with benchmark test sets; in `remove` mode the "
+                   "overlapping ones are in `dropped`.")
+    Params = Params
+    reads = ("id", "query")
+    features = QUESTION_FEATURES
+    dropped_features = with_drop_reason(QUESTION_FEATURES, **CONTAMINATION_COLUMNS)
+
+    def __init__(self, config, models=None) -> None:
+        super().__init__(config, models)
+        self.matches: dict[str, dict[str, Any]] | None = None
+        self.report: dict[str, Any] | None = None
+
+    def field(self, benchmark: Benchmark) -> str:
+        return f"stages.{self.name}.benchmarks.{benchmark.name}"
+
+    def models(self) -> dict[str, ResolvedModel]:
+        """The benchmarks, pinned like models: the plan records them (role `benchmark:<name>`), the fingerprint
+        covers them, and every resume or regeneration loads the same commit."""
+        pinned = dict(self._models or {})
+        for b in self.params.benchmarks:
+            if role(b) not in pinned:
+                pinned[role(b)] = resolve_benchmark(b, self.field(b))
+        self._models = pinned
+        return pinned
+
+    def prepare(self, batches: Iterable[pa.RecordBatch]) -> pa.Table:
+        """Load and index the benchmarks, then stream every question of the input once."""
+        pinned = self.models()
+        benchmarks = [load_benchmark(b, pinned[role(b)], self.field(b)) for b in self.params.benchmarks]
+        scan = OverlapScan(benchmarks, NgramIndex(benchmarks, self.params.ngram))
+        for batch in batches:
+            scan.add(batch.column("id").to_pylist(), batch.column("query").to_pylist())
+        table = scan.table()
+        self.load_prepared(table)
+        return table
+
+    def load_prepared(self, table: pa.Table) -> None:
+        self.matches = {row["id"]: row for row in table.to_pylist()}
+        self.report = read_report(table)
+
+    @staticmethod
+    def summarize(table: pa.Table) -> dict[str, Any] | None:
+        """The report a manifest (and so the card) can carry without re-reading data: the per-benchmark overlap,
+        from the prepared table alone (for finalize to call, where it reads state/<stage>/prepared.parquet)."""
+        return read_report(table)
+
+    def process(self, rows: list[dict[str, Any]], ctx: StageContext) -> ShardResult:
+        if self.matches is None:
+            raise RuntimeError("stage 'decontamination' needs its global pass: call prepare(batches) with the "
+                               "whole input before processing a shard")
+        kept, dropped = [], []
+        for row in rows:
+            match = self.matches.get(row["id"])
+            out = {**row, **_columns(match)}
+            if match is not None and self.params.mode == "remove":
+                dropped.append({**out, "drop_reason": "contaminated",
+                                "drop_detail": f"shares a {self.params.ngram}-gram with {match['benchmark']} "
+                                               f"item {match['item']}"})
+            else:
+                kept.append(out)
+        ctx.report(len(rows))
+        return ShardResult(kept, dropped)
+
+
+def _columns(match: dict[str, Any] | None) -> dict[str, Any]:
+    if match is None:
+        return dict.fromkeys(CONTAMINATION_COLUMNS)
+    return {"contamination_benchmark": match["benchmark"], "contamination_item": match["item"],
+            "contamination_ngram": match["ngram"], "contamination_benchmarks": match["benchmarks"]}
+
