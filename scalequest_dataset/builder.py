@@ -20,6 +20,7 @@ import datasets
 import pyarrow.parquet as pq
 
 from .loading import materialize
+from .run.layout import RunLayout
 from .stages import STAGE_ORDER, STAGES
 from .store.git import is_git_store
 
@@ -50,7 +51,7 @@ class ScaleQuest(datasets.GeneratorBasedBuilder):
         return root
 
     def _split_generators(self, dl_manager) -> list[datasets.SplitGenerator]:
-        folder = self._root() / "data" / self.config.name
+        folder = RunLayout(self._root()).data_dir(self.config.name)  # a store revision materialises alike
         splits = []
         for split in ("train", "dropped"):
             files = sorted(str(p) for p in folder.glob(f"{split}-*.parquet"))

@@ -11,6 +11,7 @@ import yaml
 
 from .run.records import Manifest
 from .stages import STAGE_ORDER
+from .store.base import RepoLayout
 
 
 def size_category(n: int) -> str:
@@ -26,7 +27,7 @@ def configs_yaml(manifests: dict[str, Manifest]) -> list[dict[str, Any]]:
     for stage in _ordered(manifests):
         m = manifests[stage]
         # `datasets` cannot load a split without rows, so an empty `dropped` split is left out.
-        data_files = [{"split": split, "path": f"data/{stage}/{split}-*.parquet"} for split in ("train", "dropped")
+        data_files = [{"split": split, "path": RepoLayout.split_pattern(stage, split)} for split in ("train", "dropped")
                       if split == "train" or m.rows(split)]
         entry: dict[str, Any] = {"config_name": stage, "data_files": data_files}
         if stage == "default":

@@ -15,7 +15,7 @@ from .run import RunLayout
 from .run import records as rec
 from .run.records import Manifest
 from .stages import STAGES
-from .store import VerificationError
+from .store import RepoLayout, VerificationError
 from .store.git import LocalGitStore, is_git_store
 
 
@@ -45,7 +45,7 @@ def materialize(store_path: Path, revision: str | None, stage: str) -> tuple[Pat
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{commit[:12]}.", dir=dest.parent))
         try:
-            store.download(commit, ["README.md", "manifests", "data"], tmp)
+            store.download(commit, [RepoLayout.CARD, RepoLayout.MANIFESTS, RepoLayout.DATA], tmp)
             (tmp / ".complete").write_text(commit + "\n", encoding="utf-8")
             try:
                 tmp.rename(dest)
@@ -58,23 +58,25 @@ def materialize(store_path: Path, revision: str | None, stage: str) -> tuple[Pat
 
 
 def _check(folder: Path, stage: str, label: str) -> None:
+    """The stage's files in a materialised revision (laid out like a run directory) against its manifest."""
     from .storage import file_problem
 
-    manifest_path = folder / "manifests" / f"{stage}.json"
-    if not manifest_path.is_file():
+    layout = RunLayout(folder)
+    if not layout.manifest(stage).is_file():
         return  # not a stage of this revision: the caller says so
-    manifest = rec.read(Manifest, manifest_path)
+    manifest = rec.read(Manifest, layout.manifest(stage))
     for info in manifest.files().values():
-        problem = file_problem(folder / "data" / stage / info.file, info.sha256)
+        problem = file_problem(layout.data_dir(stage) / info.file, info.sha256)
         if problem:
-            raise VerificationError(f"{label}: data/{stage}/{info.file} {problem.replace('its record', 'its manifest')}")
+            raise VerificationError(f"{label}: {RepoLayout.data(stage, info.file)} "
+                                    f"{problem.replace('its record', 'its manifest')}")
 
 
 def _load_local_store(path: Path, stage: str, revision: str | None, split: str, **kwargs):
     import datasets
 
     folder, _ = materialize(path, revision, stage)
-    if not (folder / "data" / stage).is_dir():
+    if not RunLayout(folder).data_dir(stage).is_dir():
         have = sorted(p.name.removesuffix(".json") for p in (folder / "manifests").glob("*.json"))
         raise ValueError(f"stage {stage!r} is not in {path} at revision {revision or 'main'!r} (stages there: {have})")
     return datasets.load_dataset(str(folder), stage, split=split, **kwargs)
@@ -85,7 +87,7 @@ def _load_run_dir(layout: RunLayout, stage: str, split: str, **kwargs):
 
     files = sorted(layout.data_dir(stage).glob(f"{split}-*.parquet"))
     if not files:
-        have = sorted(p.name for p in (layout.root / "data").iterdir()) if (layout.root / "data").is_dir() else []
+        have = sorted(p.name for p in layout.data_dir(stage).parent.glob("*"))
         raise FileNotFoundError(f"no {split!r} files for stage {stage!r} in {layout.root}/data (stages there: {have})")
     features = STAGES[stage].features if split == "train" else STAGES[stage].dropped_features
     return datasets.load_dataset("parquet", data_files={split: [str(f) for f in files]}, split=split,

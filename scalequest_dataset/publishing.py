@@ -25,10 +25,9 @@ from .run.plan import read_manifest
 from .run.records import FileRecord, Manifest, environment_differences
 from .stages import STAGE_ORDER
 from .storage import file_problem
-from .store import StaleParentError, Store, StoreError, VerificationError, open_store
+from .store import RepoLayout, StaleParentError, Store, StoreError, VerificationError, open_store
 
 ATTEMPTS = 3
-ATTESTATIONS = "attestations"
 
 
 @dataclass
@@ -96,7 +95,7 @@ def check_bytes(path: Path, info: FileRecord, where: str) -> None:
 def store_manifest(store: Store, stage: str, commit: str | None) -> Manifest | None:
     if commit is None:
         return None
-    path = f"manifests/{stage}.json"
+    path = RepoLayout.manifest(stage)
     if path not in store.files(commit):
         return None
     return rec.parse(Manifest, store.read(path, commit), f"{store.location}@{commit[:12]} {path}")
@@ -146,10 +145,10 @@ def _commit_stage(layout: RunLayout, store: Store, manifest: Manifest, prefix: s
         remote = store.files(head) if head else {}
         published = with_input_location(manifest, store, prefix)
         add: dict[str, Path | bytes] = {
-            f"data/{stage}/{name}": layout.data_dir(stage) / name for name in manifest.files()}
-        add[f"manifests/{stage}.json"] = rec.to_bytes(published)
-        stale = [p for p in remote if p.startswith(f"data/{stage}/") and p not in add]
-        add["README.md"] = _card(store, head, remote, prefix, published).encode("utf-8")
+            RepoLayout.data(stage, name): layout.data_dir(stage) / name for name in manifest.files()}
+        add[RepoLayout.manifest(stage)] = rec.to_bytes(published)
+        stale = [p for p in remote if p.startswith(RepoLayout.data_folder(stage)) and p not in add]
+        add[RepoLayout.CARD] = _card(store, head, remote, prefix, published).encode("utf-8")
         message = (f"Publish stage {stage}: {manifest.counts.rows_out:,} rows, fingerprint {manifest.fingerprint[:12]}")
         try:
             commit = store.commit(add, stale, message, parent=head)
@@ -176,7 +175,7 @@ def store_manifests(store: Store, commit: str | None) -> dict[str, Manifest]:
         return {}
     files = store.files(commit)
     return {s: store_manifest(store, s, commit) for s in STAGE_ORDER  # type: ignore[misc]
-            if f"manifests/{s}.json" in files}
+            if RepoLayout.manifest(s) in files}
 
 
 def _card(store: Store, head: str | None, remote: dict[str, Any], prefix: str, update: Manifest | None = None,
@@ -198,7 +197,7 @@ def _attestations(store: Store, head: str | None, remote: dict[str, Any]) -> lis
 
     if head is None:
         return []
-    return [json.loads(store.read(p, head)) for p in sorted(remote) if p.startswith(f"{ATTESTATIONS}/")
+    return [json.loads(store.read(p, head)) for p in sorted(remote) if p.startswith(f"{RepoLayout.ATTESTATIONS}/")
             and p.endswith(".json")]
 
 
@@ -230,12 +229,12 @@ def attest(store: Store, revision: str, manifest: Manifest, report: Any, records
         "environment_summary": f"{summary}; torch {libs.get('torch', '-')}, pyarrow {libs.get('pyarrow', '-')}",
     }
     blob = json_bytes(body)
-    name = f"{ATTESTATIONS}/{manifest.stage}/{body['date'][:10]}-{hashlib.sha256(blob).hexdigest()[:12]}.json"
+    name = RepoLayout.attestation(manifest.stage, f"{body['date'][:10]}-{hashlib.sha256(blob).hexdigest()[:12]}.json")
     for _ in range(ATTEMPTS):
         head = store.head()
         remote = store.files(head) if head else {}
         prefix = revision.rsplit("-", 1)[0] if revision.endswith(f"-{manifest.stage}") else "v1"
-        add: dict[str, Path | bytes] = {name: blob, "README.md": _card(store, head, remote, prefix,
+        add: dict[str, Path | bytes] = {name: blob, RepoLayout.CARD: _card(store, head, remote, prefix,
                                                                         new_attestations=(body,)).encode("utf-8")}
         try:
             return store.commit(add, [], f"Attest stage {manifest.stage}: {body['shards_matched']} of "

@@ -31,7 +31,7 @@ from .run.worker import WorkerContext, environment, run_shard
 from .sources import Source, StoreSource, open_source
 from .stages import STAGES
 from .storage import write_bytes
-from .store import VerificationError
+from .store import RepoLayout, VerificationError
 
 
 @dataclass
@@ -125,7 +125,7 @@ def regenerate(source: str | Source, stage: str, shards: list[int] | None = None
     if stage not in manifests:
         raise ConfigError(f"stage {stage!r} is not in {src.label} (stages: {', '.join(manifests) or 'none'})")
     manifest = manifests[stage]
-    label = f"{src.label} manifests/{stage}.json"
+    label = f"{src.label} {RepoLayout.manifest(stage)}"
     config = build_config({**manifest.recipe.config, "preset": manifest.preset or "custom"}, f"the config in {label}")
     recorded = config.engine.name
     if engine is not None and engine != recorded:

@@ -15,7 +15,7 @@ from .run import RunLayout
 from .run import records as rec
 from .run.records import FileRecord, Manifest
 from .stages import STAGE_ORDER
-from .store import StoreError, VerificationError
+from .store import RepoLayout, StoreError, VerificationError
 
 
 class Source:
@@ -67,9 +67,9 @@ class StoreSource(Source):
         if self._manifests is None:
             files = self.store.files(self.commit)
             self._manifests = {
-                s: rec.parse(Manifest, self.store.read(f"manifests/{s}.json", self.commit),
-                             f"{self.label} manifests/{s}.json")
-                for s in STAGE_ORDER if f"manifests/{s}.json" in files}
+                s: rec.parse(Manifest, self.store.read(RepoLayout.manifest(s), self.commit),
+                             f"{self.label} {RepoLayout.manifest(s)}")
+                for s in STAGE_ORDER if RepoLayout.manifest(s) in files}
         return self._manifests
 
     def at(self, commit: str) -> StoreSource:
@@ -79,7 +79,7 @@ class StoreSource(Source):
     def _path(self, stage: str, info: FileRecord) -> Path:
         dest = self.store.cache_folder("shards", self.commit) / stage / info.file
         if not dest.exists():
-            self.store.fetch(f"data/{stage}/{info.file}", self.commit, dest)
+            self.store.fetch(RepoLayout.data(stage, info.file), self.commit, dest)
         return dest
 
 

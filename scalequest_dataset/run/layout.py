@@ -16,6 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..store.base import RepoLayout
+
 SPLITS: tuple[str, ...] = ("train", "dropped")
 
 
@@ -49,7 +51,7 @@ class RunLayout:
         return self.root / "config.yaml"
 
     def data_dir(self, stage: str) -> Path:
-        return self.root / "data" / stage
+        return self.root / RepoLayout.DATA / stage
 
     def shard_file(self, stage: str, split: str, index: int, total: int) -> Path:
         return self.data_dir(stage) / shard_name(split, index, total)
@@ -67,7 +69,7 @@ class RunLayout:
         return self.state_dir(stage) / f"shard-{index:05d}.json"
 
     def manifest(self, stage: str) -> Path:
-        return self.root / "manifests" / f"{stage}.json"
+        return self.root / RepoLayout.manifest(stage)
 
     @property
     def logs(self) -> Path:

@@ -15,6 +15,37 @@ from pathlib import Path
 from typing import BinaryIO
 
 
+class RepoLayout:
+    """The one place a store's repository layout is spelled (the Hub's own: a card with YAML `configs:`, Parquet
+    under data/, our manifests and attestations). A run directory keeps data/ and manifests/ the same way, so a
+    stage publishes without renaming a file."""
+
+    CARD = "README.md"
+    DATA = "data"
+    MANIFESTS = "manifests"
+    ATTESTATIONS = "attestations"
+
+    @classmethod
+    def data(cls, stage: str, file: str) -> str:
+        return f"{cls.DATA}/{stage}/{file}"
+
+    @classmethod
+    def data_folder(cls, stage: str) -> str:
+        return f"{cls.DATA}/{stage}/"
+
+    @classmethod
+    def split_pattern(cls, stage: str, split: str) -> str:
+        return f"{cls.DATA}/{stage}/{split}-*.parquet"
+
+    @classmethod
+    def manifest(cls, stage: str) -> str:
+        return f"{cls.MANIFESTS}/{stage}.json"
+
+    @classmethod
+    def attestation(cls, stage: str, name: str) -> str:
+        return f"{cls.ATTESTATIONS}/{stage}/{name}"
+
+
 class StoreError(RuntimeError):
     """A store problem phrased for the user (names the store, revision or file)."""
 
