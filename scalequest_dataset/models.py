@@ -86,8 +86,12 @@ def _file_lock(path: Path):
 # ---------------------------------------------------------------------------------------------- tiny model
 
 
-def build_tiny_tokenizer():
-    """A byte-level BPE over printable ASCII plus a few whole words; everything else maps to <unk>."""
+def build_tiny_tokenizer(vocab_size: int | None = None):
+    """A byte-level BPE over printable ASCII plus a few whole words; everything else maps to <unk>.
+
+    With `vocab_size`, the vocabulary is filled up to that many ids (specials included) with two-character
+    byte-level tokens that no merge produces: encoding is unchanged, but every id a model of that vocabulary
+    can sample decodes to text."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
@@ -106,6 +110,8 @@ def build_tiny_tokenizer():
                 merges.append((left, ch))
                 vocab[joined] = len(vocab)
             left = joined
+    if vocab_size is not None:
+        _fill_vocab(vocab, vocab_size - len(_TINY_SPECIALS), sorted(byte_to_char.values()))
     tok = Tokenizer(models.BPE(vocab=vocab, merges=merges, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
     tok.decoder = decoders.ByteLevel()
@@ -115,6 +121,17 @@ def build_tiny_tokenizer():
     fast.pad_token = "<|endoftext|>"
     fast.chat_template = _CHATML_TEMPLATE
     return fast
+
+
+def _fill_vocab(vocab: dict[str, int], size: int, alphabet: list[str]) -> None:
+    """Add two-character tokens over `alphabet`, in a fixed order, until `vocab` holds `size` entries."""
+    if size < len(vocab) or size > len(vocab) + len(alphabet) ** 2:
+        raise ValueError(f"cannot fill a vocabulary of {len(vocab)} tokens up to {size}")
+    for first in alphabet:
+        for second in alphabet:
+            if len(vocab) >= size:
+                return
+            vocab.setdefault(first + second, len(vocab))
 
 
 def _bytes_to_unicode() -> dict[int, str]:
@@ -304,6 +321,52 @@ def build_tiny_internlm2_reward_model(out: Path, seed: int = 2) -> Path:
     tokenizer.save_pretrained(out)
     _write_provenance(out, {"builtin": TINY_INTERNLM2_REWARD, "version": BUILTIN_VERSIONS[TINY_INTERNLM2_REWARD],
                             "seed": seed})
+    return out
+
+
+# ------------------------------------------------------------------------------- SmolLM2-shaped random model
+
+# SmolLM2-135M's tensor shapes (LlamaForCausalLM): what the CPU kernels see in the demo, so numerics tests
+# exercise the same GEMM, attention and norm shapes without its weights (and without a download).
+SMOLLM2_SHAPES = {"hidden_size": 576, "intermediate_size": 1536, "num_attention_heads": 9,
+                  "num_key_value_heads": 3, "head_dim": 64, "vocab_size": 49152}
+
+
+def build_smollm2_shaped_model(out: Path, *, seed: int = 0, num_layers: int = 2, task: str = "generate") -> Path:
+    """A random Llama with SmolLM2-135M's shapes but `num_layers` layers, and a tokenizer of its vocabulary
+    size (the tiny tokenizer, filled up). task="generate": a causal LM with tied embeddings; task="score": a
+    sequence-classification model with one label (a scalar head) and a pad id, like a reward model.
+    Byte-identical for the same arguments."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM, LlamaForSequenceClassification
+
+    if task not in ("generate", "score"):
+        raise ValueError(f"unknown task {task!r}: allowed are generate, score")
+    if num_layers < 1:
+        raise ValueError(f"num_layers must be at least 1, got {num_layers}")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer = build_tiny_tokenizer(vocab_size=SMOLLM2_SHAPES["vocab_size"])
+    ids = tokenizer.convert_tokens_to_ids
+    config = LlamaConfig(
+        **SMOLLM2_SHAPES, num_hidden_layers=num_layers, max_position_embeddings=2048, rms_norm_eps=1e-5,
+        rope_theta=100000.0, tie_word_embeddings=task == "generate", bos_token_id=ids("<|im_start|>"),
+        eos_token_id=ids("<|im_end|>"), pad_token_id=ids("<|endoftext|>"), torch_dtype="float32",
+        **({"num_labels": 1} if task == "score" else {}),
+    )
+    torch.manual_seed(seed)
+    model = (LlamaForCausalLM if task == "generate" else LlamaForSequenceClassification)(config)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for _, param in sorted(model.named_parameters()):  # a fixed order, so the draws are fixed
+            if param.dim() > 1:
+                param.normal_(0.0, 0.08, generator=generator)
+    model.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    if task == "generate":
+        model.generation_config.save_pretrained(out)
+    _write_provenance(out, {"builtin": "smollm2-shaped-random", "seed": seed, "num_layers": num_layers,
+                            "task": task})
     return out
 
 

