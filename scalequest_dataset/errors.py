@@ -119,13 +119,20 @@ def _needed(args: Namespace | None) -> int | None:
 
 
 def _knob(path: Path, args: Namespace | None) -> str:
-    """The setting that moves `path`: the cache, the temporary directory, or the command's own option."""
+    """The setting that moves `path`: the command's own option (--out, --to, --scratch) when the path is under it,
+    else the cache, Hugging Face's home or the temporary directory."""
     from .models import cache_dir
 
     resolved = existing_parent(path)
-    for root, knob in ((cache_dir(), "the cache (SCALEQUEST_CACHE)"), (Path(tempfile.gettempdir()), "TMPDIR"),
-                       (Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface")), "HF_HOME")):
-        if resolved.is_relative_to(existing_parent(root)) and existing_parent(root) != Path("/"):
+    options = (("out", "--out"), ("to", "--to"), ("scratch", "--scratch"), ("run_dir", "the run directory"),
+               ("dir", "the target folder"))
+    roots = [(Path(value), knob) for name, knob in options
+             if (value := getattr(args, name, None)) and not str(value).startswith("hf://")]
+    roots += [(cache_dir(), "the cache (SCALEQUEST_CACHE)"),
+              (Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface")), "HF_HOME"),
+              (Path(tempfile.gettempdir()), "TMPDIR")]
+    for root, knob in roots:
+        base = existing_parent(root)
+        if base != Path("/") and resolved.is_relative_to(base):
             return knob
-    option = {"run": "--out", "demo": "--out", "publish": "--to", "regenerate": "--scratch"}
-    return option.get(getattr(args, "command", ""), "it")
+    return "it"
