@@ -178,13 +178,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     shard = ShardSlice.parse(args.shard) if args.shard else None
     if shard is not None and (args.workers != 1 or args.backend != "local"):
         raise ConfigError("--shard i/N runs one slice in this process: leave out --workers and --backend")
+    # A local backend checks its arguments and starts nothing when made; another (Ray) may start a cluster,
+    # whose output belongs in the log: it is made there.
+    local = make_backend(args) if args.backend == "local" else None
     runner = Runner(args.out, config, show_progress=not args.no_progress)
     runner.prepare(args.stage)  # the run directory exists from here on (or nothing was written): it holds the log
     stages = args.stage or config.stage_names()
     _say_setup(args.out, f"preset {config.preset}, seed {config.seed}, engine {config.engine.name}, "
                f"{len(stages)} stage{'s' * (len(stages) != 1)}")
     with logged(args, console.run_log(args.out)):
-        with make_backend(args) as backend:
+        with local or make_backend(args) as backend:
             runner.backend = backend
             runner.run(args.stage or None, shard)
     _print_funnel(args.out)

@@ -233,3 +233,35 @@ def test_explain_the_hub_errors():
         assert explain(exc)[0] == 2 and "unreachable" in explain(exc)[1]
     refused = HfHubHTTPError("401 Client Error", response=httpx.Response(401, request=httpx.Request("GET", "http://x")))
     assert explain(refused)[0] == 2 and "HF_TOKEN" in explain(refused)[1]
+
+
+def test_publish_draws_bytes_and_files_on_a_terminal_only(tiny_cli_run, tmp_path):
+    """On a terminal (a pseudo-terminal here) publishing draws a bar in bytes and files; in a pipe it does not."""
+    import fcntl
+    import os
+    import pty
+    import struct
+    import termios
+
+    out, _ = tiny_cli_run
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # a new pty is 0 columns wide
+    proc = subprocess.Popen([*CLI, "publish", str(out), "--to", str(tmp_path / "store")], env=cli_env(),
+                            stdout=subprocess.PIPE, stderr=slave)
+    os.close(slave)
+    drawn = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # EIO: the other end closed
+            break
+        if not chunk:
+            break
+        drawn += chunk
+    stdout, _ = proc.communicate(timeout=300)
+    os.close(master)
+    assert proc.returncode == 0 and b"committed" in stdout
+    text = drawn.decode(errors="replace")
+    assert "publish" in text and re.search(r"\d+ files", text) and re.search(r"[0-9.]+[kMG]?B", text), text
+    piped = cli("publish", str(out), "--to", str(tmp_path / "store2"))
+    assert piped.returncode == 0 and "files" not in piped.stderr, piped.stderr
