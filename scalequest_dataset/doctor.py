@@ -226,17 +226,31 @@ def _hub() -> list[Check]:
 
 
 def _reach(endpoint: str) -> Check:
+    """One HEAD request, in a thread we stop waiting for: a resolver that hangs (DNS is outside httpx's timeout)
+    must not hang doctor."""
+    import threading
+
     import httpx
 
+    outcome: list[Any] = []
+
+    def ask() -> None:
+        try:
+            outcome.append(httpx.head(f"{endpoint}/api/datasets?limit=1", timeout=HUB_TIMEOUT, follow_redirects=True))
+        except (httpx.HTTPError, OSError) as exc:
+            outcome.append(exc)
+
     started = time.monotonic()
-    try:
-        response = httpx.head(f"{endpoint}/api/datasets?limit=1", timeout=HUB_TIMEOUT, follow_redirects=True)
-    except (httpx.HTTPError, OSError) as exc:
-        return Check("hub", "endpoint", f"{endpoint}: unreachable ({type(exc).__name__})",
+    thread = threading.Thread(target=ask, name="scalequest-doctor-hub", daemon=True)
+    thread.start()
+    thread.join(HUB_TIMEOUT + 1)
+    answer = outcome[0] if outcome else TimeoutError(f"no answer within {HUB_TIMEOUT:.0f} s")
+    if isinstance(answer, BaseException):
+        return Check("hub", "endpoint", f"{endpoint}: unreachable ({type(answer).__name__})",
                      "offline: run directories and local stores work; for the Hub check the network or proxy "
                      "(HF_ENDPOINT), or set HF_HUB_OFFLINE=1")
     ms = 1000 * (time.monotonic() - started)
-    return Check("hub", "endpoint", f"{endpoint}: reachable (HTTP {response.status_code}, {ms:.0f} ms)")
+    return Check("hub", "endpoint", f"{endpoint}: reachable (HTTP {answer.status_code}, {ms:.0f} ms)")
 
 
 # ---------------------------------------------------------------------------------------------- helpers

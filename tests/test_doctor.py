@@ -83,3 +83,15 @@ def test_batch_invariance_as_vllm_decides_it(monkeypatch, kind, capability, expe
     value, fix = doctor.batch_invariance()
     assert value.startswith(expected), value
     assert (fix is not None) == problem
+
+
+def test_a_hub_that_never_answers_does_not_hang_doctor():
+    import socket
+
+    with socket.socket() as silent:  # accepts connections, never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(1)
+        started = time.monotonic()
+        check = doctor._reach(f"http://127.0.0.1:{silent.getsockname()[1]}")
+    assert "unreachable" in check.value and check.problem
+    assert time.monotonic() - started < doctor.HUB_TIMEOUT + 2
