@@ -189,9 +189,28 @@ def overlap_table(report: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def funnel_rows(manifests: dict[str, Manifest]) -> list[dict[str, str]]:
+    """The card's funnel table, read by units as the terminal's (`funnel.py`): a stage that fans out shows what it
+    made, and kept is out of that."""
+    from .funnel import funnel
+
+    def count(n: int, unit: str) -> str:
+        return f"{n:,} {unit}{'' if n == 1 else 's'}"
+
+    return [{"stage": r.stage, "in": count(r.rows_in, r.unit_in),
+             "made": count(r.generated, r.unit_out) if r.fans_out else "-", "out": count(r.rows_out, r.unit_out),
+             "kept": f"{100 * r.kept:.0f}%" if r.kept is not None else "-",
+             "drops": ", ".join(f"{k}: {v:,}" for k, v in r.dropped.items()) or "-"}
+            for r in funnel({s: manifests[s] for s in _ordered(manifests)})]
+
+
 def render_card(repo: str, manifests: dict[str, Manifest], tags: dict[str, str | None],
-                loader: str = "datasets", attestations: list[dict[str, Any]] | None = None) -> str:
+                loader: str = "datasets", attestations: list[dict[str, Any]] | None = None,
+                images: list[str] | tuple[str, ...] = ()) -> str:
+    """`images`: the image files the revision holds (`cardfigures`); the Figures section links those."""
     import jinja2
+
+    from .cardfigures import card_figures
 
     stages = []
     total = 0
@@ -232,6 +251,7 @@ def render_card(repo: str, manifests: dict[str, Manifest], tags: dict[str, str |
         seed=any_manifest.recipe.seed if any_manifest else None,
         has_dropped=any(len(c["data_files"]) > 1 for c in front["configs"]),
         notes=notes(manifests), attested=any(s["attested"] for s in stages), overlap=_overlap(manifests),
+        funnel=funnel_rows(manifests), figures=card_figures({s: manifests[s] for s in _ordered(manifests)}, images),
     )
 
 

@@ -1,4 +1,4 @@
-"""`scalequest run | status | finalize | demo | publish | log | load | diff | regenerate | tiny-model |
+"""`scalequest run | status | finalize | demo | publish | log | load | diff | regenerate | doctor | tiny-model |
 demo-model | presets`."""
 
 from __future__ import annotations
@@ -6,16 +6,50 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+from . import __version__, console
 from .config import ConfigError, preset_names, resolve_config
 from .engines import ENGINES
 from .models import cache_dir
 from .run.backends import BACKENDS
 
+OK, DIFFERENT, USAGE, FAILURE, INTERRUPTED = 0, 1, 2, 3, 130
 
-def _add_run(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("run", help="run (or resume) the pipeline for a preset into a run directory")
+EPILOG = """\
+exit codes (every command):
+  0    success; diff: the same data; regenerate: every shard reproduces; doctor: the essentials work
+  1    diff: the versions differ; regenerate: a shard does not reproduce
+  2    usage, input or environment error, in one line naming the thing and the fix: an unknown stage or preset,
+       a bad --set value, a missing model, not a run directory or store, the Hub unreachable, no token, no
+       space left on a device
+  3    unexpected failure: one line, and the log that holds the traceback (-v prints it here)
+  130  interrupted (Ctrl-C): completed shards are kept; the same command resumes
+
+Engine and library output (vLLM, transformers, C libraries' warnings) goes to a log, not the terminal:
+RUN/logs/scalequest.log for run and demo, SCRATCH/logs/scalequest.log for regenerate, else
+$SCALEQUEST_CACHE/logs/COMMAND.log. -v shows it here too."""
+
+
+# ---------------------------------------------------------------------------------------------- arguments
+
+
+def _common() -> argparse.ArgumentParser:
+    """Options every subcommand takes (also before the subcommand: `scalequest -v run ...`)."""
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                   help="show engine and library output here too, and tracebacks")
+    p.add_argument("--no-progress", action="store_true", default=argparse.SUPPRESS, help="no progress bars")
+    return p
+
+
+def _add_run(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("run", parents=[common],
+                       help="run (or resume) the pipeline for a preset into a run directory")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--preset", default=None, help=f"built-in preset ({', '.join(preset_names())}) or a YAML path")
     src.add_argument("--config", default=None, help="a resolved config file (e.g. RUN/config.yaml)")
@@ -27,7 +61,6 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     _add_backend(p)
     p.add_argument("--shard", help="run only slice i/N of each stage's shards (a Slurm array task)")
     p.add_argument("--plan-only", action="store_true", help="plan the stages (pin models, cut shards) and stop")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def _add_backend(p: argparse.ArgumentParser) -> None:
@@ -50,6 +83,96 @@ def make_backend(args: argparse.Namespace):
     return cls(workers=args.workers, gpus_per_worker=args.gpus_per_worker)
 
 
+def build_parser() -> argparse.ArgumentParser:
+    common = _common()
+    parser = argparse.ArgumentParser(prog="scalequest", description=__doc__, epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"scalequest {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="show engine and library output here too, "
+                        "and tracebacks")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_run(sub, common)
+    p = sub.add_parser("demo", parents=[common],
+                       help="run the demo preset end to end and print the funnel (README command 1)")
+    p.add_argument("--preset", default="demo")
+    p.add_argument("--out", type=Path, default=Path("runs/demo"))
+    p.add_argument("--store", type=Path, help="local store to publish to (default: OUT-store)")
+    p.add_argument("--tag-prefix", default="v1")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p = sub.add_parser("publish", parents=[common],
+                       help="publish a run's complete stages: one commit and one tag per stage")
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--to", required=True, help="a local store path (a git repository, created on first use) "
+                   "or hf://datasets/ORG/NAME")
+    p.add_argument("--stage", action="append", help="publish only this stage (repeatable)")
+    p.add_argument("--all", action="store_true", help="every complete stage, in order (the default)")
+    p.add_argument("--tag-prefix", default="v1", help="tags are PREFIX-STAGE, and PREFIX for the final stage")
+    p.add_argument("--force", action="store_true", help="move a tag that exists with other content")
+    p = sub.add_parser("log", parents=[common], help="revisions of a store: tags, stages, rows, fingerprints")
+    p.add_argument("target")
+    p = sub.add_parser("load", parents=[common], help="load a stage at a revision and print the first rows")
+    p.add_argument("source", help="a store path, a Hub repo id ORG/NAME, or a run directory")
+    p.add_argument("stage", nargs="?", default="default")
+    p.add_argument("--revision")
+    p.add_argument("--split", default="train")
+    p.add_argument("--head", type=int, default=3)
+    p = sub.add_parser("diff", parents=[common],
+                       help="what changed between two versions, and why (exit 0 identical, 1 different)")
+    p.add_argument("a", help="RUN_DIR, STORE_PATH@REV or ORG/NAME@REV")
+    p.add_argument("b")
+    p.add_argument("--stage")
+    p.add_argument("--format", choices=["text", "json", "markdown", "html"], default="text")
+    p.add_argument("--sample", type=int, default=5, help="changed rows to show")
+    p.add_argument("--output", "-o", help="write the report to this file")
+    p.add_argument("--no-verify", action="store_true", help="trust the manifests: do not check the files' bytes")
+    p = sub.add_parser("regenerate", parents=[common],
+                       help="rebuild shards of a published stage and compare their sha256 (exit 1: a mismatch)")
+    p.add_argument("source", help="STORE_PATH@REV, ORG/NAME@REV or a run directory")
+    p.add_argument("--stage", required=True)
+    p.add_argument("--shards", help="comma-separated shard indices (default: all)")
+    p.add_argument("--sample", type=int, help="this many shards, chosen at random (seeded)")
+    p.add_argument("--engine", choices=sorted(ENGINES), help="must be the engine the stage was made with")
+    p.add_argument("--scratch", type=Path, help="scratch directory (default: a new temporary one)")
+    p.add_argument("--trust-remote-code", action="append", default=[], metavar="MODEL",
+                   help="allow this model's own code to run (a manifest asking for it is not enough)")
+    p.add_argument("--attest", action="store_true", help="record a verified reproduction in the store (own commit)")
+    p.add_argument("--json", action="store_true")
+    p = sub.add_parser("status", parents=[common],
+                       help="stages, shards done/total and rows of a run directory (reads only)")
+    p.add_argument("run_dir", type=Path)
+    p = sub.add_parser("finalize", parents=[common],
+                       help="verify every shard of every stage and write the manifests (after a Slurm array)")
+    p.add_argument("run_dir", type=Path)
+    sub.add_parser("doctor", parents=[common], help="check this machine: engines, devices, caches, the Hub, a token")
+    p = sub.add_parser("tiny-model", parents=[common],
+                       help="build the tiny random Qwen2 test model (byte-identical per seed)")
+    p.add_argument("dir", type=Path)
+    p.add_argument("--seed", type=int, default=0)
+    p = sub.add_parser("demo-model", parents=[common],
+                       help="convert PyPI's SmolLM2-135M-Instruct GGUF into a transformers folder")
+    p.add_argument("dir", type=Path)
+    p = sub.add_parser("presets", parents=[common], help="list the built-in presets, or the stages of one")
+    p.add_argument("name", nargs="?", help="print this preset's stages, one per line (after --set overrides)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    return parser
+
+
+# ---------------------------------------------------------------------------------------------- commands
+
+
+@contextmanager
+def logged(args: argparse.Namespace, log: Path) -> Iterator[None]:
+    """The command's engine and library output to `log` (and to the terminal with -v); a store's transfers as a
+    progress bar."""
+    with console.capture(log, verbose=args.verbose, title=f"scalequest {' '.join(args.argv)}"):
+        with console.TransferBar(args.command, enabled=not args.no_progress) as bar:
+            from .store.base import reporting_transfers
+
+            with reporting_transfers(bar):
+                yield
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from .run import Runner, ShardSlice
 
@@ -58,11 +181,49 @@ def cmd_run(args: argparse.Namespace) -> int:
     shard = ShardSlice.parse(args.shard) if args.shard else None
     if shard is not None and (args.workers != 1 or args.backend != "local"):
         raise ConfigError("--shard i/N runs one slice in this process: leave out --workers and --backend")
-    with make_backend(args) as backend:
-        Runner(args.out, config, backend, show_progress=not args.no_progress).run(args.stage or None, shard,
-                                                                                  args.plan_only)
-    _print_status(args.out)
-    return 0
+    # A local backend checks its arguments and starts nothing when made; another (Ray) may start a cluster,
+    # whose output belongs in the log: it is made there.
+    local = make_backend(args) if args.backend == "local" else None
+    runner = Runner(args.out, config, show_progress=not args.no_progress)
+    runner.prepare(args.stage)  # the run directory exists from here on (or nothing was written): it holds the log
+    stages = args.stage or config.stage_names()
+    _say_setup(args.out, f"preset {config.preset}, seed {config.seed}, engine {config.engine.name}, "
+               f"{len(stages)} stage{'s' * (len(stages) != 1)}")
+    with logged(args, console.run_log(args.out)):
+        with local or make_backend(args) as backend:
+            runner.backend = backend
+            runner.run(args.stage or None, shard, args.plan_only)
+    _print_funnel(args.out)
+    _print_where(args.out)
+    return OK
+
+
+def _say_setup(run_dir: Path, what: str) -> None:
+    console.err(f"run directory {run_dir} ({what})")
+    console.err(f"engine and library output: {console.run_log(run_dir)} (-v shows it here)")
+
+
+def _print_funnel(run_dir: Path) -> None:
+    """The funnel of the run's complete stages; the status table when some stage is not complete."""
+    from .funnel import format_funnel, funnel
+    from .run import RunLayout, load_config
+    from .run.plan import read_manifest
+
+    layout = RunLayout(run_dir)
+    names = load_config(layout).stage_names()
+    complete = layout.complete_stages(names)
+    if complete:
+        console.out("\nfunnel:")
+        console.out(format_funnel(funnel({s: read_manifest(layout, s) for s in complete})))  # type: ignore[misc]
+    if len(complete) < len(names):
+        console.out("")
+        _print_status(run_dir)
+
+
+def _print_where(run_dir: Path) -> None:
+    root = Path(run_dir).resolve()
+    console.out(f"\nrun directory: {root}  (data/<stage>/*.parquet, manifests/<stage>.json)")
+    console.out(f"log:           {console.run_log(root)}")
 
 
 def cmd_finalize(args: argparse.Namespace) -> int:
@@ -75,52 +236,50 @@ def cmd_finalize(args: argparse.Namespace) -> int:
         from .run.runner import _ranges
 
         for s in missing:
-            print(f"error: stage {s.stage!r}: shards {_ranges(s.missing)} are not complete; run them "
-                  f"(`scalequest run --config {args.run_dir}/config.yaml --out {args.run_dir} --stage {s.stage} "
-                  f"--shard i/N`), then finalize again", file=sys.stderr)
-        return 2
-    return 0
+            console.err(f"error: stage {s.stage!r}: shards {_ranges(s.missing)} are not complete; run them "
+                        f"(`scalequest run --config {args.run_dir}/config.yaml --out {args.run_dir} --stage "
+                        f"{s.stage} --shard i/N`), then finalize again")
+        return USAGE
+    return OK
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Every stage of the `demo` preset, each published as a revision of a local store; then the funnel,
     one stage loaded back from its tag, and where things are."""
-    from .funnel import format_funnel, funnel
     from .loading import load_dataset
     from .publishing import publish
     from .run import Runner
     from .run.backends.local import LocalBackend
-    from .run.layout import RunLayout
-    from .run.plan import read_manifest
 
     config = resolve_config(args.preset, args.overrides)
-    with LocalBackend() as backend:
-        Runner(args.out, config, backend, show_progress=not args.no_progress).run()
+    runner = Runner(args.out, config, show_progress=not args.no_progress)
+    runner.prepare()
     stages = config.stage_names()
     store = args.store or args.out.with_name(args.out.name + "-store")
-    print(f"\npublished to {store}:")
-    results = publish(args.out, store, stages, args.tag_prefix)
-    for r in results:
-        print("  " + r.describe())
-    layout = RunLayout(args.out)
-    print("\nfunnel:")
-    print(format_funnel(funnel({s: read_manifest(layout, s) for s in stages})))
-    last = stages[-1]
-    tag = args.tag_prefix
-    ds = load_dataset(store, last, revision=tag)
-    print(f"\nloaded back: scalequest_dataset.load_dataset({str(store)!r}, {last!r}, revision={tag!r})")
-    print(f"  {ds.num_rows} rows, columns {ds.column_names}")
+    _say_setup(args.out, f"preset {config.preset}, seed {config.seed}, engine {config.engine.name}, every stage")
+    with logged(args, console.run_log(args.out)):
+        with LocalBackend() as backend:
+            runner.backend = backend
+            runner.run()
+        console.out(f"\npublished to {store}:")
+        results = publish(args.out, store, stages, args.tag_prefix)
+        for r in results:
+            console.out("  " + r.describe())
+        _print_funnel(args.out)
+        last, tag = stages[-1], args.tag_prefix
+        ds = load_dataset(store, last, revision=tag)
+    console.out(f"\nloaded back: scalequest_dataset.load_dataset({str(store)!r}, {last!r}, revision={tag!r})")
+    console.out(f"  {ds.num_rows} rows, columns {ds.column_names}")
     if ds.num_rows:
         row = ds[0]
-        print(f"  first row {row['id']}:")
+        console.out(f"  first row {row['id']}:")
         for column in ("query", "response"):
             if row.get(column):
-                print(f"    {column}: {row[column][:400]!r}")
-    print("\nwhere things are:")
-    print(f"  run directory: {Path(args.out).resolve()}  (data/<stage>/*.parquet, manifests/<stage>.json, logs/)")
-    print(f"  store:         {Path(store).resolve()}  (`scalequest log {store}`, `git clone {store}`)")
-    print(f"  models:        {cache_dir() / 'models'}")
-    return 0
+                console.out(f"    {column}: {row[column][:400]!r}")
+    _print_where(args.out)
+    console.out(f"store:         {Path(store).resolve()}  (`scalequest log {store}`, `git clone {store}`)")
+    console.out(f"models:        {cache_dir() / 'models'}")
+    return OK
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
@@ -128,46 +287,51 @@ def cmd_publish(args: argparse.Namespace) -> int:
 
     if args.all and args.stage:
         raise ConfigError("use either --stage or --all")
-    publish(args.run_dir, args.to, args.stage or None, args.tag_prefix, args.force, say=print)
-    print(f"store: {args.to}")
-    return 0
+    with logged(args, console.command_log("publish")):
+        publish(args.run_dir, args.to, args.stage or None, args.tag_prefix, args.force, say=console.out)
+    console.out(f"store: {args.to}")
+    return OK
 
 
 def cmd_log(args: argparse.Namespace) -> int:
     from .publishing import log
 
-    rows = log(args.target)
+    with logged(args, console.command_log("log")):
+        rows = log(args.target)
     if not rows:
-        print(f"{args.target}: no tags yet")
-        return 0
-    print(f"{'tag':<24} {'commit':<12} {'stage':<12} {'rows':>9}  fingerprint")
+        console.out(f"{args.target}: no tags yet")
+        return OK
+    console.out(f"{'tag':<24} {'commit':<12} {'stage':<12} {'rows':>9}  fingerprint")
     for r in rows:
         rows_text = f"{r['rows']:>9}" if r["rows"] is not None else f"{'-':>9}"
-        print(f"{r['tag']:<24} {r['commit'][:12]:<12} {r['stage']:<12} {rows_text}  {r['fingerprint'] or '-'}")
-    return 0
+        console.out(f"{r['tag']:<24} {r['commit'][:12]:<12} {r['stage']:<12} {rows_text}  {r['fingerprint'] or '-'}")
+    return OK
 
 
 def cmd_load(args: argparse.Namespace) -> int:
     from .loading import load_dataset
 
-    ds = load_dataset(args.source, args.stage, revision=args.revision, split=args.split)
-    print(ds)
-    for row in ds.select(range(min(args.head, ds.num_rows))):
-        print({k: (v[:120] + "..." if isinstance(v, str) and len(v) > 120 else v) for k, v in row.items()})
-    return 0
+    with logged(args, console.command_log("load")):
+        ds = load_dataset(args.source, args.stage, revision=args.revision, split=args.split)
+        head = ds.select(range(min(args.head, ds.num_rows))).to_list()
+    console.out(str(ds))
+    for row in head:
+        console.out(str({k: (v[:120] + "..." if isinstance(v, str) and len(v) > 120 else v) for k, v in row.items()}))
+    return OK
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
     from .diffing import diff, render
 
-    report = diff(args.a, args.b, stage=args.stage, sample=args.sample, verify=not args.no_verify)
-    text = render(report, args.format)
+    with logged(args, console.command_log("diff")):
+        report = diff(args.a, args.b, stage=args.stage, sample=args.sample, verify=not args.no_verify)
+        text = render(report, args.format)
     if args.output:
         Path(args.output).write_text(text, encoding="utf-8")
-        print(f"wrote {args.output}")
+        console.out(f"wrote {args.output}")
     else:
-        print(text)
-    return 0 if report.identical else 1
+        console.out(text)
+    return OK if report.identical else DIFFERENT
 
 
 def cmd_regenerate(args: argparse.Namespace) -> int:
@@ -176,15 +340,18 @@ def cmd_regenerate(args: argparse.Namespace) -> int:
     from .regeneration import regenerate
 
     shards = [int(x) for x in args.shards.split(",")] if args.shards else None
-    report = regenerate(args.source, args.stage, shards=shards, sample=args.sample, engine=args.engine,
-                        scratch=args.scratch, trust_remote_code=args.trust_remote_code, attest=args.attest)
-    print(json.dumps(report.to_dict(), indent=2, default=str) if args.json else report.describe())
-    return 0 if report.all_match else 1
+    scratch = args.scratch or Path(tempfile.mkdtemp(prefix=f"regenerate-{args.stage}-"))
+    console.err(f"scratch directory {scratch}; engine and library output: {console.run_log(scratch)}")
+    with logged(args, console.run_log(scratch)):
+        report = regenerate(args.source, args.stage, shards=shards, sample=args.sample, engine=args.engine,
+                            scratch=scratch, trust_remote_code=args.trust_remote_code, attest=args.attest)
+    console.out(json.dumps(report.to_dict(), indent=2, default=str) if args.json else report.describe())
+    return OK if report.all_match else DIFFERENT
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     _print_status(args.run_dir)
-    return 0
+    return OK
 
 
 def _print_status(run_dir: Path) -> None:
@@ -193,113 +360,73 @@ def _print_status(run_dir: Path) -> None:
 
     layout = RunLayout(run_dir).require()
     config = load_config(layout)
-    print(f"run: {layout.root}  (preset {config.preset}, seed {config.seed})")
-    print(f"{'stage':<12} {'shards':>11} {'rows':>9}  state")
+    console.out(f"run: {layout.root}  (preset {config.preset}, seed {config.seed})")
+    console.out(f"{'stage':<12} {'shards':>11} {'rows':>9}  state")
     for s in status(layout):
         shards = f"{len(s.done)}/{s.shards}" if s.shards is not None else "-"
         state = "complete" if s.complete else ("partial" if s.done else "not started")
-        print(f"{s.stage:<12} {shards:>11} {s.rows:>9}  {state}")
+        console.out(f"{s.stage:<12} {shards:>11} {s.rows:>9}  {state}")
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from .doctor import doctor
+
+    with logged(args, console.command_log("doctor")):
+        ok = doctor(console.out)
+    return OK if ok else USAGE
 
 
 def cmd_presets(args: argparse.Namespace) -> int:
     names = resolve_config(args.name, args.overrides).stage_names() if args.name else preset_names()
-    print("\n".join(names))
-    return 0
+    console.out("\n".join(names))
+    return OK
 
 
 def cmd_model(args: argparse.Namespace) -> int:
     from .models import build_tiny_model, convert_demo_model
 
-    out = args.dir
-    if args.command == "tiny-model":
-        build_tiny_model(out, seed=args.seed)
-    else:
-        convert_demo_model(out)
-    print(f"wrote {out}")
-    return 0
+    with logged(args, console.command_log(args.command)):
+        if args.command == "tiny-model":
+            build_tiny_model(args.dir, seed=args.seed)
+        else:
+            convert_demo_model(args.dir)
+    console.out(f"wrote {args.dir}")
+    return OK
+
+
+HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "run": cmd_run, "demo": cmd_demo, "publish": cmd_publish, "log": cmd_log, "load": cmd_load, "diff": cmd_diff,
+    "regenerate": cmd_regenerate, "status": cmd_status, "finalize": cmd_finalize, "doctor": cmd_doctor,
+    "tiny-model": cmd_model, "demo-model": cmd_model, "presets": cmd_presets,
+}
+
+
+# ---------------------------------------------------------------------------------------------- errors
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="scalequest", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    _add_run(sub)
-    p = sub.add_parser("demo", help="run the demo preset end to end and print the funnel (README command 1)")
-    p.add_argument("--preset", default="demo")
-    p.add_argument("--out", type=Path, default=Path("runs/demo"))
-    p.add_argument("--store", type=Path, help="local store to publish to (default: OUT-store)")
-    p.add_argument("--tag-prefix", default="v1")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--no-progress", action="store_true")
-    p = sub.add_parser("publish", help="publish a run's complete stages: one commit and one tag per stage")
-    p.add_argument("run_dir", type=Path)
-    p.add_argument("--to", required=True, help="a local store path (a git repository, created on first use) "
-                   "or hf://datasets/ORG/NAME")
-    p.add_argument("--stage", action="append", help="publish only this stage (repeatable)")
-    p.add_argument("--all", action="store_true", help="every complete stage, in order (the default)")
-    p.add_argument("--tag-prefix", default="v1", help="tags are PREFIX-STAGE, and PREFIX for the final stage")
-    p.add_argument("--force", action="store_true", help="move a tag that exists with other content")
-    p = sub.add_parser("log", help="revisions of a store: tags, stages, rows, fingerprints")
-    p.add_argument("target")
-    p = sub.add_parser("load", help="load a stage at a revision and print the first rows")
-    p.add_argument("source", help="a store path, a Hub repo id ORG/NAME, or a run directory")
-    p.add_argument("stage", nargs="?", default="default")
-    p.add_argument("--revision")
-    p.add_argument("--split", default="train")
-    p.add_argument("--head", type=int, default=3)
-    p = sub.add_parser("diff", help="what changed between two versions, and why (exit 0 identical, 1 different)")
-    p.add_argument("a", help="RUN_DIR, STORE_PATH@REV or ORG/NAME@REV")
-    p.add_argument("b")
-    p.add_argument("--stage")
-    p.add_argument("--format", choices=["text", "json", "markdown", "html"], default="text")
-    p.add_argument("--sample", type=int, default=5, help="changed rows to show")
-    p.add_argument("--output", "-o", help="write the report to this file")
-    p.add_argument("--no-verify", action="store_true", help="trust the manifests: do not check the files' bytes")
-    p = sub.add_parser("regenerate", help="rebuild shards of a published stage and compare their sha256")
-    p.add_argument("source", help="STORE_PATH@REV, ORG/NAME@REV or a run directory")
-    p.add_argument("--stage", required=True)
-    p.add_argument("--shards", help="comma-separated shard indices (default: all)")
-    p.add_argument("--sample", type=int, help="this many shards, chosen at random (seeded)")
-    p.add_argument("--engine", choices=sorted(ENGINES), help="must be the engine the stage was made with")
-    p.add_argument("--scratch", type=Path, help="scratch directory (default: a new temporary one)")
-    p.add_argument("--trust-remote-code", action="append", default=[], metavar="MODEL",
-                   help="allow this model's own code to run (a manifest asking for it is not enough)")
-    p.add_argument("--attest", action="store_true", help="record a verified reproduction in the store (own commit)")
-    p.add_argument("--json", action="store_true")
-    p = sub.add_parser("status", help="stages, shards done/total and rows of a run directory (reads only)")
-    p.add_argument("run_dir", type=Path)
-    p = sub.add_parser("finalize", help="verify every shard of every stage and write the manifests (after a Slurm "
-                       "array)")
-    p.add_argument("run_dir", type=Path)
-    p = sub.add_parser("tiny-model", help="build the tiny random Qwen2 test model (byte-identical per seed)")
-    p.add_argument("dir", type=Path)
-    p.add_argument("--seed", type=int, default=0)
-    p = sub.add_parser("demo-model", help="convert PyPI's SmolLM2-135M-Instruct GGUF into a transformers folder")
-    p.add_argument("dir", type=Path)
-    p = sub.add_parser("presets", help="list the built-in presets, or the stages of one")
-    p.add_argument("name", nargs="?", help="print this preset's stages, one per line (after --set overrides)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    args = parser.parse_args(argv)
-    handlers = {"run": cmd_run, "demo": cmd_demo, "publish": cmd_publish, "log": cmd_log, "load": cmd_load,
-                "diff": cmd_diff, "regenerate": cmd_regenerate, "status": cmd_status, "finalize": cmd_finalize,
-                "tiny-model": cmd_model,
-                "demo-model": cmd_model, "presets": cmd_presets}
-    from .run import StageError
-    from .store import StoreError
-
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser().parse_args(argv)
+    args.argv = argv
+    console.forget_last_log()
     try:
-        return handlers[args.command](args)
-    except (ConfigError, FileNotFoundError, StageError, StoreError) as exc:
-        # Exit 2 for every error: `diff` uses 1 for "different", so scripts can tell the two apart.
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return HANDLERS[args.command](args)
     except KeyboardInterrupt:
-        print("interrupted: completed shards are kept; run the same command again to resume", file=sys.stderr)
-        return 130
-    except Exception as exc:
-        if args.command == "diff":
-            print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
-            return 2
-        raise
+        console.err("interrupted: completed shards are kept; run the same command again to resume")
+        return INTERRUPTED
+    except Exception as exc:  # every failure ends in one line and a distinct exit code
+        from .errors import explain
+
+        code, message = explain(exc, args)
+        log = console.last_log()
+        if code == FAILURE:
+            where = f"the traceback is in {log}; -v prints it here" if log else "traceback below"
+            console.err(f"error: {message} (an unexpected failure: {where})")
+        else:
+            console.err(f"error: {message}")
+        if args.verbose or (code == FAILURE and not log):
+            traceback.print_exception(exc, file=sys.stderr)
+        return code
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .params import flatten
+from .params import ConfigError, flatten
 from .rowdiff import compare_shards, file_causes, read_footer
 from .run.records import FileRecord, Manifest, execution_differences
 from .sources import Source, open_source
@@ -102,7 +102,7 @@ def diff(a: str | Source, b: str | Source, stage: str | None = None, sample: int
     ma, mb = src_a.manifests(), src_b.manifests()
     names = [s for s in STAGE_ORDER if (s in ma or s in mb) and (stage is None or s == stage)]
     if stage is not None and not names:
-        raise ValueError(f"stage {stage!r} is in neither {src_a.label} nor {src_b.label}")
+        raise ConfigError(f"stage {stage!r} is in neither {src_a.label} nor {src_b.label}")
     return DiffReport(src_a.label, src_b.label, [_stage_diff(s, src_a, src_b, ma.get(s), mb.get(s), sample, max_ids,
                                                              verify) for s in names])
 

@@ -32,7 +32,9 @@ class FunnelRow:
 
     @property
     def fans_out(self) -> bool:
-        return self.filters and self.generated != self.rows_in
+        """It made rows of another unit or number than it took in (responses: k per question), so what it made
+        is shown apart, and `kept` is out of that."""
+        return self.filters and (self.generated != self.rows_in or self.unit_in != self.unit_out)
 
 
 def funnel(manifests: dict[str, Manifest]) -> list[FunnelRow]:
@@ -50,6 +52,7 @@ def _count(n: int, unit: str) -> str:
 
 
 def format_funnel(rows: list[FunnelRow]) -> str:
+    """A table: in, made (fan-out stages), out, kept (% of made, or of in), tokens, seconds, drop reasons."""
     lines = [f"{'stage':<12} {'in':>16} {'made':>16} {'out':>16} {'kept':>5}  {'tokens':>9} {'seconds':>8}  dropped"]
     for r in rows:
         made = _count(r.generated, r.unit_out) if r.fans_out else "-"

@@ -11,6 +11,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from .params import ConfigError
 from .run import RunLayout
 from .run import records as rec
 from .run.records import Manifest
@@ -26,7 +27,7 @@ def load_dataset(path_or_repo: str | Path, stage: str = "default", revision: str
     path = Path(path_or_repo).expanduser()
     if RunLayout.is_run_dir(path):
         if revision is not None:
-            raise ValueError(f"{path} is a run directory, which has no revisions (publish it to a store first)")
+            raise ConfigError(f"{path} is a run directory, which has no revisions (publish it to a store first)")
         return _load_run_dir(RunLayout(path), stage, split, **kwargs)
     if is_git_store(path):
         return _load_local_store(path, stage, revision, split, **kwargs)
@@ -78,7 +79,7 @@ def _load_local_store(path: Path, stage: str, revision: str | None, split: str, 
     folder, _ = materialize(path, revision, stage)
     if not RunLayout(folder).data_dir(stage).is_dir():
         have = sorted(p.name.removesuffix(".json") for p in (folder / "manifests").glob("*.json"))
-        raise ValueError(f"stage {stage!r} is not in {path} at revision {revision or 'main'!r} (stages there: {have})")
+        raise ConfigError(f"stage {stage!r} is not in {path} at revision {revision or 'main'!r} (stages there: {have})")
     return datasets.load_dataset(str(folder), stage, split=split, **kwargs)
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .card import render_card
+from .cardfigures import IMAGES, OVERVIEW, is_stage_image, overview_figures, stage_figures
 from .params import ConfigError
 from .run import RunLayout
 from .run import records as rec
@@ -26,6 +27,7 @@ from .run.records import FileRecord, Manifest, environment_differences
 from .stages import STAGE_ORDER
 from .storage import file_problem
 from .store import RepoLayout, StaleParentError, Store, StoreError, VerificationError, open_store
+from .store.base import expect_transfer, transferred
 
 ATTEMPTS = 3
 
@@ -66,6 +68,8 @@ def publish(run_dir: str | Path, target: str | Path, stages: list[str] | None = 
     if not todo:
         raise ConfigError(f"{layout.root} has no complete stage to publish")
     manifests = {s: read_manifest(layout, s) for s in todo}
+    checked = [f for m in manifests.values() for f in m.files().values()]  # type: ignore[union-attr]
+    expect_transfer(sum(f.bytes for f in checked), len(checked))
     for manifest in manifests.values():  # every byte checked before anything is written
         verify_run_files(layout, manifest)  # type: ignore[arg-type]
     store = open_store(target, create=True)
@@ -88,6 +92,7 @@ def verify_run_files(layout: RunLayout, manifest: Manifest) -> None:
 
 def check_bytes(path: Path, info: FileRecord, where: str) -> None:
     problem = file_problem(path, info.sha256)
+    transferred(info.bytes)
     if problem:
         raise VerificationError(f"{path} ({where}) {problem}; nothing was published")
 
@@ -135,8 +140,11 @@ def _same_data(store: Store, stage: str, commit: str, manifest: Manifest) -> boo
 
 
 def _commit_stage(layout: RunLayout, store: Store, manifest: Manifest, prefix: str) -> PublishResult:
-    """One commit with the stage's files, manifest and card - unless the branch already holds identical data."""
+    """One commit with the stage's files, manifest, card and the card's images - unless the branch already holds
+    identical data."""
     stage = manifest.stage
+    figures = stage_figures(stage, {split: [layout.data_dir(stage) / f.file for f in manifest.split_files(split)]
+                                    for split in manifest.splits()})  # read once, whatever the attempts
     for _ in range(ATTEMPTS):
         head = store.head()
         at_head = store_manifest(store, stage, head)
@@ -144,11 +152,17 @@ def _commit_stage(layout: RunLayout, store: Store, manifest: Manifest, prefix: s
             return PublishResult(stage, head, False, reproduced=environment_differences(at_head, manifest))
         remote = store.files(head) if head else {}
         published = with_input_location(manifest, store, prefix)
+        manifests = _branch_manifests(store, head, published)
         add: dict[str, Path | bytes] = {
             RepoLayout.data(stage, name): layout.data_dir(stage) / name for name in manifest.files()}
         add[RepoLayout.manifest(stage)] = rec.to_bytes(published)
-        stale = [p for p in remote if p.startswith(RepoLayout.data_folder(stage)) and p not in add]
-        add[RepoLayout.CARD] = _card(store, head, remote, prefix, published).encode("utf-8")
+        add.update(figures)
+        add.update(overview_figures(manifests))  # the funnel and drop reasons of every stage after this commit
+        stale = [p for p in remote if p not in add and (p.startswith(RepoLayout.data_folder(stage))
+                                                        or is_stage_image(p, stage) or p in OVERVIEW)]
+        images = sorted({p for p in [*remote, *add] if p.startswith(f"{IMAGES}/") and p not in stale})
+        add[RepoLayout.CARD] = _card(store, head, remote, prefix, published, images=images,
+                                     manifests=manifests).encode("utf-8")
         message = (f"Publish stage {stage}: {manifest.counts.rows_out:,} rows, fingerprint {manifest.fingerprint[:12]}")
         try:
             commit = store.commit(add, stale, message, parent=head)
@@ -178,18 +192,28 @@ def store_manifests(store: Store, commit: str | None) -> dict[str, Manifest]:
             if RepoLayout.manifest(s) in files}
 
 
-def _card(store: Store, head: str | None, remote: dict[str, Any], prefix: str, update: Manifest | None = None,
-          new_attestations: tuple[dict[str, Any], ...] = ()) -> str:
-    """The card of the branch after this commit: its stages (with `update` replacing its stage), tags, and
-    attestations."""
+def _branch_manifests(store: Store, head: str | None, update: Manifest | None = None) -> dict[str, Manifest]:
+    """The stages of the branch after this commit, in pipeline order (`update` replacing its stage)."""
     manifests = {**store_manifests(store, head), **({update.stage: update} if update else {})}
-    manifests = {s: manifests[s] for s in STAGE_ORDER if s in manifests}
+    return {s: manifests[s] for s in STAGE_ORDER if s in manifests}
+
+
+def _card(store: Store, head: str | None, remote: dict[str, Any], prefix: str, update: Manifest | None = None,
+          new_attestations: tuple[dict[str, Any], ...] = (), images: list[str] | None = None,
+          manifests: dict[str, Manifest] | None = None) -> str:
+    """The card of the branch after this commit: its stages (with `update` replacing its stage), tags,
+    attestations, and the images it holds (default: those at `head`)."""
+    if manifests is None:
+        manifests = _branch_manifests(store, head, update)
     tags = store.tags()
     stage_tags = {s: f"{prefix}-{s}" if ((update and s == update.stage) or f"{prefix}-{s}" in tags) else None
                   for s in manifests}
     attestations = [*_attestations(store, head, remote), *new_attestations]
     loader = "datasets" if store.location.startswith("hf://") else "scalequest_dataset"
-    return render_card(store.location.removeprefix("hf://datasets/"), manifests, stage_tags, loader, attestations)
+    if images is None:
+        images = sorted(p for p in remote if p.startswith(f"{IMAGES}/"))
+    return render_card(store.location.removeprefix("hf://datasets/"), manifests, stage_tags, loader, attestations,
+                       images)
 
 
 def _attestations(store: Store, head: str | None, remote: dict[str, Any]) -> list[dict[str, Any]]:

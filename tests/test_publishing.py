@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -211,3 +212,73 @@ def test_log_of_a_store_without_tags_says_so(tmp_path):
     res = subprocess.run([sys.executable, "-m", "scalequest_dataset.cli", "log", str(tmp_path / "empty")],
                          capture_output=True, text=True)
     assert res.returncode == 0 and res.stdout.strip() == f"{tmp_path / 'empty'}: no tags yet"
+
+
+# ---------------------------------------------------------------------------------------------- the card's images
+
+
+def images_at(store, revision: str) -> dict[str, str]:
+    """Every image of a revision with its blob id (what "the image changed" compares)."""
+    return {p: d.value for p, d in store.files(revision).items() if p.startswith("images/")}
+
+
+def test_card_images_are_in_the_revision_and_linked_from_the_card(tiny_run, tmp_path):
+    publish(tiny_run, tmp_path / "store")
+    store = open_store(tmp_path / "store")
+    images = images_at(store, "v1")
+    for path in ("images/funnel.png", "images/drop-reasons.png", "images/questions/query-length.png",
+                 "images/questions/generator-mix.png", "images/difficulty/difficulty.png",
+                 "images/responses/response-length.png", "images/reward/reward.png",
+                 "images/default/response-length.png", "images/default/reward.png"):
+        assert path in images, sorted(images)
+    readme = store.read("README.md", "v1").decode()
+    figures = readme.split("## Figures")[1].split("\n## ")[0]
+    links = re.findall(r"!\[[^\]]+\]\(([^)]+)\)", figures)
+    assert sorted(links) == sorted(images)  # every image linked, relatively, and every link resolves
+    for path in images:
+        assert store.read(path, "v1").startswith(b"\x89PNG\r\n\x1a\n")
+    # The funnel table reads by units: responses made from questions, kept out of what was made.
+    funnel = readme.split("## Funnel")[1].split("\n## ")[0]
+    row = next(line for line in funnel.splitlines() if line.startswith("| `responses` |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[1].endswith("questions") and cells[2].endswith("responses") and cells[3].endswith("responses")
+    assert int(cells[4].rstrip("%")) <= 100
+
+
+def test_card_images_are_committed_with_their_stage_and_never_redrawn_for_the_same_data(tiny_run, tmp_path):
+    store_path = tmp_path / "store"
+    first = publish(tiny_run, store_path, ["questions"])[0]
+    store = open_store(store_path)
+    assert {"images/funnel.png", "images/questions/query-length.png"} <= set(images_at(store, first.commit))
+    questions_images = {p: b for p, b in images_at(store, first.commit).items() if p.startswith("images/questions/")}
+    publish(tiny_run, store_path)  # every later stage: the questions' images stay as they were
+    after = images_at(store, "main")
+    assert {p: after[p] for p in questions_images} == questions_images
+    head = store.head()
+    again = publish(tiny_run, store_path)  # identical data: no commit, no image touched
+    assert all(not r.created for r in again) and store.head() == head
+    assert images_at(store, "main") == after
+    publish(tiny_run, tmp_path / "other")  # drawn again elsewhere from the same data: the same bytes
+    assert images_at(open_store(tmp_path / "other"), "main") == after
+
+
+def test_stage_figures_stream_one_column_at_a_time(tiny_run, monkeypatch):
+    """Shards are read in record batches of the column a figure needs, never whole; the counts are complete."""
+    from scalequest_dataset import cardfigures
+
+    lengths = [len(r["response"]) for r in run_rows(tiny_run, "responses")]
+    read: list[list[str]] = []
+    real = pq.ParquetFile.iter_batches
+
+    def spy(self, *args, **kwargs):
+        read.append(kwargs.get("columns"))
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(pq.ParquetFile, "iter_batches", spy)
+    monkeypatch.setattr(pq, "read_table", lambda *a, **k: pytest.fail("a whole table was read"))
+    files = {split: sorted((tiny_run / "data" / "responses").glob(f"{split}-*.parquet")) for split in ("train", "dropped")}
+    figures = cardfigures.stage_figures("responses", files)
+    assert list(figures) == ["images/responses/response-length.png"]
+    assert read and all(columns == ["response"] for columns in read)
+    edges, counts = cardfigures.length_histogram({"kept": files["train"]}, "response")
+    assert sum(counts["kept"]) == len(lengths) and edges[-1] == max(lengths)

@@ -33,6 +33,10 @@ class StageError(RuntimeError):
     """A stage cannot run or finish as asked (input missing, another config, a shard failed)."""
 
 
+class ShardFailed(StageError):
+    """A shard's code raised or its worker died: not the user's input but a failure (the CLI's exit code 3)."""
+
+
 def load_config(layout: RunLayout) -> RunConfig:
     layout.require()
     return build_config(load_preset(str(layout.config)), f"config {layout.config}")

@@ -4,12 +4,12 @@ worker's and the layout's."""
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import console
 from ..config import RunConfig
 from ..params import ConfigError
 from .backends import Backend, Reporter, StageJob
@@ -49,7 +49,17 @@ class Runner:
         self.config = config
         self.backend = backend or LocalBackend()
         self.show_progress = show_progress
-        self.say = say or (lambda text: print(text, file=sys.stderr))
+        self.say = say or console.err
+        self._prepared = False
+
+    def prepare(self, stages: list[str] | None = None) -> None:
+        """Check the stage names and make the config the run directory's (or refuse it, writing nothing). `run`
+        does it first; a caller that wants the run directory to exist before the run (for its log) calls it."""
+        for name in stages or self.config.stage_names():
+            self.config.input_of(name)  # unknown stage names fail before anything is written
+        for note in adopt_config(self.layout, self.config):
+            self.say(note)
+        self._prepared = True
 
     def run(self, stages: list[str] | None = None, shard: ShardSlice | None = None, plan_only: bool = False
             ) -> dict[str, Manifest | None]:
@@ -57,10 +67,8 @@ class Runner:
         another slice has not finished stops the run (the Slurm array's next job goes on from there). With
         `plan_only`, the stages are planned (models pinned, shards cut, whole-input passes done) and not run."""
         names = stages or self.config.stage_names()
-        for name in names:
-            self.config.input_of(name)  # unknown stage names fail before anything is written
-        for note in adopt_config(self.layout, self.config):
-            self.say(note)
+        if not self._prepared:
+            self.prepare(names)
         saved = load_config(self.layout)  # what the manifests record (the run directory's config)
         done: dict[str, Manifest | None] = {}
         for name in names:
@@ -121,8 +129,9 @@ def _ranges(indices: list[int]) -> str:
 
 
 class Progress:
-    """One bar per stage: rows, generated tokens/s and ETA (tqdm, to stderr). Workers report rows as they go;
-    a backend that reports only finished shards moves the bar a shard at a time."""
+    """One bar per stage: rows, generated tokens/s and ETA (tqdm, on the terminal even while engine output goes to
+    the log: see `console`). Workers report rows as they go; a backend that reports only finished shards moves
+    the bar a shard at a time. Until the first rows come (models loading), the bar says so."""
 
     def __init__(self, name: str, total_rows: int, enabled: bool = True) -> None:
         from tqdm.auto import tqdm
@@ -131,7 +140,7 @@ class Progress:
         self.rows = self.tokens = 0  # reported as generated
         self.done_rows = self.done_tokens = 0  # of finished shards
         self.bar = tqdm(total=total_rows, desc=f"{name:<12}", unit="row", disable=not enabled, dynamic_ncols=True,
-                        file=sys.stderr)
+                        file=console.stream(), postfix="starting")
 
     def update(self, rows: int, tokens: int) -> None:
         self.rows += rows

@@ -10,9 +10,10 @@ import os
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 
 class RepoLayout:
@@ -24,6 +25,7 @@ class RepoLayout:
     DATA = "data"
     MANIFESTS = "manifests"
     ATTESTATIONS = "attestations"
+    IMAGES = "images"  # the card's figures (cardfigures)
 
     @classmethod
     def data(cls, stage: str, file: str) -> str:
@@ -78,6 +80,43 @@ class Digest:
 
 def git_blob_sha1(data: bytes) -> str:
     return hashlib.sha1(b"blob %d\0" % len(data) + data, usedforsecurity=False).hexdigest()
+
+
+class TransferReport(Protocol):
+    """Where stores report the bytes and files they move (the CLI draws a progress bar from it)."""
+
+    def expect(self, nbytes: int, files: int) -> None: ...
+
+    def advance(self, nbytes: int, files: int = 1) -> None: ...
+
+
+# Set by whoever wants progress (the CLI) around a call; stores, however deep in a diff, a load or a publish they
+# are opened, report here without every signature in between carrying a callback.
+_transfers: ContextVar[TransferReport | None] = ContextVar("scalequest_transfers", default=None)
+
+
+@contextmanager
+def reporting_transfers(report: TransferReport | None) -> Iterator[None]:
+    token = _transfers.set(report)
+    try:
+        yield
+    finally:
+        _transfers.reset(token)
+
+
+def expect_transfer(nbytes: int, files: int) -> None:
+    if (report := _transfers.get()) is not None:
+        report.expect(nbytes, files)
+
+
+def transferred(nbytes: int, files: int = 1) -> None:
+    """`nbytes` in `files` files were read, written or checked."""
+    if (report := _transfers.get()) is not None:
+        report.advance(nbytes, files)
+
+
+def content_size(content: Path | bytes) -> int:
+    return len(content) if isinstance(content, bytes) else Path(content).stat().st_size
 
 
 @dataclass(frozen=True)

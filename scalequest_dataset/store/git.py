@@ -18,6 +18,9 @@ from .base import (
     StaleParentError,
     Store,
     StoreError,
+    content_size,
+    expect_transfer,
+    transferred,
     writing_atomically,
 )
 
@@ -75,6 +78,16 @@ class LocalGitStore(Store):
             entries[path] = Digest("git-sha1", meta.split()[2])
         return entries
 
+    def _sizes(self, commit: str) -> dict[str, int]:
+        """Every file's size at a commit (for progress), from the tree alone."""
+        out = self._git("ls-tree", "-r", "-l", "-z", commit).stdout.decode()
+        sizes = {}
+        for item in filter(None, out.split("\0")):
+            meta, path = item.split("\t", 1)
+            size = meta.split()[3]
+            sizes[path] = int(size) if size.isdigit() else 0
+        return sizes
+
     def read(self, path: str, revision: str) -> bytes:
         res = self._git("cat-file", "blob", f"{self.resolve(revision)}:{path}", check=False)
         if res.returncode != 0:
@@ -82,6 +95,7 @@ class LocalGitStore(Store):
         return res.stdout
 
     def commit(self, add: dict[str, Path | bytes], delete: list[str], message: str, parent: str | None) -> str:
+        expect_transfer(sum(content_size(c) for c in add.values()), len(add))
         with tempfile.TemporaryDirectory() as tmp:
             env = {"GIT_INDEX_FILE": str(Path(tmp) / "index")}
             if parent:
@@ -94,6 +108,7 @@ class LocalGitStore(Store):
                 else:
                     blob = self._git("hash-object", "-w", "--", str(content)).stdout.decode().strip()
                 self._git("update-index", "--add", "--cacheinfo", f"100644,{blob},{path}", env=env)
+                transferred(content_size(content))
             tree = self._git("write-tree", env=env).stdout.decode().strip()
         args = ["commit-tree", tree, "-m", message] + (["-p", parent] if parent else [])
         commit = self._git(*args).stdout.decode().strip()
@@ -134,6 +149,7 @@ class LocalGitStore(Store):
             raise FileNotFoundError(f"{path} not found at revision {revision!r} of {self.path}")
         with writing_atomically(dest) as fh:
             subprocess.run(["git", "--git-dir", str(self.path), "cat-file", "blob", spec], stdout=fh, check=True)
+        transferred(dest.stat().st_size)
         return dest
 
     def download(self, revision: str, prefixes: list[str], dest: Path) -> Path:
@@ -144,8 +160,14 @@ class LocalGitStore(Store):
         # Streamed: a stage can be gigabytes, so never hold the archive in memory.
         proc = subprocess.Popen(["git", "--git-dir", str(self.path), "archive", "--format=tar", commit, "--", *wanted],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        sizes = [size for path, size in self._sizes(commit).items()
+                 if any(path == p or path.startswith(p.rstrip("/") + "/") for p in wanted)]
+        expect_transfer(sum(sizes), len(sizes))
         with tarfile.open(fileobj=proc.stdout, mode="r|") as tar:
-            tar.extractall(dest, filter="data")
+            for member in tar:  # one at a time, in stream order: progress per file
+                tar.extract(member, dest, filter="data")
+                if member.isfile():
+                    transferred(member.size)
         if proc.wait() != 0:
             raise StoreError(f"git archive failed in {self.path}: {proc.stderr.read().decode().strip()}")
         return dest

@@ -14,6 +14,9 @@ from .base import (
     StaleParentError,
     Store,
     StoreError,
+    content_size,
+    expect_transfer,
+    transferred,
     writing_atomically,
 )
 
@@ -94,6 +97,8 @@ class HubStore(Store):
         ops = [CommitOperationDelete(path_in_repo=p) for p in delete]
         ops += [CommitOperationAdd(path_in_repo=p, path_or_fileobj=c if isinstance(c, bytes) else str(c))
                 for p, c in sorted(add.items())]
+        size = sum(content_size(c) for c in add.values())
+        expect_transfer(size, len(add))
         try:
             info = self.api.create_commit(self.repo_id, operations=ops, commit_message=message,
                                           repo_type="dataset", parent_commit=parent, revision=self.branch)
@@ -103,6 +108,7 @@ class HubStore(Store):
                 raise StaleParentError(f"{self.location}: branch {self.branch!r} moved since it was read "
                                        f"(expected {parent})") from None
             raise
+        transferred(size, len(add))
         return info.oid
 
     def tags(self) -> dict[str, str]:
@@ -146,6 +152,7 @@ class HubStore(Store):
 
         with self._cached_file(path, revision).open("rb") as src, writing_atomically(dest) as fh:
             shutil.copyfileobj(src, fh)
+        transferred(dest.stat().st_size)
         return dest
 
     def download(self, revision: str, prefixes: list[str], dest: Path) -> Path:
@@ -154,4 +161,6 @@ class HubStore(Store):
         patterns = [p if "." in Path(p).name else p.rstrip("/") + "/*" for p in prefixes]
         snapshot_download(self.repo_id, repo_type="dataset", revision=self.resolve(revision),
                           allow_patterns=patterns, local_dir=str(dest), token=self.api.token)
+        files = [p for p in dest.rglob("*") if p.is_file() and ".cache" not in p.relative_to(dest).parts]
+        transferred(sum(p.stat().st_size for p in files), len(files))
         return dest

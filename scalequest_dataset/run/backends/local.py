@@ -22,7 +22,7 @@ from typing import Any
 from ...engines import EnginePool
 from ...params import ConfigError
 from ..layout import RunLayout
-from ..plan import StageError
+from ..plan import ShardFailed
 from ..records import ShardRecord
 from ..worker import WorkerContext, run_shard
 from .base import Backend, Reporter, StageJob
@@ -151,7 +151,7 @@ class LocalBackend(Backend):
                     failures.append(f"shard {index} of {job.stage!r} failed in worker local-{rank}: {message[1]} "
                                     f"(traceback in {self._procs[rank].log})")
         if failures:
-            raise StageError("; ".join(failures))
+            raise ShardFailed("; ".join(failures))
 
     def _receive(self, rank: int, handle: Any) -> tuple | None:
         proc = self._procs[rank]
