@@ -60,6 +60,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     with make_backend(args) as backend:
         Runner(args.out, config, backend, show_progress=not args.no_progress).run(args.stage or None, shard)
     _print_status(args.out)
+    _print_cost(args.out, args.stage or config.stage_names())
     return 0
 
 
@@ -197,6 +198,22 @@ def _print_status(run_dir: Path) -> None:
         shards = f"{len(s.done)}/{s.shards}" if s.shards is not None else "-"
         state = "complete" if s.complete else ("partial" if s.done else "not started")
         print(f"{s.stage:<12} {shards:>11} {s.rows:>9}  {state}")
+
+
+def _print_cost(run_dir: Path, stages: list[str]) -> None:
+    """What each complete stage cost, from its manifest: wall seconds, worker-seconds, GPU-seconds, tokens."""
+    from .run import RunLayout
+    from .run.plan import read_manifest
+
+    layout = RunLayout(run_dir)
+    manifests = [m for m in (read_manifest(layout, s) for s in stages) if m is not None]
+    if not manifests:
+        return
+    print(f"\ncost{'':<8} {'wall s':>9} {'worker s':>9} {'GPU s':>9} {'tokens in':>11} {'tokens out':>11}")
+    for m in manifests:
+        c = m.execution.cost
+        print(f"  {m.stage:<10} {c.wall_seconds:>9.1f} {c.worker_seconds:>9.1f} {c.gpu_seconds:>9.1f} "
+              f"{m.tokens.prompt:>11,} {m.tokens.completion:>11,}")
 
 
 def cmd_model(args: argparse.Namespace) -> int:
