@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -78,6 +79,18 @@ def test_two_ray_actors_from_the_cli_write_the_in_process_bytes_and_print_the_co
     assert cost[0].split()[1:] == [f"{questions.execution.cost.wall_seconds:.1f}",
                                    f"{questions.execution.cost.worker_seconds:.1f}", "0.0",
                                    f"{questions.tokens.prompt:,}", f"{questions.tokens.completion:,}"]
+
+
+def test_the_ray_job_script_attaches_through_ray_address(ray_cluster, tmp_path, reference):
+    """What `ray job submit ... -- python tools/ray_job.py ...` runs: inside a job, Ray sets RAY_ADDRESS."""
+    out = tmp_path / "job"
+    res = subprocess.run([sys.executable, str(ROOT / "tools" / "ray_job.py"), "--preset", "tiny", "--out", str(out),
+                          "--stage", "questions"], env=cli_env(RAY_ADDRESS=ray_cluster), capture_output=True,
+                         text=True, timeout=900, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert data_files(out) == stage_files(reference, ["questions"])
+    assert {r.execution.worker for r in shard_records(out, "questions")} == {"ray-actor-0"}
+    assert "\ncost" in res.stdout
 
 
 # Test support loaded into the actors' processes through PYTHONPATH in their runtime environment (the production
@@ -198,8 +211,6 @@ def _namespaces_work() -> bool:
 @pytest.mark.parametrize("view", ["empty", "stale copy"])
 def test_an_actor_that_cannot_see_the_run_directory_fails_naming_it_and_its_node(ray_cluster, tmp_path, reference,
                                                                                 view):
-    import sys
-
     python = tmp_path / "hiding-python"
     python.write_text(HIDING_PYTHON.format(python=sys.executable))
     python.chmod(0o755)

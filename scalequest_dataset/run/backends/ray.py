@@ -127,8 +127,8 @@ class RayBackend(Backend):
                     if attempt < MAX_ATTEMPTS:
                         queue.appendleft((index, attempt + 1))
                     else:
-                        failures.append(f"shard {index} of {job.stage!r}: its Ray actor died {attempt} times "
-                                        f"(last: {_first_line(exc)})")
+                        failures.append(f"shard {index} of {job.stage!r}: its Ray actor died in each of {attempt} "
+                                        f"attempts (last: {_first_line(exc)})")
                 else:
                     reporter.done(record)
         self._collect_progress(reporter)
