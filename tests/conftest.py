@@ -81,13 +81,14 @@ def pool() -> Iterator[Any]:
 
 @pytest.fixture(scope="session")
 def ray_cluster() -> Iterator[str]:
-    """One local Ray cluster (2 CPUs, no dashboard) for every Ray test of the session; its address, for CLI
-    drivers to attach to. Its worker processes import this checkout (PYTHONPATH while it starts)."""
+    """One new local Ray cluster (2 CPUs, no dashboard; never one already running on the machine) for every Ray
+    test of the session; its address, for CLI drivers to attach to. Its worker processes import this checkout
+    (PYTHONPATH while it starts)."""
     ray = pytest.importorskip("ray")
     before = os.environ.get("PYTHONPATH")
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), before]))
     try:
-        context = ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+        context = ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING")
     finally:
         if before is None:
             os.environ.pop("PYTHONPATH")

@@ -1,6 +1,7 @@
 """The Ray backend on one local Ray cluster for the session (2 CPUs): 1 and 2 actors write the in-process bytes;
-an actor killed mid-shard has its shard redone (the retry recorded); an interrupted run resumes without redoing
-a shard; an actor that cannot see the run directory fails with a message naming the directory and its node."""
+an actor killed mid-shard has its shard redone (the retry recorded) while a Python error fails the stage at once;
+an interrupted run resumes without redoing a shard; an actor that cannot see the run directory, or runs other
+code than the driver, fails with a message naming its node."""
 
 from __future__ import annotations
 
@@ -225,3 +226,16 @@ def test_an_actor_that_cannot_see_the_run_directory_fails_naming_it_and_its_node
     assert "storage every node mounts at the same path" in message
     assert ("cannot see the run directory" if view == "empty" else "sees a different folder") in message
     assert not list(RunLayout(out).state_dir("questions").glob("shard-*.json"))
+
+
+def test_an_actor_running_other_code_than_the_driver_fails_naming_its_node(ray_cluster, tmp_path, monkeypatch):
+    from scalequest_dataset.run.backends import ray as ray_backend
+
+    # The driver's copy of the package differs (on one machine, actors import the driver's sys.path first).
+    monkeypatch.setattr(ray_backend, "code_digest", lambda: "0" * 64)
+    with pytest.raises(StageError) as info:
+        ray_run(tmp_path / "run", RayBackend(workers=1), ["questions"])
+    message = str(info.value)
+    assert "ray-actor-0 on node" in message
+    assert f"runs other scalequest_dataset code ({ROOT / 'scalequest_dataset'}) than the driver" in message
+    assert not list(RunLayout(tmp_path / "run").state_dir("questions").glob("shard-*.json"))

@@ -13,18 +13,23 @@ Failures, as in the local backend: a shard whose actor died (process killed, nod
 given to a fresh actor, a bounded number of times, the attempt recorded; a Python error in a stage (a
 RayTaskError) fails the stage, naming the shard, the actor and the node. The run directory must be on storage
 every node mounts at the same path: each actor checks, before its first shard, that it sees the run
-directory and a marker the driver wrote there, and fails with a message naming the directory and its node."""
+directory and a marker the driver wrote there, and that it runs the driver's code (the same digest of the
+package's Python files: other code could write other bytes), and fails with a message naming its node."""
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import hashlib
 import os
+import re
 import socket
 import sys
 import time
 import traceback
 import uuid
 from collections import deque
+from pathlib import Path
 from typing import Any
 
 from ...params import ConfigError
@@ -37,6 +42,7 @@ try:
         ObjectLostError,
         OutOfMemoryError,
         RayActorError,
+        RayError,
         RayTaskError,
         WorkerCrashedError,
     )
@@ -61,8 +67,9 @@ POLL_SECONDS = 0.5  # how often the driver collects progress while shards run
 PROGRESS_SECONDS = 0.5  # how often an actor sends it
 
 
-class RunDirNotVisible(ConfigError):
-    """A Ray worker does not see the driver's run directory (it is not on storage shared by every node)."""
+class ActorSetupError(ConfigError):
+    """An actor that cannot work for this driver: it does not see the driver's run directory (not on storage
+    shared by every node), or it runs other scalequest_dataset code than the driver."""
 
 
 class RayBackend(Backend):
@@ -106,7 +113,8 @@ class RayBackend(Backend):
             while queue and idle and not failures:
                 rank = idle.popleft()
                 index, attempt = queue.popleft()
-                ref = self._actors[rank].run.remote(run_dir, self.token, job.stage, index, config, attempt)
+                ref = self._actors[rank].run.remote(run_dir, self.token, code_digest(), job.stage, index, config,
+                                                    attempt)
                 busy[ref] = (rank, index, attempt)
             if not busy:
                 break
@@ -120,8 +128,10 @@ class RayBackend(Backend):
                 except RayTaskError as exc:  # a Python error in the stage: not retried
                     failures.append(_python_error(job, run_dir, rank, index, exc))
                 except ACTOR_LOST as exc:
-                    if isinstance(exc, RayActorError) and exc.actor_init_failed:  # its __init__ raised
-                        failures.append(f"shard {index} of {job.stage!r}: ray-actor-{rank} failed to start: {exc}")
+                    if isinstance(exc, RayActorError) and exc.actor_init_failed:  # it could not even start
+                        failures.append(f"ray-actor-{rank} failed to start: {_last_line(exc)} (actors import "
+                                        "scalequest_dataset as installed on their node, or from the job's "
+                                        "--working-dir)")
                         continue
                     self._replace(rank)
                     if attempt < MAX_ATTEMPTS:
@@ -136,7 +146,14 @@ class RayBackend(Backend):
             raise StageError("; ".join(failures))
 
     def _collect_progress(self, reporter: Reporter) -> None:
-        rows, tokens = ray.get(self._sink.take.remote())
+        if self._sink is None:
+            return
+        try:
+            rows, tokens = ray.get(self._sink.take.remote())
+        except RayError as exc:  # progress is for the eye: without it, finished shards still move the bar
+            _warn(f"live progress is off: {_last_line(exc)}")
+            self._sink = None
+            return
         if rows or tokens:
             reporter.progress(rows, tokens)
 
@@ -212,7 +229,7 @@ class RayBackend(Backend):
 
 def _python_error(job: StageJob, run_dir: str, rank: int, index: int, exc: RayTaskError) -> str:
     cause = getattr(exc, "cause", None) or exc
-    if isinstance(cause, RunDirNotVisible):
+    if isinstance(cause, ActorSetupError):
         return str(cause)
     log = RunLayout(run_dir).log(f"ray-actor-{rank}")
     return (f"shard {index} of {job.stage!r} failed in ray-actor-{rank}: {type(cause).__name__}: {_first_line(cause)} "
@@ -220,7 +237,27 @@ def _python_error(job: StageJob, run_dir: str, rank: int, index: int, exc: RayTa
 
 
 def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return (_plain(exc).splitlines() or [type(exc).__name__])[0]
+
+
+def _last_line(exc: BaseException) -> str:
+    """The exception line at the end of a Ray error that carries a remote traceback."""
+    return (_plain(exc).splitlines() or [type(exc).__name__])[-1].strip()
+
+
+def _plain(exc: BaseException) -> str:
+    return re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip()
+
+
+@functools.cache
+def code_digest() -> str:
+    """sha256 over the package's Python files (path and bytes): the code a process runs, whatever its install."""
+    root = Path(__file__).resolve().parents[2]
+    h = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        h.update(f"{path.relative_to(root).as_posix()}\0".encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()
 
 
 def _warn(text: str) -> None:
@@ -282,11 +319,11 @@ class _ShardActor:
         self.context = WorkerContext(EnginePool(), self.name, self.progress, gpus=gpus)
         self.checked: set[tuple[str, str]] = set()
 
-    def run(self, run_dir: str, token: str, stage: str, index: int, config: dict[str, Any],
+    def run(self, run_dir: str, token: str, code: str, stage: str, index: int, config: dict[str, Any],
             attempt: int) -> dict[str, Any]:
         from ...config import build_config
 
-        self._check(run_dir, token)
+        self._check(run_dir, token, code)
         try:
             record = run_shard(run_dir, stage, index, self.context, config=build_config(config), attempt=attempt)
         except Exception:
@@ -296,20 +333,25 @@ class _ShardActor:
             self.progress.flush()
         return record.model_dump(mode="json")
 
-    def _check(self, run_dir: str, token: str) -> None:
-        """Before the first shard in a run directory: see it, and the driver's marker in it (a folder of the same
-        name on this node's local disk is not it); then send this actor's output to its log there."""
+    def _check(self, run_dir: str, token: str, code: str) -> None:
+        """Before the first shard in a run directory: run the driver's code, see the run directory and the
+        driver's marker in it (a folder of the same name on this node's local disk is not it); then send this
+        actor's output to its log there."""
         if (run_dir, token) in self.checked:
             return
         layout = RunLayout(run_dir)
         where = f"{self.name} on node {ray.util.get_node_ip_address()} ({socket.gethostname()})"
         advice = ("the run directory must be on storage every node mounts at the same path (NFS, Lustre, a shared "
                   "volume)")
+        if code != code_digest():
+            raise ActorSetupError(f"{where} runs other scalequest_dataset code ({Path(__file__).parents[2]}) than "
+                                  "the driver: install the same version on every node, or submit the job with "
+                                  "`ray job submit --working-dir .` so that every actor runs the driver's copy")
         if not layout.is_run_dir(run_dir):
-            raise RunDirNotVisible(f"{where} cannot see the run directory {run_dir} (no config.yaml there): {advice}")
+            raise ActorSetupError(f"{where} cannot see the run directory {run_dir} (no config.yaml there): {advice}")
         if not layout.shared_marker(token).is_file():
             marker = layout.shared_marker(token).relative_to(layout.root)
-            raise RunDirNotVisible(f"{where} sees a different folder at {run_dir} than the driver does (the "
+            raise ActorSetupError(f"{where} sees a different folder at {run_dir} than the driver does (the "
                                    f"marker {marker} the driver wrote is missing): {advice}")
         layout.logs.mkdir(parents=True, exist_ok=True)
         fd = os.open(layout.log(self.name), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
