@@ -233,7 +233,7 @@ def _python_error(job: StageJob, run_dir: str, rank: int, index: int, exc: RayTa
         return str(cause)
     log = RunLayout(run_dir).log(f"ray-actor-{rank}")
     return (f"shard {index} of {job.stage!r} failed in ray-actor-{rank}: {type(cause).__name__}: {_first_line(cause)} "
-            f"(traceback in {log} on that actor's node)")
+            f"(traceback in {log})")
 
 
 def _first_line(exc: BaseException) -> str:
