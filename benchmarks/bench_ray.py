@@ -5,6 +5,11 @@ own worker start and engine loading; for Ray, starting the local cluster (`ray.i
 user attaching to a running cluster does not pay it. Runs are interleaved (local 1, Ray 1, local 2, Ray 2, then
 again) so that a slow minute on a shared machine does not land on one backend only; best of N is reported.
 
+Besides wall time, each run's CPU-seconds are counted over the whole process tree it made (the driver, local
+worker processes, and for Ray its cluster's processes and actors: /proc utime+stime, with reaped children), from
+just before `Runner.run` to just after it. On a machine shared with other jobs, wall time moves with their load;
+CPU-seconds mostly do not, and they include everything Ray itself costs (its daemons, actor start-up, IPC).
+
     python benchmarks/bench_ray.py --preset tiny --repeats 3
     python benchmarks/bench_ray.py --preset demo --stage questions --repeats 1 \\
         --set stages.questions.generators.0.count=128 --set rows_per_shard=32
@@ -40,15 +45,41 @@ def child(spec: dict) -> dict:
         ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, logging_level="WARNING")
         cluster_seconds = time.perf_counter() - t
     with tempfile.TemporaryDirectory() as tmp:
+        cpu = tree_cpu_seconds(os.getpid())
         t = time.perf_counter()
         with backend_class(spec["backend"])(workers=spec["workers"]) as backend:
             done = Runner(tmp, config, backend, show_progress=False, say=lambda _: None).run(stages)
-        seconds = time.perf_counter() - t
+            seconds = time.perf_counter() - t
+            cpu = tree_cpu_seconds(os.getpid()) - cpu  # before the workers stop
     rows = sum(m.counts.rows_in for m in done.values() if m is not None)
     tokens = sum(m.tokens.completion for m in done.values() if m is not None)
     shard_seconds = sum(m.execution.cost.worker_seconds for m in done.values() if m is not None)
-    return {"seconds": seconds, "rows": rows, "tokens": tokens, "shard_seconds": shard_seconds,
+    return {"seconds": seconds, "cpu_seconds": cpu, "rows": rows, "tokens": tokens, "shard_seconds": shard_seconds,
             "cluster_seconds": cluster_seconds}
+
+
+def tree_cpu_seconds(root: int) -> float:
+    """CPU-seconds of `root` and every live descendant, each with its reaped children (cutime, cstime)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    parents, used = {}, {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            text = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:  # gone meanwhile
+            continue
+        fields = text[text.rindex(")") + 2:].split()
+        parents[int(entry)] = int(fields[1])
+        used[int(entry)] = sum(int(x) for x in fields[11:15]) / ticks
+    tree, frontier = {root}, [root]
+    while frontier:
+        pid = frontier.pop()
+        for child, parent in parents.items():
+            if parent == pid and child not in tree:
+                tree.add(child)
+                frontier.append(child)
+    return sum(used.get(pid, 0.0) for pid in tree)
 
 
 def measure(spec: dict) -> dict:
@@ -82,18 +113,28 @@ def main() -> None:
                 out = measure(spec)
                 results.setdefault((backend, workers), []).append(out)
                 print(f"{backend} x{workers}: {out}", file=sys.stderr)
-    print("| workers | backend | rows | best run s | rows/s | all runs s | Ray cluster start s | Ray overhead |")
-    print("|---:|---|---:|---:|---:|---|---:|---:|")
+    print("| workers | backend | rows | best wall s | rows/s | all runs: wall s | CPU s (best) | all runs: CPU s | "
+          "Ray overhead, wall | Ray overhead, CPU | Ray cluster start s |")
+    print("|---:|---|---:|---:|---:|---|---:|---|---:|---:|---:|")
     for workers in args.workers:
-        local = min(r["seconds"] for r in results[("local", workers)])
+        local = results[("local", workers)]
         for backend in ("local", "ray"):
             runs = results[(backend, workers)]
-            best = min(r["seconds"] for r in runs)
+            wall, cpu = min(r["seconds"] for r in runs), min(r["cpu_seconds"] for r in runs)
             rows = runs[0]["rows"]
-            start = ", ".join(f"{r['cluster_seconds']:.1f}" for r in runs) if backend == "ray" else "-"
-            overhead = f"{100 * (best - local) / local:+.1f} %" if backend == "ray" else ""
-            every = " / ".join(f"{r['seconds']:.1f}" for r in runs)
-            print(f"| {workers} | {backend} | {rows} | {best:.1f} | {rows / best:.2f} | {every} | {start} | {overhead} |")
+            walls = " / ".join(f"{r['seconds']:.1f}" for r in runs)
+            cpus = " / ".join(f"{r['cpu_seconds']:.1f}" for r in runs)
+            over_wall = over_cpu = start = ""
+            if backend == "ray":
+                over_wall = percent(wall, min(r["seconds"] for r in local))
+                over_cpu = percent(cpu, min(r["cpu_seconds"] for r in local))
+                start = " / ".join(f"{r['cluster_seconds']:.1f}" for r in runs)
+            print(f"| {workers} | {backend} | {rows} | {wall:.1f} | {rows / wall:.2f} | {walls} | {cpu:.1f} | {cpus} | "
+                  f"{over_wall} | {over_cpu} | {start} |")
+
+
+def percent(value: float, base: float) -> str:
+    return f"{100 * (value - base) / base:+.1f} %"
 
 
 if __name__ == "__main__":
