@@ -13,6 +13,10 @@ CPU-seconds mostly do not, and they include everything Ray itself costs (its dae
     python benchmarks/bench_ray.py --preset tiny --repeats 3
     python benchmarks/bench_ray.py --preset demo --stage questions --repeats 1 \\
         --set stages.questions.generators.0.count=128 --set rows_per_shard=32
+    python benchmarks/bench_ray.py --preset tiny --prepare questions --stage language --set rows_per_shard=1
+
+The last one times the per-shard cost of each backend alone: 40 one-row shards of a stage that loads no model
+(`--prepare` stages run first, in-process, untimed).
 """
 
 from __future__ import annotations
@@ -39,12 +43,15 @@ def child(spec: dict) -> dict:
     stages = spec["stages"] or config.stage_names()
     cluster_seconds = None
     if spec["backend"] == "ray":
-        import ray
+        import ray  # started before the prepared stages: its start-up must not overlap the timed part
 
         t = time.perf_counter()
         ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, logging_level="WARNING")
         cluster_seconds = time.perf_counter() - t
     with tempfile.TemporaryDirectory() as tmp:
+        if spec.get("prepare"):
+            with backend_class("local")() as local:
+                Runner(tmp, config, local, show_progress=False, say=lambda _: None).run(spec["prepare"])
         cpu = tree_cpu_seconds(os.getpid())
         t = time.perf_counter()
         with backend_class(spec["backend"])(workers=spec["workers"]) as backend:
@@ -96,6 +103,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--preset", default="tiny")
     ap.add_argument("--stage", action="append", help="only these stages (default: all)")
+    ap.add_argument("--prepare", action="append", default=[], help="run these stages first, in-process, untimed")
     ap.add_argument("--set", dest="overrides", action="append", default=[])
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--repeats", type=int, default=3)
@@ -109,7 +117,7 @@ def main() -> None:
         for workers in args.workers:
             for backend in ("local", "ray"):
                 spec = {"preset": args.preset, "overrides": args.overrides, "stages": args.stage,
-                        "backend": backend, "workers": workers}
+                        "prepare": args.prepare, "backend": backend, "workers": workers}
                 out = measure(spec)
                 results.setdefault((backend, workers), []).append(out)
                 print(f"{backend} x{workers}: {out}", file=sys.stderr)
