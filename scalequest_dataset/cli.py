@@ -194,6 +194,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             runner.backend = backend
             runner.run(args.stage or None, shard, args.plan_only)
     _print_funnel(args.out)
+    _print_cost(args.out, stages)
     _print_where(args.out)
     return OK
 
@@ -266,6 +267,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         for r in results:
             console.out("  " + r.describe())
         _print_funnel(args.out)
+        _print_cost(args.out, stages)
         last, tag = stages[-1], args.tag_prefix
         ds = load_dataset(store, last, revision=tag)
     console.out(f"\nloaded back: scalequest_dataset.load_dataset({str(store)!r}, {last!r}, revision={tag!r})")
@@ -380,6 +382,22 @@ def cmd_presets(args: argparse.Namespace) -> int:
     names = resolve_config(args.name, args.overrides).stage_names() if args.name else preset_names()
     console.out("\n".join(names))
     return OK
+
+
+def _print_cost(run_dir: Path, stages: list[str]) -> None:
+    """What each complete stage cost, from its manifest: wall seconds, worker-seconds, GPU-seconds, tokens."""
+    from .run import RunLayout
+    from .run.plan import read_manifest
+
+    layout = RunLayout(run_dir)
+    manifests = [m for m in (read_manifest(layout, s) for s in stages) if m is not None]
+    if not manifests:
+        return
+    console.out(f"\ncost{'':<8} {'wall s':>9} {'worker s':>9} {'GPU s':>9} {'tokens in':>11} {'tokens out':>11}")
+    for m in manifests:
+        c = m.execution.cost
+        console.out(f"  {m.stage:<10} {c.wall_seconds:>9.1f} {c.worker_seconds:>9.1f} {c.gpu_seconds:>9.1f} "
+              f"{m.tokens.prompt:>11,} {m.tokens.completion:>11,}")
 
 
 def cmd_model(args: argparse.Namespace) -> int:

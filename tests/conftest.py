@@ -79,6 +79,25 @@ def pool() -> Iterator[Any]:
     pool.close()
 
 
+@pytest.fixture(scope="session")
+def ray_cluster() -> Iterator[str]:
+    """One new local Ray cluster (2 CPUs, no dashboard; never one already running on the machine) for every Ray
+    test of the session; its address, for CLI drivers to attach to. Its worker processes import this checkout
+    (PYTHONPATH while it starts)."""
+    ray = pytest.importorskip("ray")
+    before = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), before]))
+    try:
+        context = ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    finally:
+        if before is None:
+            os.environ.pop("PYTHONPATH")
+        else:
+            os.environ["PYTHONPATH"] = before
+    yield context.address_info["address"]
+    ray.shutdown()
+
+
 # The local Hub: the server runs in this process, the clients in subprocesses, because huggingface_hub and
 # datasets read HF_ENDPOINT, HF_HOME and offline mode when imported (and other tests import them offline).
 

@@ -8,6 +8,7 @@
     RUN/manifests/<stage>.json                      written once every shard is complete and verified
     RUN/logs/                                       engine and library logs, one file per worker
     RUN/.cache/                                     engine compile caches (vLLM)
+    RUN/.cache/shared/<token>                       a distributed driver's marker: a worker that sees it sees this run
 
 A run directory on shared storage is all a worker on another node needs."""
 
@@ -81,6 +82,11 @@ class RunLayout:
     @property
     def cache(self) -> Path:
         return self.root / ".cache"
+
+    def shared_marker(self, token: str) -> Path:
+        """A file a driver writes for its workers on other nodes: seeing it proves a worker reads this run
+        directory, not a folder of the same name on its own disk."""
+        return self.cache / "shared" / token
 
     def complete_stages(self, order: tuple[str, ...] | list[str]) -> list[str]:
         """Stages (in `order`) whose manifest exists: finalize writes it only once every shard is verified."""
