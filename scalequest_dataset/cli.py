@@ -385,19 +385,16 @@ def cmd_presets(args: argparse.Namespace) -> int:
 
 
 def _print_cost(run_dir: Path, stages: list[str]) -> None:
-    """What each complete stage cost, from its manifest: wall seconds, worker-seconds, GPU-seconds, tokens."""
+    """What each complete stage cost, from its manifest."""
+    from .funnel import format_cost
     from .run import RunLayout
     from .run.plan import read_manifest
 
     layout = RunLayout(run_dir)
-    manifests = [m for m in (read_manifest(layout, s) for s in stages) if m is not None]
-    if not manifests:
-        return
-    console.out(f"\ncost{'':<8} {'wall s':>9} {'worker s':>9} {'GPU s':>9} {'tokens in':>11} {'tokens out':>11}")
-    for m in manifests:
-        c = m.execution.cost
-        console.out(f"  {m.stage:<10} {c.wall_seconds:>9.1f} {c.worker_seconds:>9.1f} {c.gpu_seconds:>9.1f} "
-              f"{m.tokens.prompt:>11,} {m.tokens.completion:>11,}")
+    manifests = {s: m for s in stages if (m := read_manifest(layout, s)) is not None}
+    if manifests:
+        console.out("\ncost:")
+        console.out(format_cost(manifests))
 
 
 def cmd_model(args: argparse.Namespace) -> int:

@@ -95,7 +95,8 @@ def test_a_run_shows_progress_and_the_funnel_and_logs_the_engines(tiny_cli_run):
     assert f"{log}" in terminal  # where things are
     assert "Loading weights" in log.read_text()  # transformers' load report went to the log
     others = [x for x in lines if x.strip() and x not in bars]
-    assert len(others) <= 20, others  # set-up, funnel, where things are: nothing else
+    assert "cost:" in res.stdout
+    assert len(others) <= 30, others  # set-up, funnel, cost, where things are: nothing else
 
 
 def test_exit_code_0_and_1_for_diff(tiny_cli_run, tmp_path):

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from scalequest_dataset.funnel import format_funnel, funnel
+from scalequest_dataset.funnel import format_cost, format_funnel, funnel
 from scalequest_dataset.run.records import Cost, Counts, Manifest, ManifestExecution, Tokens
 from scalequest_dataset.stages import STAGE_ORDER
 
@@ -85,3 +85,13 @@ def test_percentages_never_exceed_what_they_claim(stage, rows_in, kept, dropped)
     for percent in re.findall(r"(\d+)%", format_funnel([row])):
         assert int(percent) <= 100
 
+
+
+def test_the_cost_table_reads_each_stage_manifest():
+    m = manifest("responses", 25, 27).model_copy(update={
+        "tokens": Tokens(prompt=1234, completion=56789),
+        "execution": ManifestExecution(cost=Cost(wall_seconds=12.34, worker_seconds=24.5, gpu_seconds=3.0))})
+    table = format_cost({"questions": manifest("questions", 40, 40), "responses": m})
+    assert table.splitlines()[0].split() == ["stage", "wall", "s", "worker", "s", "GPU", "s", "tokens", "in",
+                                             "tokens", "out"]
+    assert table.splitlines()[2].split() == ["responses", "12.3", "24.5", "3.0", "1,234", "56,789"]

@@ -75,7 +75,7 @@ def test_two_ray_actors_from_the_cli_write_the_in_process_bytes_and_print_the_co
     runs = [r.execution for s in STAGES for r in shard_records(out, s)]
     assert {e.worker for e in runs} == {"ray-actor-0", "ray-actor-1"}  # both actors ran shards
     assert len({e.pid for e in runs}) == 2
-    cost = res.stdout[res.stdout.index("\ncost"):].splitlines()[2:]
+    cost = res.stdout[res.stdout.index("\ncost:"):].splitlines()[3:3 + len(STAGES)]
     assert [line.split()[0] for line in cost] == STAGES
     questions = rec.read(Manifest, RunLayout(out).manifest("questions"))
     assert cost[0].split()[1:] == [f"{questions.execution.cost.wall_seconds:.1f}",
