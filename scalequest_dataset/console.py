@@ -120,7 +120,9 @@ def free_space(path: Path) -> str:
 
 def run_log(run_dir: str | Path) -> Path:
     """A run directory's log: every invocation on it appends (resumes keep their history)."""
-    return Path(run_dir) / "logs" / f"{LOG_NAME}.log"
+    from .run.layout import RunLayout
+
+    return RunLayout(run_dir).log(LOG_NAME)
 
 
 def command_log(command: str) -> Path:

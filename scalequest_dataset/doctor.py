@@ -110,32 +110,31 @@ def _devices() -> list[Check]:
 
 
 def batch_invariance() -> tuple[str, str | None]:
-    """Whether vLLM's VLLM_BATCH_INVARIANT mode can work here, as vLLM's own code decides it
-    (vllm/model_executor/determinism/batch_invariant.py: `enable_batch_invariant_mode` installs its kernels only on
-    CUDA-like and XPU platforms; on NVIDIA it overrides matmuls with Triton kernels on the SM80 family and relies on
-    cuBLAS without split-k on SM90/SM100; its tuned matmul tables cover SM89, SM90, SM100 and SM120)."""
+    """Whether the vLLM engine will run in VLLM_BATCH_INVARIANT mode here (the engine's own decision,
+    `engines.vllm.batch_invariance_support`, made on vLLM's platform object), and how vLLM would do it
+    (vllm/model_executor/determinism/batch_invariant.py: Triton matmul overrides on the SM80 family and ROCm,
+    cuBLAS without split-k on SM90 and newer)."""
     if "vllm" not in sys.modules:
         return "n/a (vLLM is not installed)", None
     from vllm.platforms import current_platform as platform
 
-    on = os.environ.get("VLLM_BATCH_INVARIANT", "0") == "1"
-    state = f"VLLM_BATCH_INVARIANT={'1' if on else '0'}"
-    if platform.is_xpu():
-        return f"supported (Intel XPU; {state})", None
-    if not platform.is_cuda_alike():
-        return (f"not available: vLLM's batch-invariant kernels are for CUDA, ROCm and XPU devices; this vLLM "
-                f"runs on {platform.device_type}", None)
+    from .engines.vllm import batch_invariance_support
+
+    state = f"VLLM_BATCH_INVARIANT={os.environ.get('VLLM_BATCH_INVARIANT', 'unset: the engine sets 1')}"
+    reason = batch_invariance_support(platform)
+    if reason is not None:
+        gpu_too_old = platform.is_cuda_alike() and not platform.is_rocm()
+        return f"not available: {reason}", ("vLLM's batch-invariant matmuls target SM80 and newer (A100, H100, "
+                                             "B200): rows may then depend on their batch-mates; the manifest "
+                                             "records it") if gpu_too_old else None
     if platform.is_rocm():
         return f"supported (ROCm, Triton matmul overrides; {state})", None
     capability = platform.get_device_capability()
-    sm = f"SM{capability.major}{capability.minor}" if capability else "unknown capability"
+    sm = f"SM{capability.major}{capability.minor}"
     family = _tuned_family(capability)
-    if capability and capability.major >= 9:
+    if capability.major >= 9:
         return f"supported ({sm}{f', {family}' if family else ''}: cuBLAS without split-k; {state})", None
-    if capability and capability.major == 8:
-        return f"supported ({sm}: Triton matmul overrides, slower; {state})", None
-    return (f"not supported on {sm}", "vLLM's batch-invariant matmuls target SM80 and newer (A100, H100, B200): "
-            "rows may then depend on their batch-mates; the manifest records it")
+    return f"supported ({sm}: Triton matmul overrides, slower; {state})", None
 
 
 def _tuned_family(capability: Any) -> str | None:

@@ -78,7 +78,7 @@ def _load_local_store(path: Path, stage: str, revision: str | None, split: str, 
 
     folder, _ = materialize(path, revision, stage)
     if not RunLayout(folder).data_dir(stage).is_dir():
-        have = sorted(p.name.removesuffix(".json") for p in (folder / "manifests").glob("*.json"))
+        have = sorted(p.name.removesuffix(".json") for p in (folder / RepoLayout.MANIFESTS).glob("*.json"))
         raise ConfigError(f"stage {stage!r} is not in {path} at revision {revision or 'main'!r} (stages there: {have})")
     return datasets.load_dataset(str(folder), stage, split=split, **kwargs)
 

@@ -30,7 +30,7 @@ def test_bad_config_exits_nonzero_naming_the_problem(tmp_path, args, needles):
     if "--preset" not in args:
         args = ["--preset", "tiny", *args]
     res = run_cli("run", "--out", str(tmp_path / "run"), "--no-progress", *args)
-    assert res.returncode != 0
+    assert res.returncode == 2, res.stderr  # an input error, not an unexpected failure (3)
     for needle in needles:
         assert needle in res.stderr, res.stderr
     assert not list((tmp_path / "run").rglob("*.parquet"))

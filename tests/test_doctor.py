@@ -70,16 +70,18 @@ def fake_platform(kind: str, capability: tuple[int, int] | None = None):
     ("cuda", (9, 0), "supported (SM90, hopper: cuBLAS without split-k", False),
     ("cuda", (10, 0), "supported (SM100, blackwell", False),
     ("cuda", (8, 0), "supported (SM80: Triton matmul overrides", False),
-    ("cuda", (7, 5), "not supported on SM75", True),
-    ("rocm", None, "supported (ROCm", False),
-    ("xpu", None, "supported (Intel XPU", False),
+    ("cuda", (7, 5), "not available: compute capability (7, 5) is below (8, 0)", True),
+    ("rocm", None, "supported (ROCm", False),  # an MI300 (gfx942)
+    ("xpu", None, "not available: an Intel XPU", False),
 ])
-def test_batch_invariance_as_vllm_decides_it(monkeypatch, kind, capability, expected, problem):
+def test_batch_invariance_as_the_engine_decides_it(monkeypatch, kind, capability, expected, problem):
+    """doctor says what the vLLM engine will do: it asks the engine's own decision."""
     # vLLM's tuned-matmul table names the GPU family; imported before its platform module is stood in for.
     pytest.importorskip("vllm.model_executor.determinism.batch_invariant_configs")
     platforms = types.ModuleType("vllm.platforms")
     platforms.current_platform = fake_platform(kind, capability)
     monkeypatch.setitem(sys.modules, "vllm.platforms", platforms)
+    monkeypatch.setattr("scalequest_dataset.engines.device.rocm_arch", lambda index=0: "gfx942")
     value, fix = doctor.batch_invariance()
     assert value.startswith(expected), value
     assert (fix is not None) == problem

@@ -10,7 +10,6 @@ import subprocess
 import zlib
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
 from support.runs import CLI, cli_env, data_files, tiny_run
 
@@ -179,7 +178,6 @@ def test_runs_and_publishes_under_an_ascii_locale(tmp_path):
         assert res.returncode == 0, res.stderr.decode("utf-8", "replace")[-3000:]
     manifest = (out / "manifests" / "questions.json").read_bytes().decode("utf-8")
     assert "<\uff5cbegin\u2581of\u2581sentence\uff5c>User: " in manifest
-    assert "\uff5c" in (out / "config.yaml").read_bytes().decode("utf-8") or "deepseek" in manifest
     assert "\uff5c" in open_store(store).read("manifests/questions.json", "v1-questions").decode("utf-8")
 
 
@@ -241,5 +239,6 @@ def test_the_whole_story(run_a, run_b, tmp_path, pool):
     assert attestation["shards_matched"] == attestation["shards_checked"] == len(good.shards)
     assert "Reproduced" in s.read("README.md", "main").decode() and "language" in attestation["stage"]
     assert len(s.commits()) == len(first) + 1  # its own commit
-    table = pq.read_table(RunLayout(run_a).data_dir("language") / manifest.split_files("train")[0].file)
-    assert table.num_rows  # the store still loads
+    language = rec.parse(Manifest, s.read("manifests/language.json", "main"), "language")
+    loaded = scalequest_dataset.load_dataset(str(store), "language", revision="main")
+    assert loaded.num_rows == language.counts.rows_out > 0  # the store still loads after the attestation

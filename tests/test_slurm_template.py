@@ -16,7 +16,8 @@ from scalequest_dataset.run import RunLayout
 
 ROOT = Path(__file__).resolve().parents[1]
 # Three stages keep the test short; the template does not care how many there are.
-SETS = ["--set", "stages.solvability=null", "--set", "stages.difficulty=null", "--set", "stages.responses=null",
+# A value with a comma and spaces: sbatch's --export splits on commas, a job's shell on spaces.
+SETS = ["--set", "stages.language={rule: ascii, languages: [en], min_score: 0.5}", "--set", "stages.solvability=null", "--set", "stages.difficulty=null", "--set", "stages.responses=null",
         "--set", "stages.reward=null", "--set", "stages.default=null"]
 
 # A stand-in for Slurm's sbatch: parses the options the template uses, runs the job now, prints a job id.

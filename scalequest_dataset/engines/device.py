@@ -75,6 +75,15 @@ def gpu_capability(index: int = 0) -> tuple[int, int] | None:
     return tuple(torch.cuda.get_device_capability(index)) if torch.cuda.is_available() else None  # type: ignore[return-value]
 
 
+def rocm_arch(index: int = 0) -> str:
+    """An AMD GPU's architecture (gfx942), or "" without one."""
+    import torch
+
+    if not (torch.cuda.is_available() and getattr(torch.version, "hip", None)):
+        return ""
+    return str(getattr(torch.cuda.get_device_properties(index), "gcnArchName", "")).split(":")[0]
+
+
 def device_model(device: str) -> str:
     """What to record as a device's model: the GPU's name with its compute capability on CUDA, the CPU's
     model name on CPU."""

