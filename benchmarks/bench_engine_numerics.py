@@ -46,8 +46,9 @@ QGEN_SYSTEM = "You are a math teacher. Write one short math word problem for a s
 
 
 def demo_model_path() -> str:
-    from scalequest_dataset.config import ModelSpec
-    from scalequest_dataset.models import SMOLLM2, resolve_model
+    from scalequest_dataset.model_identity import resolve_model
+    from scalequest_dataset.models import SMOLLM2
+    from scalequest_dataset.params import ModelSpec
 
     return resolve_model(ModelSpec(id=SMOLLM2)).path
 
