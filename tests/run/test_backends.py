@@ -106,3 +106,17 @@ def test_slices_in_three_concurrent_processes_then_finalize_equal_the_in_process
     assert len(slices) == 3  # three processes each ran their slice
     m = rec.read(Manifest, layout.manifest("solvability"))
     assert json.loads(json.dumps(m.counts.model_dump()))["rows_in"] == 40
+
+
+def test_on_a_cpu_machine_each_worker_gets_its_own_share_of_the_cores(monkeypatch):
+    from scalequest_dataset.run.backends.local import worker_devices
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # no GPU visible
+    monkeypatch.delenv("VLLM_CPU_OMP_THREADS_BIND", raising=False)
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1, 2, 3, 4})
+    envs = worker_devices(2, 1)
+    assert [e["VLLM_CPU_OMP_THREADS_BIND"] for e in envs] == ["0,1", "2,3"]  # disjoint cores
+    assert [e["OMP_NUM_THREADS"] for e in envs] == [e["SCALEQUEST_THREADS"] for e in envs] == ["2", "2"]
+    assert all("CUDA_VISIBLE_DEVICES" not in e for e in envs)
+    monkeypatch.setenv("VLLM_CPU_OMP_THREADS_BIND", "0-3")  # the user's binding is left alone
+    assert all("VLLM_CPU_OMP_THREADS_BIND" not in e for e in worker_devices(2, 1))

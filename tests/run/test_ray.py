@@ -96,25 +96,34 @@ def test_the_ray_job_script_attaches_through_ray_address(ray_cluster, tmp_path, 
 
 
 # Test support loaded into the actors' processes through PYTHONPATH in their runtime environment (the production
-# code has no such hook): in the middle of writing shard 2 of `questions` - after its `train` file, before its
-# `dropped` file and its record - the actor kills itself (SIGKILL) the first time, or raises a Python error every
-# time, noting each attempt in a file.
+# code has no such hook), aimed at shard 2 of `questions`, whose `train` file is written before its `dropped` file:
+# in "kill" mode the actor kills itself (SIGKILL) the first time with the `dropped` file written under its temporary
+# name and not yet renamed (a partial shard on disk), noting that temporary file; in "raise" mode the stage raises a
+# Python error every time. Each attempt is noted.
 SITECUSTOMIZE = """
 import os, signal
 mode, notes = os.environ["SCALEQUEST_TEST_FAULT"], os.environ["SCALEQUEST_TEST_NOTES"]
+TARGET = "dropped-00002-of-00005.parquet"
 import scalequest_dataset.run.worker as worker
-real = worker.write_rows
+real_write, real_replace = worker.write_rows, os.replace
 def write_rows(path, rows, features):
-    if path.name == "dropped-00002-of-00005.parquet" and "questions" in str(path):
-        first = not os.path.exists(notes)
+    if path.name == TARGET and "questions" in str(path):
         with open(notes, "a") as f:
             f.write(f"{os.getpid()}\\n")
         if mode == "raise":
             raise ValueError("boom in the stage")
+    return real_write(path, rows, features)
+def replace(src, dst, *args, **kwargs):
+    if mode == "kill" and str(dst).endswith(TARGET) and "questions" in str(dst):
+        with open(notes) as f:
+            first = len(f.read().split()) == 1
         if first:
+            with open(notes + ".tmpfile", "w") as f:
+                f.write(str(src))
             os.kill(os.getpid(), signal.SIGKILL)
-    return real(path, rows, features)
+    return real_replace(src, dst, *args, **kwargs)
 worker.write_rows = write_rows
+os.replace = replace
 """
 
 
@@ -133,8 +142,10 @@ def test_a_ray_actor_killed_mid_shard_has_its_shard_redone_and_the_retry_recorde
     out = tmp_path / "run"
     ray_run(out, backend, ["questions"])
     assert len(notes.read_text().split()) == 2, "the actor should have been killed once, then the shard redone"
+    partial = Path((tmp_path / "attempts.tmpfile").read_text())  # the file the killed attempt left
+    assert partial.name.endswith(".tmp") and partial.parent == RunLayout(out).data_dir("questions")
     assert data_files(out) == stage_files(reference, ["questions"])
-    assert not list(out.rglob("*.tmp"))
+    assert not partial.exists() and not list(out.rglob("*.tmp"))  # the killed attempt's partial file is gone
     attempts = {r.index: r.execution.attempt for r in shard_records(out, "questions")}
     assert attempts == {0: 1, 1: 1, 2: 2, 3: 1, 4: 1}  # shard 2 redone by a fresh actor, and the record says so
 
