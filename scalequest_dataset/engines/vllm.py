@@ -99,6 +99,26 @@ class VLLMOptions(Strict):
     tensor_parallel_size: int = Field(1, ge=1)
 
 
+def _rows_bar(progress: ProgressFn | None):
+    """vLLM's `use_tqdm` hook: a bar that draws nothing and reports each request as it finishes, so that a stage's
+    progress (and ETA) moves while one large chunk runs. It only observes: the engine steps are the same."""
+    if progress is None:
+        return False
+    import io
+
+    from tqdm import tqdm
+
+    class RowsBar(tqdm):
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **{**kwargs, "file": io.StringIO(), "mininterval": 3600})
+
+        def update(self, n: float | None = 1) -> bool | None:
+            progress(int(n or 0), 0)
+            return super().update(n)
+
+    return RowsBar
+
+
 def _on_cpu() -> bool:
     import torch
 
@@ -159,7 +179,7 @@ class VLLMEngine:
                 )
                 for r in chunk
             ]
-            results = self.llm.generate([r.prompt for r in chunk], params, use_tqdm=False)
+            results = self.llm.generate([r.prompt for r in chunk], params, use_tqdm=_rows_bar(progress))
             tokens = 0
             for res in results:
                 o = res.outputs[0]
@@ -167,7 +187,7 @@ class VLLMEngine:
                 out.append(Completion(o.text, len(res.prompt_token_ids or ()), len(o.token_ids),
                                       "length" if o.finish_reason == "length" else "stop"))
             if progress:
-                progress(len(chunk), tokens)
+                progress(0, tokens)  # the rows were reported as they finished
         return out
 
     def score(self, conversations: Sequence[list[dict[str, str]]], progress: ProgressFn | None = None
@@ -187,11 +207,9 @@ class VLLMEngine:
             ids = [score_token_ids(tokenizer, c, reward_token) for c in chunk]
             results = self.llm.encode([{"prompt_token_ids": i} for i in ids],
                                       pooling_params=PoolingParams(use_activation=False),
-                                      pooling_task=pooling_task, use_tqdm=False)
+                                      pooling_task=pooling_task, use_tqdm=_rows_bar(progress))
             out.extend(_scalar(r.outputs.data, len(i), pooling_task, self.model)
                        for r, i in zip(results, ids, strict=True))
-            if progress:
-                progress(len(chunk), 0)
         return out
 
     def chat_prompt(self, messages: list[dict[str, str]], add_generation_prompt: bool = True) -> str:

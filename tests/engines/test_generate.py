@@ -62,3 +62,16 @@ def test_vllm_engine_is_batch_invariant(vllm_engine):
     check_seed_and_greedy(vllm_engine)
     info = vllm_engine.info()
     assert info.engine == "vllm" and info.device == "cpu" and info.dtype == "float32"
+
+
+@pytest.mark.vllm
+def test_vllm_reports_rows_as_they_finish_within_one_chunk(vllm_engine):
+    """A stage's bar moves while one large chunk runs (vLLM's own per-request hook), and watching changes nothing."""
+    reqs = requests()
+    vllm_engine.batch_size = 256  # one chunk
+    quiet = vllm_engine.generate(reqs)
+    calls: list[tuple[int, int]] = []
+    watched = vllm_engine.generate(reqs, progress=lambda rows, tokens: calls.append((rows, tokens)))
+    assert watched == quiet
+    assert sum(r for r, _ in calls) == len(reqs) and sum(t for _, t in calls) == sum(c.completion_tokens for c in quiet)
+    assert len([r for r, _ in calls if r]) == len(reqs)  # one report per finished request, not one per chunk
