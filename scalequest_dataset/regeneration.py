@@ -20,7 +20,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from .config import build_config
+from .config import RunConfig, build_config
 from .engines import EnginePool
 from .params import ConfigError, flatten
 from .run import RunLayout, StageError
@@ -132,6 +132,7 @@ def regenerate(source: str | Source, stage: str, shards: list[int] | None = None
         raise ConfigError(f"--engine {engine}: stage {stage!r} was made with the {recorded} engine; another engine "
                           f"samples differently, so it cannot reproduce these bytes (leave --engine out)")
     _check_remote_code(config, stage, manifest, trust_remote_code or [], label)
+    config = _as_executed(config, manifest)
     published = {s.index: s for s in manifest.shards}
     chosen = _choose(sorted(published), shards, sample, seed)
     root = Path(scratch) if scratch else Path(tempfile.mkdtemp(prefix=f"regenerate-{stage}-"))
@@ -205,6 +206,15 @@ def _place_input(src: Source, manifest: Manifest, layout: RunLayout) -> None:
     for info in input_manifest.files().values():
         write_bytes(target / info.file, input_src.shard_path(ref.stage, info).read_bytes())
     rec.write(layout.manifest(ref.stage), input_manifest)
+
+
+def _as_executed(config: RunConfig, manifest: Manifest) -> RunConfig:
+    """The config with the engine batch size the published shards recorded: a throughput knob that can still move
+    vLLM's numbers on hardware without a batch-invariant mode (rows in flight), so the rebuild uses it too."""
+    sizes = {e.get("batch_size") for s in manifest.execution.shards for e in s.engines.values()} - {None}
+    if len(sizes) != 1:
+        return config
+    return config.model_copy(update={"engine": config.engine.model_copy(update={"batch_size": sizes.pop()})})
 
 
 def _why_not(config, stage: str, manifest: Manifest) -> str:

