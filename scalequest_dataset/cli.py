@@ -193,8 +193,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         with local or make_backend(args) as backend:
             runner.backend = backend
             runner.run(args.stage or None, shard, args.plan_only)
-    _print_funnel(args.out)
-    _print_cost(args.out, stages)
+    _print_results(args.out, stages)
     _print_where(args.out)
     return OK
 
@@ -204,21 +203,26 @@ def _say_setup(run_dir: Path, what: str) -> None:
     console.err(f"engine and library output: {console.run_log(run_dir)} (-v shows it here)")
 
 
-def _print_funnel(run_dir: Path) -> None:
-    """The funnel of the run's complete stages; the status table when some stage is not complete."""
-    from .funnel import format_funnel, funnel
+def _print_results(run_dir: Path, stages: list[str]) -> None:
+    """From the manifests of the run's complete stages, read once: their funnel, the status table when some stage
+    is not complete, and what this invocation's `stages` cost."""
+    from .funnel import format_cost, format_funnel, funnel
     from .run import RunLayout, load_config
     from .run.plan import read_manifest
 
     layout = RunLayout(run_dir)
     names = load_config(layout).stage_names()
-    complete = layout.complete_stages(names)
-    if complete:
+    manifests = {s: read_manifest(layout, s) for s in layout.complete_stages(names)}
+    if manifests:
         console.out("\nfunnel:")
-        console.out(format_funnel(funnel({s: read_manifest(layout, s) for s in complete})))  # type: ignore[misc]
-    if len(complete) < len(names):
+        console.out(format_funnel(funnel(manifests)))  # type: ignore[arg-type]
+    if len(manifests) < len(names):
         console.out("")
         _print_status(run_dir)
+    cost = {s: manifests[s] for s in stages if s in manifests}
+    if cost:
+        console.out("\ncost:")
+        console.out(format_cost(cost))  # type: ignore[arg-type]
 
 
 def _print_where(run_dir: Path) -> None:
@@ -266,8 +270,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         results = publish(args.out, store, stages, args.tag_prefix)
         for r in results:
             console.out("  " + r.describe())
-        _print_funnel(args.out)
-        _print_cost(args.out, stages)
+        _print_results(args.out, stages)
         last, tag = stages[-1], args.tag_prefix
         ds = load_dataset(store, last, revision=tag)
     console.out(f"\nloaded back: scalequest_dataset.load_dataset({str(store)!r}, {last!r}, revision={tag!r})")
@@ -382,19 +385,6 @@ def cmd_presets(args: argparse.Namespace) -> int:
     names = resolve_config(args.name, args.overrides).stage_names() if args.name else preset_names()
     console.out("\n".join(names))
     return OK
-
-
-def _print_cost(run_dir: Path, stages: list[str]) -> None:
-    """What each complete stage cost, from its manifest."""
-    from .funnel import format_cost
-    from .run import RunLayout
-    from .run.plan import read_manifest
-
-    layout = RunLayout(run_dir)
-    manifests = {s: m for s in stages if (m := read_manifest(layout, s)) is not None}
-    if manifests:
-        console.out("\ncost:")
-        console.out(format_cost(manifests))
 
 
 def cmd_model(args: argparse.Namespace) -> int:

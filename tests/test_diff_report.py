@@ -22,26 +22,20 @@ from support.runs import tiny_run
 
 import scalequest_dataset
 from scalequest_dataset.diffing import DiffReport, render
-from scalequest_dataset.engines import EnginePool
 
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 CLI = [sys.executable, "-m", "scalequest_dataset.cli"]
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")
 
 
-def full_run(root: Path, pool: EnginePool, *overrides: str) -> Path:
-    tiny_run(root, pool, *overrides)
-    return root
-
-
 @pytest.fixture(scope="module")
 def seed0(tmp_path_factory, pool) -> Path:
-    return full_run(tmp_path_factory.mktemp("seed0"), pool)
+    return tiny_run(tmp_path_factory.mktemp("seed0"), pool).root
 
 
 @pytest.fixture(scope="module")
 def seed1(tmp_path_factory, pool) -> Path:
-    return full_run(tmp_path_factory.mktemp("seed1"), pool, "seed=1")
+    return tiny_run(tmp_path_factory.mktemp("seed1"), pool, "seed=1").root
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +60,7 @@ def test_two_full_runs_with_different_seeds(seed0, seed1, report):
 
 def test_a_list_column_changed_on_both_sides(seed0, tmp_path, pool):
     """Three difficulty samples instead of two: the same rows, each with a longer `difficulty_answers`."""
-    more = full_run(tmp_path / "k3", pool, "stages.difficulty.samples=3")
+    more = tiny_run(tmp_path / "k3", pool, "stages.difficulty.samples=3").root
     report = scalequest_dataset.diff(str(seed0), str(more))
     stages = {s.stage: s for s in report.stages}
     assert all(stages[s].status == "identical" for s in ("questions", "language", "dedup", "solvability"))

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from ...config import RunConfig
+from ...params import ConfigError
 from ..records import ShardRecord
 
 
@@ -36,6 +37,14 @@ class Reporter:
     def done(self, record: ShardRecord) -> None:
         if self._done:
             self._done(record)
+
+
+def check_workers(workers: int, gpus_per_worker: int) -> None:
+    """The worker options every backend takes, checked before anything starts."""
+    if workers < 1:
+        raise ConfigError(f"--workers must be >= 1, got {workers}")
+    if gpus_per_worker < 1:
+        raise ConfigError(f"--gpus-per-worker must be >= 1, got {gpus_per_worker}")
 
 
 class Backend(ABC):

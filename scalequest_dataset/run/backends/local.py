@@ -25,7 +25,7 @@ from ..layout import RunLayout
 from ..plan import ShardFailed
 from ..records import ShardRecord
 from ..worker import WorkerContext, run_shard
-from .base import Backend, Reporter, StageJob
+from .base import Backend, Reporter, StageJob, check_workers
 
 MAX_ATTEMPTS = 3
 
@@ -69,10 +69,7 @@ class LocalBackend(Backend):
 
     def __init__(self, workers: int = 1, gpus_per_worker: int = 1, pool: EnginePool | None = None) -> None:
         """`pool`: loaded engines to run in-process shards with (kept open on close; a test session shares one)."""
-        if workers < 1:
-            raise ConfigError(f"--workers must be >= 1, got {workers}")
-        if gpus_per_worker < 1:
-            raise ConfigError(f"--gpus-per-worker must be >= 1, got {gpus_per_worker}")
+        check_workers(workers, gpus_per_worker)
         self.workers = workers
         self.gpus_per_worker = gpus_per_worker
         self._pool = pool

@@ -54,7 +54,7 @@ from ..layout import RunLayout
 from ..plan import StageError
 from ..records import ShardRecord
 from ..worker import WorkerContext, run_shard
-from .base import Backend, Reporter, StageJob
+from .base import Backend, Reporter, StageJob, check_workers
 from .local import MAX_ATTEMPTS
 
 # The ways an actor's process or node goes away: its shard left no partial file and is given to a fresh actor.
@@ -79,10 +79,7 @@ class RayBackend(Backend):
                  runtime_env: dict[str, Any] | None = None) -> None:
         """`address`: a running cluster (else RAY_ADDRESS, else a local cluster is started); `runtime_env`: the
         actors' Ray runtime environment (env_vars, pip, ...), merged with the job's."""
-        if workers < 1:
-            raise ConfigError(f"--workers must be >= 1, got {workers}")
-        if gpus_per_worker < 1:
-            raise ConfigError(f"--gpus-per-worker must be >= 1, got {gpus_per_worker}")
+        check_workers(workers, gpus_per_worker)
         self.workers = workers
         self.gpus_per_worker = gpus_per_worker
         self.address = address
