@@ -3,7 +3,7 @@
 `datasets` >= 4 runs no loading scripts, so published revisions carry Parquet files and YAML `configs:`
 only, and `datasets.load_dataset(repo, stage, revision=...)` needs no code at all. This file is for the other
 two places a stage lives - a run directory and a local store (a git repository) - and for anyone who wants
-a builder object: the implementation is `scalequest_dataset.builder.ScaleQuest` (one BuilderConfig per
+a builder object: the implementation is `scalequest_dataset.revisions.builder.ScaleQuest` (one BuilderConfig per
 stage, with the Features the stage declares), and this module only re-exports it and gives it a command:
 
     python builder.py runs/demo --config questions                       # a run directory
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import argparse
 
-from scalequest_dataset.builder import ScaleQuest, ScaleQuestConfig
+from scalequest_dataset.revisions.builder import ScaleQuest, ScaleQuestConfig
 
 __all__ = ["ScaleQuest", "ScaleQuestConfig"]
 

@@ -17,9 +17,9 @@ import numpy as np
 import pyarrow as pa
 from synthetic import _texts
 
-from scalequest_dataset import storage
+from scalequest_dataset import files as storage
+from scalequest_dataset.files import arrow_schema, content_digest, write_table
 from scalequest_dataset.stages import STAGES
-from scalequest_dataset.storage import arrow_schema, content_digest, write_table
 
 
 def tables(rows: int, per_shard: int) -> list[pa.Table]:

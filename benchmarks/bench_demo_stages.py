@@ -9,7 +9,7 @@ import argparse
 import json
 from pathlib import Path
 
-from scalequest_dataset.config import STAGE_ORDER
+from scalequest_dataset.recipe.config import STAGE_ORDER
 
 
 def main() -> None:

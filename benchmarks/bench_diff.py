@@ -31,12 +31,12 @@ def main() -> None:
         for verify in (True, False):
             name = "verified" if verify else "no_verify"
             results[f"changed_1_percent_{name}"] = measure(f"""
-                from scalequest_dataset.diffing import diff
+                from scalequest_dataset.diffing.compare import diff
                 report = diff({str(a)!r}, {str(b)!r}, sample=5, verify={verify})
                 (s,) = report.stages
                 assert s.rows["changed"] == {(args.rows + 99) // 100}, s.rows["changed"]""")
             results[f"identical_{name}"] = measure(f"""
-                from scalequest_dataset.diffing import diff
+                from scalequest_dataset.diffing.compare import diff
                 assert diff({str(a)!r}, {str(same)!r}, verify={verify}).identical""")
     print(json.dumps(results, indent=2))
 

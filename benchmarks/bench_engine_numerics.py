@@ -46,9 +46,9 @@ QGEN_SYSTEM = "You are a math teacher. Write one short math word problem for a s
 
 
 def demo_model_path() -> str:
-    from scalequest_dataset.model_identity import resolve_model
-    from scalequest_dataset.models import SMOLLM2
-    from scalequest_dataset.params import ModelSpec
+    from scalequest_dataset.recipe.model_identity import resolve_model
+    from scalequest_dataset.recipe.models import SMOLLM2
+    from scalequest_dataset.recipe.params import ModelSpec
 
     return resolve_model(ModelSpec(id=SMOLLM2)).path
 
@@ -211,7 +211,7 @@ def call(engine: Any, fn: Callable[[], Any]) -> Any:
 
 def generation_workload(engine: Any, rows: int, max_tokens: int) -> list[Any]:
     from scalequest_dataset.engines import Request, Sampling
-    from scalequest_dataset.prompts import qwen_pre_query
+    from scalequest_dataset.recipe.prompts import qwen_pre_query
 
     template = qwen_pre_query(QGEN_SYSTEM)
     sampling = Sampling(temperature=1.0, top_p=0.99, max_tokens=max_tokens, stop=template.stop)

@@ -24,8 +24,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def overhead(preset: str, stages: list[str] | None, overrides: list[str]) -> dict:
-    from scalequest_dataset.config import resolve_config
     from scalequest_dataset.engines import EnginePool
+    from scalequest_dataset.recipe.config import resolve_config
     from scalequest_dataset.run import Runner, records
     from scalequest_dataset.run import plan as plan_module
     from scalequest_dataset.run import runner as runner_module

@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def child(spec: dict) -> dict:
     """One run, in this (fresh) process: seconds of `Runner.run`, rows read by its stages, Ray start apart."""
-    from scalequest_dataset.config import resolve_config
+    from scalequest_dataset.recipe.config import resolve_config
     from scalequest_dataset.run import Runner
     from scalequest_dataset.run.backends import backend_class
 

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 from pathlib import Path
 
 from measure import measure
 from synthetic import make_run
 
-from scalequest_dataset.testing.hub_server import HubServer
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from support.hub_server import HubServer
 
 
 def main() -> None:
@@ -29,10 +31,10 @@ def main() -> None:
         cache = {"SCALEQUEST_CACHE": str(Path(tmp) / "cache"), "HF_HOME": str(Path(tmp) / "hf"),
                  "HF_DATASETS_CACHE": str(Path(tmp) / "hf" / "datasets")}
         results["local_publish"] = measure(f"""
-            from scalequest_dataset.publishing import publish
+            from scalequest_dataset.revisions.publish import publish
             publish({str(run)!r}, {str(store)!r})""", cache)
         results["local_republish_no_commit"] = measure(f"""
-            from scalequest_dataset.publishing import publish
+            from scalequest_dataset.revisions.publish import publish
             assert not publish({str(run)!r}, {str(store)!r})[0].created""", cache)
         results["local_load"] = measure(f"""
             import scalequest_dataset
@@ -41,7 +43,7 @@ def main() -> None:
         with HubServer() as hub:
             env = {**hub.client_env(Path(tmp) / "hf_home"), "SCALEQUEST_CACHE": str(Path(tmp) / "cache2")}
             results["hub_publish"] = measure(f"""
-                from scalequest_dataset.publishing import publish
+                from scalequest_dataset.revisions.publish import publish
                 publish({str(run)!r}, "hf://datasets/bench/one-million")""", env)
             results["hub_load"] = measure(f"""
                 import datasets

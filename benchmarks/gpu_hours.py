@@ -41,7 +41,7 @@ import resource
 import time
 from dataclasses import dataclass
 
-from scalequest_dataset.config import resolve_config
+from scalequest_dataset.recipe.config import resolve_config
 
 PAPER = {"questions": (2_000_000, 38.4), "checks": (2_000_000, 110.6), "responses": (5_000_000, 251.0),
          "reward": (5_000_000, 112.0)}  # [T4]: step -> (samples, A100-hours)

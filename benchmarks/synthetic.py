@@ -8,7 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from scalequest_dataset.config import resolve_config
+from scalequest_dataset.files import write_rows
+from scalequest_dataset.recipe.config import resolve_config
 from scalequest_dataset.run import records as rec
 from scalequest_dataset.run.layout import RunLayout, shard_name
 from scalequest_dataset.run.records import (
@@ -21,7 +22,6 @@ from scalequest_dataset.run.records import (
     stage_content,
 )
 from scalequest_dataset.stages import STAGES
-from scalequest_dataset.storage import write_rows
 
 WORDS = ("the of a to and is in that find what if how many number sum total each then so we x y n "
          "solve value equation let answer boxed frac 1 2 3 4 5 6 7 8 9 10 12 15 20 25 100 integer prime "

@@ -7,9 +7,11 @@ The Python API, one call per user job:
     scalequest_dataset.diff(a, b)                                        # what changed, and why
     scalequest_dataset.regenerate(revision, stage)                       # rebuild, compare hashes
 
-They are imported on first use (PEP 562), so `import scalequest_dataset` stays cheap. Their modules are
-named for the activity (`loading`, `publishing`, `diffing`, `regeneration`): a submodule named like a
-function would replace that function on the package as soon as it is imported.
+They are imported on first use (PEP 562), so `import scalequest_dataset` stays cheap. The package reads as
+wings: `recipe/` (what a run computes), `engines/`, `stages/`, `run/` (the executor), `revisions/` (stores,
+publish, load, regenerate, the card), `diffing/`, and a thin shell (`cli`, `console`, `errors`, `doctor`,
+`funnel`) beside `files` (atomic writes, sha256 and the row-content digest). No wing is named like an API
+function: a submodule named `diff` would replace the function `diff` on the package once imported.
 """
 
 from __future__ import annotations
@@ -20,19 +22,19 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 _API = {
-    "load_dataset": "loading",
-    "publish": "publishing",
-    "log": "publishing",
-    "diff": "diffing",
-    "regenerate": "regeneration",
+    "load_dataset": "revisions.load",
+    "publish": "revisions.publish",
+    "log": "revisions.publish",
+    "diff": "diffing.compare",
+    "regenerate": "revisions.regenerate",
 }
 __all__ = ["diff", "load_dataset", "log", "publish", "regenerate"]
 
 if TYPE_CHECKING:
-    from .diffing import diff
-    from .loading import load_dataset
-    from .publishing import log, publish
-    from .regeneration import regenerate
+    from .diffing.compare import diff
+    from .revisions.load import load_dataset
+    from .revisions.publish import log, publish
+    from .revisions.regenerate import regenerate
 
 
 def __getattr__(name: str) -> Any:

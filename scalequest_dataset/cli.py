@@ -13,9 +13,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from . import __version__, console
-from .config import ConfigError, preset_names, resolve_config
 from .engines import ENGINES
-from .models import cache_dir
+from .recipe.config import ConfigError, preset_names, resolve_config
+from .recipe.models import cache_dir
 from .run.backends import BACKENDS
 
 OK, DIFFERENT, USAGE, FAILURE, INTERRUPTED = 0, 1, 2, 3, 130
@@ -167,7 +167,7 @@ def logged(args: argparse.Namespace, log: Path) -> Iterator[None]:
     progress bar."""
     with console.capture(log, verbose=args.verbose, title=f"scalequest {' '.join(args.argv)}"):
         with console.TransferBar(args.command, enabled=not args.no_progress) as bar:
-            from .store.base import reporting_transfers
+            from .revisions.stores.base import reporting_transfers
 
             with reporting_transfers(bar):
                 yield
@@ -251,8 +251,8 @@ def cmd_finalize(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     """Every stage of the `demo` preset, each published as a revision of a local store; then the funnel,
     one stage loaded back from its tag, and where things are."""
-    from .loading import load_dataset
-    from .publishing import publish
+    from .revisions.load import load_dataset
+    from .revisions.publish import publish
     from .run import Runner
     from .run.backends.local import LocalBackend
 
@@ -288,7 +288,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
-    from .publishing import publish
+    from .revisions.publish import publish
 
     if args.all and args.stage:
         raise ConfigError("use either --stage or --all")
@@ -299,7 +299,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
 
 
 def cmd_log(args: argparse.Namespace) -> int:
-    from .publishing import log
+    from .revisions.publish import log
 
     with logged(args, console.command_log("log")):
         rows = log(args.target)
@@ -314,7 +314,7 @@ def cmd_log(args: argparse.Namespace) -> int:
 
 
 def cmd_load(args: argparse.Namespace) -> int:
-    from .loading import load_dataset
+    from .revisions.load import load_dataset
 
     with logged(args, console.command_log("load")):
         ds = load_dataset(args.source, args.stage, revision=args.revision, split=args.split)
@@ -326,7 +326,7 @@ def cmd_load(args: argparse.Namespace) -> int:
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
-    from .diffing import diff, render
+    from .diffing.compare import diff, render
 
     with logged(args, console.command_log("diff")):
         report = diff(args.a, args.b, stage=args.stage, sample=args.sample, verify=not args.no_verify)
@@ -342,7 +342,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
 def cmd_regenerate(args: argparse.Namespace) -> int:
     import json
 
-    from .regeneration import regenerate
+    from .revisions.regenerate import regenerate
 
     shards = [int(x) for x in args.shards.split(",")] if args.shards else None
     scratch = args.scratch or Path(tempfile.mkdtemp(prefix=f"regenerate-{args.stage}-"))
@@ -388,7 +388,7 @@ def cmd_presets(args: argparse.Namespace) -> int:
 
 
 def cmd_model(args: argparse.Namespace) -> int:
-    from .models import build_tiny_model, convert_demo_model
+    from .recipe.models import build_tiny_model, convert_demo_model
 
     with logged(args, console.command_log(args.command)):
         if args.command == "tiny-model":

@@ -127,7 +127,7 @@ def run_log(run_dir: str | Path) -> Path:
 
 def command_log(command: str) -> Path:
     """The log of a command that has no run directory (publish, load, diff, doctor...): under the cache."""
-    from .models import cache_dir
+    from .recipe.models import cache_dir
 
     return cache_dir() / "logs" / f"{command}.log"
 

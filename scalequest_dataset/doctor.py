@@ -162,7 +162,7 @@ def _vllm_build() -> str:
 def _caches() -> list[Check]:
     from huggingface_hub import constants
 
-    from .models import cache_dir
+    from .recipe.models import cache_dir
 
     ours = cache_dir()
     datasets_cache = Path(os.environ.get("HF_DATASETS_CACHE", Path(constants.HF_HOME) / "datasets"))

@@ -26,9 +26,9 @@ _UNREACHABLE = {"ConnectError", "ConnectTimeout", "TransportError", "ConnectionE
 
 def explain(exc: BaseException, args: Namespace | None = None) -> tuple[int, str]:
     """(exit code, one-line message) for an exception that ended a command."""
-    from .params import ConfigError
+    from .recipe.params import ConfigError
+    from .revisions.stores import StoreError
     from .run.plan import ShardFailed, StageError
-    from .store import StoreError
 
     if (space := _no_space(exc)) is not None:
         return USAGE, no_space_message(space, args)
@@ -97,7 +97,7 @@ def _command_path(args: Namespace | None) -> Path:
         value = getattr(args, name, None)
         if value and not str(value).startswith("hf://"):
             return Path(value)
-    from .models import cache_dir
+    from .recipe.models import cache_dir
 
     return cache_dir()
 
@@ -121,7 +121,7 @@ def _needed(args: Namespace | None) -> int | None:
 def _knob(path: Path, args: Namespace | None) -> str:
     """The setting that moves `path`: the command's own option (--out, --to, --scratch) when the path is under it,
     else the cache, Hugging Face's home or the temporary directory."""
-    from .models import cache_dir
+    from .recipe.models import cache_dir
 
     resolved = existing_parent(path)
     options = (("out", "--out"), ("to", "--to"), ("scratch", "--scratch"), ("run_dir", "the run directory"),

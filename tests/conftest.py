@@ -11,8 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from scalequest_dataset.testing.hub_server import HubServer
+from support.hub_server import HubServer
 
 ROOT = Path(__file__).resolve().parents[1]
 ClientRunner = Callable[..., Any]
@@ -28,8 +27,8 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def _builtin_model(model_id: str) -> str:
-    from scalequest_dataset.model_identity import resolve_model
-    from scalequest_dataset.params import ModelSpec
+    from scalequest_dataset.recipe.model_identity import resolve_model
+    from scalequest_dataset.recipe.params import ModelSpec
 
     return resolve_model(ModelSpec(id=model_id)).path
 
@@ -46,14 +45,14 @@ def _session_vllm(path: str, **settings: Any) -> Iterator[Any]:
 
 @pytest.fixture(scope="session")
 def tiny_model_path() -> str:
-    from scalequest_dataset.models import TINY
+    from scalequest_dataset.recipe.models import TINY
 
     return _builtin_model(TINY)
 
 
 @pytest.fixture(scope="session")
 def tiny_reward_path() -> str:
-    from scalequest_dataset.models import TINY_REWARD
+    from scalequest_dataset.recipe.models import TINY_REWARD
 
     return _builtin_model(TINY_REWARD)
 

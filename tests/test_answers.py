@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from scalequest_dataset.answers import agreement_shares, equivalent, extract_answer, largest_agreement
+from scalequest_dataset.recipe.answers import agreement_shares, equivalent, extract_answer, largest_agreement
 
 
 @pytest.mark.parametrize("text,answer", [

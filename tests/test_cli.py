@@ -7,9 +7,9 @@ import pytest
 from support.runs import CLI, cli_env
 
 import scalequest_dataset
-from scalequest_dataset.params import ConfigError
+from scalequest_dataset.recipe.params import ConfigError
+from scalequest_dataset.revisions.stores import StoreError
 from scalequest_dataset.run.plan import ShardFailed
-from scalequest_dataset.store import StoreError
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
@@ -109,7 +109,7 @@ def test_exit_code_0_and_1_for_diff(tiny_cli_run, tmp_path):
 
 
 def test_exit_code_1_for_a_regenerate_mismatch(tiny_cli_run, tmp_path):
-    from scalequest_dataset.publishing import publish
+    from scalequest_dataset.revisions.publish import publish
 
     out, _ = tiny_cli_run
     publish(tampered_copy(out, tmp_path / "other"), tmp_path / "store", ["questions"])
@@ -125,7 +125,7 @@ def tampered_copy(run: Path, dest: Path) -> Path:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from scalequest_dataset.storage import content_digest, read_json, sha256_file, write_json
+    from scalequest_dataset.files import content_digest, read_json, sha256_file, write_json
 
     shutil.copytree(run, dest)
     manifest = read_json(dest / "manifests" / "questions.json")

@@ -1,6 +1,6 @@
 import pytest
 
-from scalequest_dataset.config import ConfigError, preset_names, resolve_config
+from scalequest_dataset.recipe.config import ConfigError, preset_names, resolve_config
 
 
 def test_presets_ship_and_validate():

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from scalequest_dataset import console
-from scalequest_dataset.store.base import reporting_transfers
+from scalequest_dataset.revisions.stores.base import reporting_transfers
 
 
 def noisy_engine() -> None:
@@ -124,7 +124,7 @@ class Recorder:
 
 
 def test_stores_report_bytes_and_files(tmp_path: Path):
-    from scalequest_dataset.store.git import LocalGitStore
+    from scalequest_dataset.revisions.stores.git import LocalGitStore
 
     store = LocalGitStore(tmp_path / "store", create=True)
     files = {"data/a.parquet": b"x" * 1000, "README.md": b"# card\n"}

@@ -11,16 +11,16 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from scalequest_dataset.diffing.compare import render
 from support.runs import tiny_run
 
 import scalequest_dataset
-from scalequest_dataset import sources
-from scalequest_dataset.diffing import render
 from scalequest_dataset.engines import EnginePool
+from scalequest_dataset.files import content_digest, read_json, sha256_file, write_json
+from scalequest_dataset.revisions import locator as sources
 from scalequest_dataset.run import RunLayout
 from scalequest_dataset.run import records as rec
 from scalequest_dataset.run.records import ShardRecord
-from scalequest_dataset.storage import content_digest, read_json, sha256_file, write_json
 
 CLI = [sys.executable, "-m", "scalequest_dataset.cli"]
 STAGES = ["questions", "language"]

@@ -2,7 +2,7 @@ import os
 import subprocess
 import sys
 
-from scalequest_dataset.ids import derive_seed, question_id, response_id, uniform
+from scalequest_dataset.recipe.ids import derive_seed, question_id, response_id, uniform
 
 
 def test_ids_follow_lineage():
@@ -21,7 +21,7 @@ def test_derive_seed_is_pinned_and_63_bits():
 
 
 def test_derive_seed_same_across_processes_and_hash_seeds():
-    code = "from scalequest_dataset.ids import derive_seed; print(derive_seed(7, 'responses', 'q-00000001-r4', 4))"
+    code = "from scalequest_dataset.recipe.ids import derive_seed; print(derive_seed(7, 'responses', 'q-00000001-r4', 4))"
     outs = {
         subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONHASHSEED": h},
                        capture_output=True, text=True, check=True).stdout.strip()

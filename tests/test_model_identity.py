@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 from support.runs import CLI, cli_env
 
-from scalequest_dataset.model_identity import folder_digest, resolve_model
-from scalequest_dataset.models import build_tiny_model
-from scalequest_dataset.params import ConfigError, ModelSpec
+from scalequest_dataset.recipe.model_identity import folder_digest, resolve_model
+from scalequest_dataset.recipe.models import build_tiny_model
+from scalequest_dataset.recipe.params import ConfigError, ModelSpec
 
 MODEL = "scalequest/tiny-qgen"
 
@@ -36,7 +36,7 @@ def _client_push(repo: str, folder: str, message: str) -> str:
 
 
 def _client_pin(repo: str, revision: str | None) -> dict[str, Any]:
-    from scalequest_dataset.config import resolve_config
+    from scalequest_dataset.recipe.config import resolve_config
     from scalequest_dataset.stages import STAGES
 
     spec = f"{repo}@{revision}" if revision else repo
@@ -49,7 +49,7 @@ def _client_pin(repo: str, revision: str | None) -> dict[str, Any]:
 def _client_run(repo: str, out: str, regenerate_from: str | None = None) -> dict[str, Any]:
     """Plan and run `questions` on the Hub model; with `regenerate_from`, regenerate a published revision."""
     import scalequest_dataset
-    from scalequest_dataset.config import resolve_config
+    from scalequest_dataset.recipe.config import resolve_config
     from scalequest_dataset.run import Runner
 
     if regenerate_from:
@@ -95,7 +95,7 @@ def test_a_run_resume_and_regeneration_load_the_commit_the_plan_pinned(run_clien
     home = tmp_path / "hf_home"
     made = run_client(__file__, "_client_run", repo, str(out), None, hf_home=home, timeout=600)
     assert made["revision"] == first
-    from scalequest_dataset.publishing import publish
+    from scalequest_dataset.revisions.publish import publish
 
     publish(out, tmp_path / "store", ["questions"])
     run_client(__file__, "_client_push", repo, str(weights[1]), "weights 1")  # main moves to other weights
@@ -147,8 +147,8 @@ def test_a_local_folder_is_identified_by_its_content_not_its_path(weights, tmp_p
 
 def test_the_demo_model_is_identified_by_its_gguf():
     pytest.importorskip("gguf")
-    from scalequest_dataset.models import smollm2_gguf_path
-    from scalequest_dataset.storage import sha256_file
+    from scalequest_dataset.files import sha256_file
+    from scalequest_dataset.recipe.models import smollm2_gguf_path
 
     try:
         gguf = smollm2_gguf_path()

@@ -1,4 +1,4 @@
-from scalequest_dataset.models import build_tiny_model
+from scalequest_dataset.recipe.models import build_tiny_model
 
 
 def test_tiny_model_is_byte_identical_per_seed(tmp_path):

@@ -9,7 +9,7 @@ import struct
 import matplotlib
 import pytest
 
-from scalequest_dataset import plots
+from scalequest_dataset.diffing import plots
 
 FUNNEL = [{"stage": "questions", "rows_in": 1000, "rows_out": 1000}, {"stage": "language", "rows_in": 1000,
           "rows_out": 912}, {"stage": "responses", "rows_in": 400, "rows_out": 1590}]

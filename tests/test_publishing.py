@@ -13,11 +13,11 @@ import yaml
 from support.runs import tiny_run as make_run
 
 import scalequest_dataset
-from scalequest_dataset.config import ConfigError
-from scalequest_dataset.publishing import log, publish
+from scalequest_dataset.recipe.config import ConfigError
+from scalequest_dataset.revisions.publish import log, publish
+from scalequest_dataset.revisions.stores import StoreError, open_store
 from scalequest_dataset.run import RunLayout
 from scalequest_dataset.stages import STAGE_ORDER
-from scalequest_dataset.store import StoreError, open_store
 
 
 def complete_stages(run_dir: Path) -> list[str]:
@@ -108,7 +108,7 @@ def test_other_prefix_versions_side_by_side(tiny_run, other_run, tmp_path):
 
 
 def test_stale_parent_is_refused_cleanly(tmp_path):
-    from scalequest_dataset.store import StaleParentError
+    from scalequest_dataset.revisions.stores import StaleParentError
 
     store = open_store(tmp_path / "store", create=True)
     first = store.commit({"a.txt": b"1"}, [], "one", parent=None)
@@ -120,7 +120,7 @@ def test_stale_parent_is_refused_cleanly(tmp_path):
 
 
 def test_publish_retries_when_the_branch_moves(tiny_run, tmp_path, monkeypatch):
-    from scalequest_dataset.store.git import LocalGitStore
+    from scalequest_dataset.revisions.stores.git import LocalGitStore
 
     store_path = tmp_path / "store"
     open_store(store_path, create=True)
@@ -176,7 +176,7 @@ def test_cli_publish_and_log(tiny_run, tmp_path):
 
 
 def test_builder_reads_run_dirs_and_store_revisions(tiny_run, tmp_path):
-    from scalequest_dataset.builder import ScaleQuest
+    from scalequest_dataset.revisions.builder import ScaleQuest
 
     publish(tiny_run, tmp_path / "store", ["questions"])
     for kwargs in ({"data_dir": str(tiny_run)}, {"data_dir": str(tmp_path / "store"), "revision": "v1-questions"}):
@@ -206,7 +206,7 @@ def test_card_says_what_is_exact_what_fills_a_gap_and_what_departs(tiny_run, tmp
 
 
 def test_log_of_a_store_without_tags_says_so(tmp_path):
-    from scalequest_dataset.store.git import LocalGitStore
+    from scalequest_dataset.revisions.stores.git import LocalGitStore
 
     LocalGitStore(tmp_path / "empty", create=True)
     res = subprocess.run([sys.executable, "-m", "scalequest_dataset.cli", "log", str(tmp_path / "empty")],
@@ -264,7 +264,7 @@ def test_card_images_are_committed_with_their_stage_and_never_redrawn_for_the_sa
 
 def test_stage_figures_stream_one_column_at_a_time(tiny_run, monkeypatch):
     """Shards are read in record batches of the column a figure needs, never whole; the counts are complete."""
-    from scalequest_dataset import cardfigures
+    from scalequest_dataset.revisions import figures as cardfigures
 
     lengths = [len(r["response"]) for r in run_rows(tiny_run, "responses")]
     read: list[list[str]] = []

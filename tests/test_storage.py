@@ -11,14 +11,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from hypothesis import HealthCheck, given, settings
 
+from scalequest_dataset.files import content_digest, file_content_digest, sha256_file, write_rows, write_table
 from scalequest_dataset.stages import STAGES
-from scalequest_dataset.storage import (
-    content_digest,
-    file_content_digest,
-    sha256_file,
-    write_rows,
-    write_table,
-)
 
 SETTINGS = settings(max_examples=60, deadline=None, derandomize=True, database=None,
                     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])

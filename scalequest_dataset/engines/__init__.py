@@ -11,7 +11,7 @@ import importlib
 import threading
 from typing import Any, Literal
 
-from ..params import ConfigError
+from ..recipe.params import ConfigError
 from .base import Completion, Engine, EngineInfo, ProgressFn, Request, Sampling
 
 __all__ = ["ENGINES", "Completion", "Engine", "EngineInfo", "EnginePool", "ProgressFn", "Request", "Sampling",

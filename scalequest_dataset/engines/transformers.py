@@ -39,7 +39,7 @@ from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar
 
-from ..params import Strict
+from ..recipe.params import Strict
 from . import device as machine
 from .base import Completion, EngineInfo, ProgressFn, Request, score_token_ids
 

@@ -28,7 +28,7 @@ from typing import ClassVar
 
 from pydantic import Field
 
-from ..params import Strict
+from ..recipe.params import Strict
 from . import device as machine
 from .base import Completion, EngineInfo, ProgressFn, Request, score_token_ids
 

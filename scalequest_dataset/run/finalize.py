@@ -7,8 +7,8 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from ..config import RunConfig
-from ..params import canonical_json
+from ..recipe.config import RunConfig
+from ..recipe.params import canonical_json
 from ..stages import STAGES
 from . import records
 from .layout import RunLayout
@@ -72,7 +72,7 @@ def finalize_stage(layout: RunLayout, config: RunConfig, name: str) -> Manifest 
     blob = records.to_bytes(manifest)
     path = layout.manifest(name)
     if not path.is_file() or path.read_bytes() != blob:
-        from ..storage import write_bytes
+        from ..files import write_bytes
 
         write_bytes(path, blob)
     return manifest

@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..store.base import RepoLayout
+from ..revisions.stores.base import RepoLayout
 
 SPLITS: tuple[str, ...] = ("train", "dropped")
 
@@ -40,7 +40,7 @@ class RunLayout:
 
     def require(self) -> RunLayout:
         """This layout, or a clear error when the folder is not a run directory."""
-        from ..params import ConfigError
+        from ..recipe.params import ConfigError
 
         if not self.is_run_dir(self.root):
             raise ConfigError(f"{self.root} is not a run directory (no config.yaml): "

@@ -19,11 +19,11 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from ..config import RunConfig, build_config, load_preset
-from ..model_identity import ResolvedModel, locate_model
-from ..params import ConfigError, fingerprint, flatten
+from ..files import file_problem, iter_batches, write_bytes, write_table
+from ..recipe.config import RunConfig, build_config, load_preset
+from ..recipe.model_identity import ResolvedModel, locate_model
+from ..recipe.params import ConfigError, fingerprint, flatten
 from ..stages import STAGES, Stage
-from ..storage import file_problem, iter_batches, write_bytes, write_table
 from . import records
 from .layout import RunLayout
 from .records import FileRecord, InputRef, Manifest, PinnedModel, Plan, ShardSpec

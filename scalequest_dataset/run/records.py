@@ -19,7 +19,7 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, Field, ValidationError
 
-from ..params import ConfigError, Strict
+from ..recipe.params import ConfigError, Strict
 
 Model = TypeVar("Model", bound=BaseModel)
 
@@ -220,7 +220,7 @@ def execution_differences(a: Manifest, b: Manifest) -> list[str]:
     """What differs between two executions of a stage: execution fields, shard indices folded away and
     environments resolved ("environment.libraries.torch", "engines.<model>.device", "host", "seconds"), and the
     files' writers and hashes ("files.writer", "files.sha256")."""
-    from ..params import flatten
+    from ..recipe.params import flatten
 
     def view(m: Manifest) -> dict[str, Any]:
         shards = {str(s.index): {**s.model_dump(exclude={"environment", "index"}),
@@ -280,13 +280,13 @@ def read(model: type[Model], path: Path) -> Model:
 
 
 def write(path: Path, record: BaseModel) -> None:
-    from ..storage import write_json
+    from ..files import write_json
 
     write_json(path, record.model_dump(mode="json"))
 
 
 def to_bytes(record: BaseModel) -> bytes:
     """The exact bytes `write` puts on disk (what a store commits)."""
-    from ..storage import json_bytes
+    from ..files import json_bytes
 
     return json_bytes(record.model_dump(mode="json"))

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import console
-from ..config import RunConfig
-from ..params import ConfigError
+from ..recipe.config import RunConfig
+from ..recipe.params import ConfigError
 from .backends import Backend, Reporter, StageJob
 from .backends.local import LocalBackend
 from .finalize import StageState, finalize_stage, stage_state

@@ -20,11 +20,11 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..config import RunConfig
 from ..engines import Engine, EnginePool, ProgressFn
-from ..model_identity import ResolvedModel
+from ..files import sha256_file, write_rows
+from ..recipe.config import RunConfig
+from ..recipe.model_identity import ResolvedModel
 from ..stages import Stage, StageContext
-from ..storage import sha256_file, write_rows
 from . import records
 from .layout import RunLayout, shard_name
 from .plan import StageError, load_config, open_stage, read_manifest

@@ -8,12 +8,12 @@ from __future__ import annotations
 from .base import ShardResult, Stage, StageContext
 from .decontamination import DecontaminationStage
 from .dedup import DedupStage
+from .default import SelectStage
 from .difficulty import DifficultyStage
 from .language import LanguageStage
 from .questions import QuestionsStage
 from .responses import ResponsesStage
 from .reward import RewardStage
-from .select import SelectStage
 from .solvability import SolvabilityStage
 
 REGISTRY: tuple[type[Stage], ...] = (

@@ -17,11 +17,11 @@ import datasets
 import pyarrow as pa
 
 from ..engines import Completion, Engine, EngineInfo, ProgressFn
-from ..model_identity import ResolvedModel, resolve_model
-from ..params import ModelSpec, Strict, fingerprint
+from ..recipe.model_identity import ResolvedModel, resolve_model
+from ..recipe.params import ModelSpec, Strict, fingerprint
 
 if TYPE_CHECKING:
-    from ..config import RunConfig
+    from ..recipe.config import RunConfig
 
 
 def with_columns(features: datasets.Features, **columns: Any) -> datasets.Features:

@@ -33,9 +33,9 @@ import numpy as np
 import pyarrow as pa
 from pydantic import Field, model_validator
 
-from ..model_identity import ResolvedModel, hub_commit
-from ..params import ConfigError, Strict, canonical_json
-from ..storage import sha256_file
+from ..files import sha256_file
+from ..recipe.model_identity import ResolvedModel, hub_commit
+from ..recipe.params import ConfigError, Strict, canonical_json
 from .base import ShardResult, Stage, StageContext, with_drop_reason
 from .dedup import normalize_question
 from .questions import QUESTION_FEATURES

@@ -18,7 +18,7 @@ import datasets
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..params import Strict
+from ..recipe.params import Strict
 from .base import ShardResult, Stage, StageContext, with_drop_reason
 from .questions import QUESTION_FEATURES
 

@@ -18,12 +18,12 @@ from typing import Any, Literal
 import datasets
 from pydantic import Field, model_validator
 
-from ..answers import extract_answer, largest_agreement
 from ..engines import Completion, Engine, Request, Sampling
 from ..engines.base import Score, generate_guarded, score_guarded
-from ..ids import derive_seed, uniform
-from ..params import ModelSpec, Strict
-from ..prompts import (
+from ..recipe.answers import extract_answer, largest_agreement
+from ..recipe.ids import derive_seed, uniform
+from ..recipe.params import ModelSpec, Strict
+from ..recipe.prompts import (
     RESPONSE_INSTRUCTION,
     RESPONSE_PROMPT,
     pre_query_template,

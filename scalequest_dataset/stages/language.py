@@ -12,7 +12,7 @@ from typing import Any, Literal
 import datasets
 from pydantic import Field
 
-from ..params import Strict
+from ..recipe.params import Strict
 from .base import ShardResult, Stage, StageContext, with_drop_reason
 from .questions import QUESTION_FEATURES
 

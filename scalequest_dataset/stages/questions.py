@@ -10,9 +10,9 @@ from pydantic import Field, field_validator, model_validator
 
 from ..engines import Request, Sampling
 from ..engines.base import generate_guarded
-from ..ids import derive_seed, question_id, validate_generator_name
-from ..params import ModelSpec, Strict
-from ..prompts import pre_query_template
+from ..recipe.ids import derive_seed, question_id, validate_generator_name
+from ..recipe.params import ModelSpec, Strict
+from ..recipe.prompts import pre_query_template
 from .base import ShardResult, Stage, StageContext, rejected, token_counts, with_drop_reason
 
 

@@ -12,9 +12,9 @@ from pydantic import Field
 
 from ..engines import Request, Sampling
 from ..engines.base import generate_guarded
-from ..ids import derive_seed, response_id
-from ..params import ModelSpec, Strict
-from ..prompts import RESPONSE_PROMPT, response_prompt
+from ..recipe.ids import derive_seed, response_id
+from ..recipe.params import ModelSpec, Strict
+from ..recipe.prompts import RESPONSE_PROMPT, response_prompt
 from .base import ShardResult, Stage, StageContext, rejected, token_counts, with_drop_reason
 from .difficulty import CHATML_STOP
 

@@ -13,9 +13,9 @@ from typing import Any, Literal
 import datasets
 from pydantic import model_validator
 
-from ..answers import agreement_shares, extract_answer
 from ..engines.base import Score, score_guarded
-from ..params import ModelSpec, Strict
+from ..recipe.answers import agreement_shares, extract_answer
+from ..recipe.params import ModelSpec, Strict
 from .base import ShardResult, Stage, StageContext, rejected, with_columns, with_drop_reason
 from .responses import FEATURES as RESPONSE_FEATURES
 

@@ -15,9 +15,9 @@ from pydantic import Field
 
 from ..engines import Request, Sampling
 from ..engines.base import generate_guarded
-from ..ids import derive_seed
-from ..params import ModelSpec, Strict
-from ..prompts import QWEN_SYSTEM, SOLVABILITY_PROMPT, solvability_prompt
+from ..recipe.ids import derive_seed
+from ..recipe.params import ModelSpec, Strict
+from ..recipe.prompts import QWEN_SYSTEM, SOLVABILITY_PROMPT, solvability_prompt
 from .base import ShardResult, Stage, StageContext, rejected, token_counts, with_columns, with_drop_reason
 from .questions import QUESTION_FEATURES
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from scalequest_dataset.engines import Request, Sampling, load_engine
-from scalequest_dataset.prompts import qwen_pre_query
+from scalequest_dataset.recipe.prompts import qwen_pre_query
 
 TEMPLATE = qwen_pre_query()
 SAMPLING = Sampling(temperature=1.0, top_p=0.99, max_tokens=24, stop=TEMPLATE.stop)

@@ -28,10 +28,7 @@ from test_score import check_batch_invariance, conversations
 
 from scalequest_dataset.engines import load_engine
 from scalequest_dataset.engines.base import score_token_ids
-from scalequest_dataset.models import (
-    build_tiny_internlm2_reward_model,
-    build_tiny_internlm2_tokenizer,
-)
+from scalequest_dataset.recipe.models import build_tiny_internlm2_reward_model, build_tiny_internlm2_tokenizer
 
 SCORE_TOLERANCE = 2e-4
 

@@ -22,7 +22,7 @@ import torch
 
 from scalequest_dataset.engines import Request, Sampling, load_engine
 from scalequest_dataset.engines import transformers as engine_module
-from scalequest_dataset.models import build_smollm2_shaped_model
+from scalequest_dataset.recipe.models import build_smollm2_shaped_model
 
 BATCH_SIZES = (1, 7, 64)
 THREADS = (1, 2)

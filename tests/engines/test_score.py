@@ -8,7 +8,7 @@ import filecmp
 import pytest
 
 from scalequest_dataset.engines import load_engine
-from scalequest_dataset.models import build_tiny_reward_model
+from scalequest_dataset.recipe.models import build_tiny_reward_model
 
 
 def conversations() -> list[list[dict[str, str]]]:

@@ -11,8 +11,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from support.runs import CLI, cli_env, data_files, tiny_run
 
-from scalequest_dataset.config import resolve_config
 from scalequest_dataset.engines import EnginePool
+from scalequest_dataset.recipe.config import resolve_config
 from scalequest_dataset.run import RunLayout, Runner
 from scalequest_dataset.run import records as rec
 from scalequest_dataset.run.backends import Backend, Reporter, StageJob

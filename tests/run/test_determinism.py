@@ -107,7 +107,7 @@ def test_manifest_records_recipe_result_and_execution(tmp_path, pool):
 
 
 def test_throughput_knobs_do_not_change_fingerprints():
-    from scalequest_dataset.config import resolve_config
+    from scalequest_dataset.recipe.config import resolve_config
     from scalequest_dataset.run.plan import config_key
 
     base = config_key(resolve_config("tiny"), "questions")

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from support.runs import CLI, cli_env, data_files, tiny_run
 
-from scalequest_dataset.config import resolve_config
+from scalequest_dataset.recipe.config import resolve_config
 from scalequest_dataset.run import RunLayout, Runner, StageError
 from scalequest_dataset.run import records as rec
 from scalequest_dataset.run.backends import Reporter, StageJob

@@ -8,8 +8,8 @@ import subprocess
 import pytest
 from support.runs import CLI, cli_env, every_file, tiny_run
 
-from scalequest_dataset.config import resolve_config
-from scalequest_dataset.params import ConfigError
+from scalequest_dataset.recipe.config import resolve_config
+from scalequest_dataset.recipe.params import ConfigError
 from scalequest_dataset.run import RunLayout, Runner, load_config, status
 from scalequest_dataset.run.backends.local import LocalBackend
 

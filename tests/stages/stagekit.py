@@ -6,9 +6,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from scalequest_dataset.config import build_config
 from scalequest_dataset.engines import Completion, EngineInfo, Request
-from scalequest_dataset.model_identity import ResolvedModel
+from scalequest_dataset.recipe.config import build_config
+from scalequest_dataset.recipe.model_identity import ResolvedModel
 from scalequest_dataset.stages import STAGES, StageContext
 
 

@@ -91,7 +91,7 @@ def _client_plan(run_dirs: list[str], sec: dict) -> list[dict[str, Any]]:
     """Add the decontamination stage to each run directory's config and plan it (loading the benchmarks)."""
     import yaml
 
-    from scalequest_dataset.config import build_config
+    from scalequest_dataset.recipe.config import build_config
     from scalequest_dataset.run import RunLayout
     from scalequest_dataset.run.plan import adopt_config, plan_stage
 
@@ -237,7 +237,7 @@ def test_a_run_planned_with_the_hub_runs_offline_on_any_worker_count(run_client,
                                                                      tmp_path):
     from support.runs import data_files
 
-    from scalequest_dataset.card import render_card
+    from scalequest_dataset.revisions.card import render_card
     from scalequest_dataset.run import RunLayout, Runner
     from scalequest_dataset.run.backends.local import LocalBackend
     from scalequest_dataset.run.plan import load_config, read_manifest

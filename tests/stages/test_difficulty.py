@@ -8,8 +8,8 @@ import random
 import pytest
 from stagekit import FakeEngine, make_ctx, make_stage, question
 
-from scalequest_dataset.ids import derive_seed, uniform
-from scalequest_dataset.prompts import response_instruction
+from scalequest_dataset.recipe.ids import derive_seed, uniform
+from scalequest_dataset.recipe.prompts import response_instruction
 from scalequest_dataset.stages.difficulty import KEEP_STREAM, bucket_of
 
 RESPONSE_PROMPT_OF_Q = (

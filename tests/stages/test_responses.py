@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from stagekit import FakeEngine, make_ctx, make_stage, question
 
-from scalequest_dataset.ids import derive_seed, response_id
+from scalequest_dataset.recipe.ids import derive_seed, response_id
 from scalequest_dataset.stages import StageContext
 
 REPLIES = ["So the result is \\boxed{4}.", "The answer is 4.", "Hence the final answer is 4",
@@ -97,7 +97,7 @@ def test_responses_are_stripped_as_the_release_before_the_filter_the_scoring_and
 
 
 def test_the_stripping_moved_the_code_version_so_old_runs_are_not_reused(monkeypatch):
-    from scalequest_dataset.params import fingerprint
+    from scalequest_dataset.recipe.params import fingerprint
     from scalequest_dataset.stages.responses import ResponsesStage
 
     assert ResponsesStage.version == "2"

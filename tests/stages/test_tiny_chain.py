@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from scalequest_dataset.config import resolve_config
 from scalequest_dataset.engines import EnginePool
+from scalequest_dataset.files import write_rows
+from scalequest_dataset.recipe.config import resolve_config
 from scalequest_dataset.stages import STAGES, StageContext
-from scalequest_dataset.storage import write_rows
 
 
 def run_chain(tmp_path: Path) -> dict[str, list[dict]]:

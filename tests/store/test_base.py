@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from scalequest_dataset.store.base import writing_atomically
-from scalequest_dataset.store.git import LocalGitStore
+from scalequest_dataset.revisions.stores.base import writing_atomically
+from scalequest_dataset.revisions.stores.git import LocalGitStore
 
 
 def test_an_interrupted_write_leaves_neither_a_partial_file_nor_its_temporary(tmp_path):

@@ -18,8 +18,8 @@ STAGES = ["questions", "language", "dedup"]
 
 
 def _client_publish(run_dir: str, target: str, prefix: str) -> dict[str, Any]:
-    from scalequest_dataset.publishing import publish
-    from scalequest_dataset.store import open_store
+    from scalequest_dataset.revisions.publish import publish
+    from scalequest_dataset.revisions.stores import open_store
 
     results = publish(run_dir, target, None, prefix)
     store = open_store(target)
@@ -37,7 +37,7 @@ def _client_load(repo: str, loads: list[list[str]]) -> dict[str, Any]:
 
 
 def _client_stale(target: str) -> dict[str, Any]:
-    from scalequest_dataset.store import StaleParentError, open_store
+    from scalequest_dataset.revisions.stores import StaleParentError, open_store
 
     store = open_store(target)
     head = store.head()

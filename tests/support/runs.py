@@ -7,8 +7,8 @@ import os
 import sys
 from pathlib import Path
 
-from scalequest_dataset.config import resolve_config
 from scalequest_dataset.engines import EnginePool
+from scalequest_dataset.recipe.config import resolve_config
 from scalequest_dataset.run import RunLayout, Runner
 from scalequest_dataset.run.backends.local import LocalBackend
 

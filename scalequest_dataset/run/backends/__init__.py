@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import importlib
 
-from ...params import ConfigError
+from ...recipe.params import ConfigError
 from .base import Backend, Reporter, StageJob
 
 BACKENDS: dict[str, str] = {

@@ -10,8 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from ...config import RunConfig
-from ...params import ConfigError
+from ...recipe.config import RunConfig
+from ...recipe.params import ConfigError
 from ..records import ShardRecord
 
 

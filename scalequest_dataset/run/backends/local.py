@@ -20,7 +20,7 @@ from multiprocessing.connection import Connection, wait
 from typing import Any
 
 from ...engines import EnginePool
-from ...params import ConfigError
+from ...recipe.params import ConfigError
 from ..layout import RunLayout
 from ..plan import ShardFailed
 from ..records import ShardRecord
@@ -212,7 +212,7 @@ def _worker_main(rank: int, env: dict[str, str], log: str, conn: Connection) -> 
         import torch
 
         torch.set_num_threads(threads)
-    from ...config import build_config
+    from ...recipe.config import build_config
 
     gpus = len([d for d in env.get("CUDA_VISIBLE_DEVICES", "").split(",") if d])
     context = WorkerContext(EnginePool(), f"local-{rank}", lambda rows, tokens: conn.send(("progress", rows, tokens)),

@@ -32,7 +32,7 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
-from ...params import ConfigError
+from ...recipe.params import ConfigError
 
 try:
     import ray
@@ -318,7 +318,7 @@ class _ShardActor:
 
     def run(self, run_dir: str, token: str, code: str, stage: str, index: int, config: dict[str, Any],
             attempt: int) -> dict[str, Any]:
-        from ...config import build_config
+        from ...recipe.config import build_config
 
         self._check(run_dir, token, code)
         try:

@@ -12,9 +12,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, ValidationError, create_model, model_validator
 
-from .engines import ENGINES, engine_class
+from ..engines import ENGINES, engine_class
+from ..stages import REGISTRY, STAGE_ORDER, STAGES
 from .params import ConfigError, ModelSpec, Strict, canonical_json, fingerprint
-from .stages import REGISTRY, STAGE_ORDER, STAGES
 
 __all__ = ["STAGE_ORDER", "ConfigError", "EngineConfig", "ModelSpec", "RunConfig", "build_config",
            "canonical_json", "fingerprint", "load_preset", "preset_names", "resolve_config"]

@@ -17,17 +17,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..files import file_problem
+from ..recipe.params import ConfigError
+from ..run import RunLayout
+from ..run import records as rec
+from ..run.plan import read_manifest
+from ..run.records import FileRecord, Manifest, environment_differences
+from ..stages import STAGE_ORDER
 from .card import render_card
-from .cardfigures import IMAGES, OVERVIEW, is_stage_image, overview_figures, stage_figures
-from .params import ConfigError
-from .run import RunLayout
-from .run import records as rec
-from .run.plan import read_manifest
-from .run.records import FileRecord, Manifest, environment_differences
-from .stages import STAGE_ORDER
-from .storage import file_problem
-from .store import RepoLayout, StaleParentError, Store, StoreError, VerificationError, open_store
-from .store.base import expect_transfer, transferred
+from .figures import IMAGES, OVERVIEW, is_stage_image, overview_figures, stage_figures
+from .stores import RepoLayout, StaleParentError, Store, StoreError, VerificationError, open_store
+from .stores.base import expect_transfer, transferred
 
 ATTEMPTS = 3
 
@@ -232,7 +232,7 @@ def attest(store: Store, revision: str, manifest: Manifest, report: Any, records
     import hashlib
     from datetime import datetime, timezone
 
-    from .storage import json_bytes
+    from ..files import json_bytes
 
     envs = [r.execution.environment for r in records]
     engines: dict[str, Any] = {}

@@ -2,7 +2,7 @@
 the Features its stage declares (the same object the Parquet writer embeds), so every way of loading
 gives the same types.
 
-    from scalequest_dataset.builder import ScaleQuest
+    from scalequest_dataset.revisions.builder import ScaleQuest
     builder = ScaleQuest(config_name="questions", data_dir="runs/demo")             # a run directory
     builder = ScaleQuest(config_name="default", data_dir="store", revision="v1")   # a local store revision
     builder.download_and_prepare()
@@ -19,10 +19,10 @@ from pathlib import Path
 import datasets
 import pyarrow.parquet as pq
 
-from .loading import materialize
-from .run.layout import RunLayout
-from .stages import STAGE_ORDER, STAGES
-from .store.git import is_git_store
+from ..run.layout import RunLayout
+from ..stages import STAGE_ORDER, STAGES
+from .load import materialize
+from .stores.git import is_git_store
 
 
 @dataclass

@@ -9,9 +9,9 @@ from typing import Any
 
 import yaml
 
-from .run.records import Manifest
-from .stages import STAGE_ORDER
-from .store.base import RepoLayout
+from ..run.records import Manifest
+from ..stages import STAGE_ORDER
+from .stores.base import RepoLayout
 
 
 def size_category(n: int) -> str:
@@ -192,7 +192,7 @@ def overlap_table(report: dict[str, Any]) -> list[dict[str, Any]]:
 def funnel_rows(manifests: dict[str, Manifest]) -> list[dict[str, str]]:
     """The card's funnel table, read by units as the terminal's (`funnel.py`): a stage that fans out shows what it
     made, and kept is out of that."""
-    from .funnel import funnel
+    from ..funnel import funnel
 
     def count(n: int, unit: str) -> str:
         return f"{n:,} {unit}{'' if n == 1 else 's'}"
@@ -210,7 +210,7 @@ def render_card(repo: str, manifests: dict[str, Manifest], tags: dict[str, str |
     """`images`: the image files the revision holds (`cardfigures`); the Figures section links those."""
     import jinja2
 
-    from .cardfigures import card_figures
+    from .figures import card_figures
 
     stages = []
     total = 0

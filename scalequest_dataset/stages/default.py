@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 import datasets
 
-from ..params import Strict
+from ..recipe.params import Strict
 from .base import ShardResult, Stage, StageContext
 
 

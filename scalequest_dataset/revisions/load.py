@@ -11,13 +11,13 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from .params import ConfigError
-from .run import RunLayout
-from .run import records as rec
-from .run.records import Manifest
-from .stages import STAGES
-from .store import RepoLayout, VerificationError
-from .store.git import LocalGitStore, is_git_store
+from ..recipe.params import ConfigError
+from ..run import RunLayout
+from ..run import records as rec
+from ..run.records import Manifest
+from ..stages import STAGES
+from .stores import RepoLayout, VerificationError
+from .stores.git import LocalGitStore, is_git_store
 
 
 def load_dataset(path_or_repo: str | Path, stage: str = "default", revision: str | None = None,
@@ -60,7 +60,7 @@ def materialize(store_path: Path, revision: str | None, stage: str) -> tuple[Pat
 
 def _check(folder: Path, stage: str, label: str) -> None:
     """The stage's files in a materialised revision (laid out like a run directory) against its manifest."""
-    from .storage import file_problem
+    from ..files import file_problem
 
     layout = RunLayout(folder)
     if not layout.manifest(stage).is_file():

@@ -15,12 +15,12 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .params import ConfigError, flatten
-from .rowdiff import compare_shards, file_causes, read_footer
-from .run.records import FileRecord, Manifest, execution_differences
-from .sources import Source, open_source
-from .stages import STAGE_ORDER
-from .store import VerificationError
+from ..recipe.params import ConfigError, flatten
+from ..revisions.locator import Source, open_source
+from ..revisions.stores import VerificationError
+from ..run.records import FileRecord, Manifest, execution_differences
+from ..stages import STAGE_ORDER
+from .rows import compare_shards, file_causes, read_footer
 
 SPLITS = ("train", "dropped")
 SAME_DATA = ("identical", "files-only")  # statuses that mean the same rows and types
@@ -218,6 +218,6 @@ def why(ma: Manifest, mb: Manifest) -> list[dict[str, Any]]:
 
 def render(report: DiffReport, fmt: str) -> str:
     """The report as `text`, `markdown`, `json` or `html` (one self-contained page with plots)."""
-    from .diffreport import render as render_report
+    from .report import render as render_report
 
     return render_report(report, fmt)

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..files import sha256_file
 from .params import ConfigError, ModelSpec
-from .storage import sha256_file
 
 BUILTIN_PREFIX = "builtin:"
 _SHA = re.compile(r"^[0-9a-f]{40}$")
@@ -204,7 +204,7 @@ class _DigestMemo:
     def save(self) -> None:
         if not self.changed:
             return
-        from .storage import write_json
+        from ..files import write_json
 
         try:
             write_json(self.path, self.entries)

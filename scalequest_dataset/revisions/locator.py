@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .params import ConfigError
-from .run import RunLayout
-from .run import records as rec
-from .run.records import FileRecord, Manifest
-from .stages import STAGE_ORDER
-from .store import RepoLayout, StoreError, VerificationError
+from ..recipe.params import ConfigError
+from ..run import RunLayout
+from ..run import records as rec
+from ..run.records import FileRecord, Manifest
+from ..stages import STAGE_ORDER
+from .stores import RepoLayout, StoreError, VerificationError
 
 
 class Source:
@@ -29,7 +29,7 @@ class Source:
 
     def shard_path(self, stage: str, info: FileRecord) -> Path:
         """A local copy of one file of `stage`, checked against its record (size and sha256)."""
-        from .storage import file_problem
+        from ..files import file_problem
 
         path = self._path(stage, info)
         problem = file_problem(path, info.sha256)
@@ -85,7 +85,7 @@ class StoreSource(Source):
 
 def open_source(text: str | Path) -> Source:
     """`RUN_DIR`, `STORE_PATH@REV` (REV defaults to main), `ORG/NAME@REV` or `hf://datasets/ORG/NAME@REV`."""
-    from .store import open_store
+    from .stores import open_store
 
     raw = str(text)
     location, _, revision = raw.rpartition("@") if "@" in raw else (raw, "", "")

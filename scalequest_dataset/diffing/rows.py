@@ -33,7 +33,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from .diffstats import Distributions
+from .stats import Distributions
 
 ID = "id"
 SAMPLE_CHARS = 2_000  # a sample's strings are cut here (the html shows a word diff of what is kept)

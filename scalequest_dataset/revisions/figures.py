@@ -24,9 +24,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from .funnel import funnel
-from .run.records import Manifest
-from .store.base import RepoLayout
+from ..funnel import funnel
+from ..run.records import Manifest
+from .stores.base import RepoLayout
 
 IMAGES = RepoLayout.IMAGES
 BINS = 20
@@ -72,7 +72,7 @@ OVERVIEW = {f"{IMAGES}/funnel.png": "Rows in and out of every stage",
 
 def overview_figures(manifests: Mapping[str, Manifest]) -> dict[str, bytes]:
     """The funnel and the drop reasons of every stage the branch holds, from the manifests."""
-    from . import plots
+    from ..diffing import plots
 
     rows = funnel(dict(manifests))
     figures = {f"{IMAGES}/funnel.png": plots.funnel_chart(
@@ -106,7 +106,7 @@ def _series(split: str) -> str:
 
 
 def _draw(figure: Figure, series: dict[str, list[Path]]) -> bytes:
-    from . import plots  # matplotlib: only when drawing
+    from ..diffing import plots  # matplotlib: only when drawing
 
     if figure.kind == "category":
         return plots.generator_mix({label: category_counts(paths, figure.column) for label, paths in series.items()},

@@ -214,7 +214,7 @@ def build_tiny_reward_model(out: Path, seed: int = 1) -> Path:
 # trust_remote_code, as the real model does. The class below is ours (InternLM's own files are not shipped); it
 # only holds the config.json keys, like InternLM's. There is no transformers modeling code for it: see
 # tests/engines/test_internlm2_reward.py for how its scores are checked.
-_INTERNLM2_CONFIG_PY = '''"""InternLM2 config for scalequest's tiny test model (written by scalequest_dataset.models)."""
+_INTERNLM2_CONFIG_PY = '''"""InternLM2 config for scalequest's tiny test model (written by scalequest_dataset.recipe.models)."""
 
 from transformers import PretrainedConfig
 
@@ -396,7 +396,7 @@ def convert_demo_model(out: Path) -> Path:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    from .storage import sha256_file
+    from ..files import sha256_file
 
     gguf = smollm2_gguf_path()
     out = Path(out)

@@ -20,18 +20,18 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from .config import RunConfig, build_config
-from .engines import EnginePool
-from .params import ConfigError, flatten
-from .run import RunLayout, StageError
-from .run import records as rec
-from .run.plan import adopt_config, plan_stage
-from .run.records import FileRecord, Manifest, ShardRecord
-from .run.worker import WorkerContext, environment, run_shard
-from .sources import Source, StoreSource, open_source
-from .stages import STAGES
-from .storage import write_bytes
-from .store import RepoLayout, VerificationError
+from ..engines import EnginePool
+from ..files import write_bytes
+from ..recipe.config import RunConfig, build_config
+from ..recipe.params import ConfigError, flatten
+from ..run import RunLayout, StageError
+from ..run import records as rec
+from ..run.plan import adopt_config, plan_stage
+from ..run.records import FileRecord, Manifest, ShardRecord
+from ..run.worker import WorkerContext, environment, run_shard
+from ..stages import STAGES
+from .locator import Source, StoreSource, open_source
+from .stores import RepoLayout, VerificationError
 
 
 @dataclass
@@ -160,7 +160,7 @@ def regenerate(source: str | Source, stage: str, shards: list[int] | None = None
                              "not reproduce")
         if not isinstance(src, StoreSource):
             raise ConfigError("--attest records the reproduction in a store: give STORE@REV or ORG/NAME@REV")
-        from .publishing import attest as record_attestation
+        from .publish import attest as record_attestation
 
         report.attestation = record_attestation(src.store, src.revision, manifest, report,
                                                 [records[i] for i in chosen])

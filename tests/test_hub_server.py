@@ -15,7 +15,7 @@ import pytest
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from scalequest_dataset.testing.hub_server import HubServer
+    from support.hub_server import HubServer
 
     ClientRunner = Callable[..., Any]  # the `run_client` fixture (conftest.py)
 

@@ -9,10 +9,10 @@ import json
 import re
 from typing import TYPE_CHECKING, Any
 
-from .diffing import SAME_DATA
+from .compare import SAME_DATA
 
 if TYPE_CHECKING:
-    from .diffing import DiffReport, SplitDiff, StageDiff
+    from .compare import DiffReport, SplitDiff, StageDiff
 
 STATUS_WORDS = {"identical": "identical", "files-only": "same data, other files", "changed": "changed",
                 "added": "added in B", "removed": "removed in B"}
@@ -67,7 +67,7 @@ def format_text(report: DiffReport, markdown: bool = False) -> str:
 
 def execution_fields(s: StageDiff) -> list[str]:
     """The execution fields that differ, without those every run changes (timings, process ids)."""
-    from .run.records import RUN_NOISE
+    from ..run.records import RUN_NOISE
 
     return [e for e in s.execution if e not in RUN_NOISE]
 

@@ -184,7 +184,7 @@ class Store(ABC):
     def cache_folder(self, kind: str, commit: str) -> Path:
         """Where this store's files at `commit` are cached (`kind`: "stores" for whole revisions, "shards" for
         single files); a commit id never changes content, so nothing there goes stale."""
-        from ..models import cache_dir
+        from ...recipe.models import cache_dir
 
         return cache_dir() / kind / hashlib.sha256(self.location.encode()).hexdigest()[:16] / commit
 
