@@ -18,8 +18,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
-from scalequest_dataset.diffing.rows import compare_shards
 
+from scalequest_dataset.diffing.rows import compare_shards
 from scalequest_dataset.files import PARQUET_OPTIONS
 
 CI = settings(derandomize=True, max_examples=150, deadline=None, database=None,

@@ -18,10 +18,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from scalequest_dataset.diffing.compare import DiffReport, render
 from support.runs import tiny_run
 
 import scalequest_dataset
+from scalequest_dataset.diffing.compare import DiffReport, render
 
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 CLI = [sys.executable, "-m", "scalequest_dataset.cli"]

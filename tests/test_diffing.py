@@ -11,16 +11,17 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from scalequest_dataset.diffing.compare import render
 from support.runs import tiny_run
 
 import scalequest_dataset
+from scalequest_dataset.diffing import compare
+from scalequest_dataset.diffing.compare import render
 from scalequest_dataset.engines import EnginePool
 from scalequest_dataset.files import content_digest, read_json, sha256_file, write_json
 from scalequest_dataset.revisions import locator as sources
 from scalequest_dataset.run import RunLayout
 from scalequest_dataset.run import records as rec
-from scalequest_dataset.run.records import ShardRecord
+from scalequest_dataset.run.records import Manifest, ShardRecord, stage_content
 
 CLI = [sys.executable, "-m", "scalequest_dataset.cli"]
 STAGES = ["questions", "language"]
@@ -54,6 +55,7 @@ def tamper(run: Path, dest: Path, stage: str, mutate, split: str = "train") -> P
     pq.write_table(table, path)
     info["sha256"], info["bytes"], info["rows"] = sha256_file(path), path.stat().st_size, table.num_rows
     info["content"] = content_digest(table)
+    manifest["content"] = stage_content(rec.parse(Manifest, manifest, "tampered").shards)
     write_json(dest / "manifests" / f"{stage}.json", manifest)
     return dest
 
@@ -101,14 +103,14 @@ def test_identical_revisions_exit_0_and_compare_no_rows(run_a, tmp_path, monkeyp
     pairs = ((str(run_a), str(run_a)), (f"{tmp_path / 'store'}@v1-language", f"{tmp_path / 'store2'}@v1-language"),
              (str(run_a), f"{tmp_path / 'store'}@main"))
     fetched = []
-    real = sources.Source.shard_path
-    monkeypatch.setattr(sources.Source, "shard_path", lambda self, stage, info: fetched.append(info.file)
+    real = sources.Source.file
+    monkeypatch.setattr(sources.Source, "file", lambda self, stage, info: fetched.append(info.file)
                         or real(self, stage, info))
 
     def no_reads(*args, **kwargs):
         raise AssertionError("an identical diff must not compare rows")
 
-    monkeypatch.setattr(pq, "read_table", no_reads)
+    monkeypatch.setattr(compare, "compare_shards", no_reads)
     for a, b in pairs:  # verified: every file's bytes checked against its manifest, no row compared
         fetched.clear()
         report = scalequest_dataset.diff(a, b)
@@ -118,7 +120,7 @@ def test_identical_revisions_exit_0_and_compare_no_rows(run_a, tmp_path, monkeyp
     def no_fetch(*args, **kwargs):
         raise AssertionError("diff --no-verify reads no data file")
 
-    monkeypatch.setattr(sources.Source, "shard_path", no_fetch)
+    monkeypatch.setattr(sources.Source, "file", no_fetch)
     for a, b in pairs:  # trusting the manifests: nothing is read at all
         assert scalequest_dataset.diff(a, b, verify=False).identical
     res = subprocess.run([*CLI, "diff", str(run_a), f"{tmp_path / 'store'}@v1-language"], capture_output=True,

@@ -221,7 +221,7 @@ def test_the_whole_story(run_a, run_b, tmp_path, pool):
     report = scalequest_dataset.regenerate(f"{copy}@v1-questions", "questions", shards=[1], pool=pool,
                                            scratch=tmp_path / "regen-bad")
     status = {f.split: f.status for f in report.shards[0].files}
-    assert not report.all_match and status == {"train": "STORE CORRUPT", "dropped": "match"}
+    assert not report.all_match and status == {"train": "STORE CORRUPT", "dropped": "NOT REBUILT"}
     assert "STORE CORRUPT" in report.describe()
 
     good = scalequest_dataset.regenerate(f"{store}@v1-language", "language", pool=pool, attest=True,

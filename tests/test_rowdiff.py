@@ -11,8 +11,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from scalequest_dataset.diffing.rows import column_differs, compare_shards, widened
 
+from scalequest_dataset.diffing.rows import column_differs, compare_shards, widened
 from scalequest_dataset.files import PARQUET_OPTIONS
 
 NAN = math.nan

@@ -1,7 +1,8 @@
 """`scalequest diff A B`: what changed between two versions of the dataset, and why.
 
-First every file of both sides is checked against its manifest (a store whose bytes and manifest disagree is
-reported as corrupt, never compared as data). Then per stage and per split (`train`, and `dropped`): shards
+First every file of both sides is fetched and checked against its manifest (`Source.file`: size, sha256 and the
+content digest recomputed from its rows; a store whose bytes and manifest disagree is reported as corrupt, never
+compared as data), so the content digests compared below are the files' own. Then per stage and per split (`train`, and `dropped`): shards
 compared by content digest from the manifests - a file whose rows the other side also holds is never read,
 and same rows in other bytes are reported apart with the cause (another Parquet writer, other metadata) -
 then the rows of the others matched by id and compared exactly, whatever their Arrow types (`rowdiff`: added,
@@ -123,7 +124,7 @@ def _verify(src: Source, manifest: Manifest | None) -> list[str]:
     problems = []
     for info in (manifest.files().values() if manifest else []):
         try:
-            src.shard_path(manifest.stage, info)  # type: ignore[union-attr]
+            src.file(manifest.stage, info)  # type: ignore[union-attr]
         except VerificationError as exc:
             problems.append(str(exc))
     return problems
@@ -165,8 +166,8 @@ def _split_diff(stage: str, split: str, src_a: Source, src_b: Source, ma: Manife
         result.status = "files-only"
         result.file_causes = _file_causes(stage, src_a, src_b, sa, sb)
         return result
-    found = compare_shards([src_a.shard_path(stage, f) for f in files_a],
-                           [src_b.shard_path(stage, f) for f in files_b], sample, max_ids)
+    found = compare_shards([src_a.file(stage, f).path for f in files_a],
+                           [src_b.file(stage, f).path for f in files_b], sample, max_ids)
     result.schema, result.rows, result.stats = found.schema, found.rows, found.stats
     result.status = "changed" if found.differs else "files-only"
     if not found.differs:
@@ -182,8 +183,8 @@ def _file_causes(stage: str, src_a: Source, src_b: Source, sa: dict[str, FileRec
         return ["the same files under other names"]
     by_content = {f.content: f for f in sb.values()}
     pairs = [(f, by_content[f.content]) for f in sa.values() if f.sha256 != by_content[f.content].sha256]
-    footers_a = [read_footer(src_a.shard_path(stage, a)) for a, _ in pairs]
-    footers_b = [read_footer(src_b.shard_path(stage, b)) for _, b in pairs]
+    footers_a = [read_footer(src_a.file(stage, a).path) for a, _ in pairs]
+    footers_b = [read_footer(src_b.file(stage, b).path) for _, b in pairs]
     return file_causes(footers_a, footers_b) or ["the same rows and types, encoded differently in Parquet"]
 
 

@@ -19,10 +19,9 @@ from pathlib import Path
 import datasets
 import pyarrow.parquet as pq
 
-from ..run.layout import RunLayout
 from ..stages import STAGE_ORDER, STAGES
-from .load import materialize
-from .stores.git import is_git_store
+from .load import verified_files
+from .locator import Source, open_source
 
 
 @dataclass
@@ -42,23 +41,21 @@ class ScaleQuest(datasets.GeneratorBasedBuilder):
         return datasets.DatasetInfo(description=stage.description, features=stage.features,
                                     homepage="https://arxiv.org/abs/2410.18693", license="apache-2.0")
 
-    def _root(self) -> Path:
+    def _source(self) -> Source:
         if not self.config.data_dir:
             raise ValueError("ScaleQuest needs data_dir: a run directory or a local store path")
-        root = Path(self.config.data_dir).expanduser()
-        if is_git_store(root):
-            root, _ = materialize(root, self.config.revision, self.config.name)
-        return root
+        return open_source(Path(self.config.data_dir).expanduser(), self.config.revision)
 
     def _split_generators(self, dl_manager) -> list[datasets.SplitGenerator]:
-        folder = RunLayout(self._root()).data_dir(self.config.name)  # a store revision materialises alike
+        """Only verified files of the version (`load.verified_files`), never a folder's listing."""
+        src, stage = self._source(), self.config.name
         splits = []
-        for split in ("train", "dropped"):
-            files = sorted(str(p) for p in folder.glob(f"{split}-*.parquet"))
-            if files and (split == "train" or STAGES[self.config.name].dropped_features is not None):
-                splits.append(datasets.SplitGenerator(name=split, gen_kwargs={"files": files, "split": split}))
-        if not splits:
-            raise FileNotFoundError(f"no shards for stage {self.config.name!r} under {folder}")
+        manifest = src.manifests().get(stage)
+        for split in manifest.splits() if manifest else ["train"]:  # a missing stage: verified_files says so
+            if split != "train" and STAGES[stage].dropped_features is None:
+                continue
+            files = [str(src.file(stage, f).path) for f in verified_files(src, stage, split)]
+            splits.append(datasets.SplitGenerator(name=split, gen_kwargs={"files": files, "split": split}))
         return splits
 
     def _generate_examples(self, files: list[str], split: str):

@@ -1,95 +1,103 @@
-"""`scalequest_dataset.load_dataset(path_or_repo, stage, revision=...)`: one call for all three places a
-stage can live. A Hub repo goes straight to `datasets.load_dataset(repo, stage, revision=...)`; a local
-store's revision is materialised once per commit into the cache (whole: `datasets` resolves every config of
-the card) and handed to `datasets` the same way, so the card's YAML `configs:` decide what loads, exactly as
-on the Hub - the loaded stage's files checked against its manifest at every load; a run directory's shards
-load directly."""
+"""`scalequest_dataset.load_dataset(where, stage, revision=...)`: one call for every place a stage can live (a run
+directory, a local store, a Hub repo; see `locator`). `datasets` gets only verified files of the revision: the
+card's `configs:` globs for the stage, resolved against the revision's own file list (never against a disk),
+must name exactly the files of the stage's manifest, and each of them is fetched and checked (size, sha256, the
+content digest recomputed from its rows) by `Source.file` before `datasets` sees its path. A stage with 0 rows
+loads as an empty dataset with its features.
+
+On the Hub, plain `datasets.load_dataset(repo, stage, revision=tag)` also works (the card's `configs:`); this
+call is the one that checks what it hands over."""
 
 from __future__ import annotations
 
-import shutil
-import tempfile
+import fnmatch
 from pathlib import Path
+from typing import Any
 
 from ..recipe.params import ConfigError
-from ..run import RunLayout
-from ..run import records as rec
-from ..run.records import Manifest
+from ..run.records import FileRecord
 from ..stages import STAGES
+from .locator import Source, StoreSource, open_source
 from .stores import RepoLayout, VerificationError
-from .stores.git import LocalGitStore, is_git_store
+from .verify import check_path
 
 
 def load_dataset(path_or_repo: str | Path, stage: str = "default", revision: str | None = None,
-                 split: str = "train", **kwargs):
+                 split: str = "train", **kwargs: Any):
+    return load_stage(open_source(path_or_repo, revision), stage, split, **kwargs)
+
+
+def load_stage(src: Source, stage: str, split: str = "train", **kwargs: Any):
     import datasets
 
-    path = Path(path_or_repo).expanduser()
-    if RunLayout.is_run_dir(path):
-        if revision is not None:
-            raise ConfigError(f"{path} is a run directory, which has no revisions (publish it to a store first)")
-        return _load_run_dir(RunLayout(path), stage, split, **kwargs)
-    if is_git_store(path):
-        return _load_local_store(path, stage, revision, split, **kwargs)
-    if path.exists():
-        raise FileNotFoundError(f"{path} is neither a run directory nor a scalequest store")
-    return datasets.load_dataset(str(path_or_repo), stage, revision=revision, split=split, **kwargs)
-
-
-def materialize(store_path: Path, revision: str | None, stage: str) -> tuple[Path, str]:
-    """Extract a store revision (card, manifests, data) into the cache and check `stage`'s files against its
-    manifest; returns (folder, commit). A folder is complete once renamed into place."""
-    store = LocalGitStore(store_path)
-    commit = store.resolve(revision or store.branch)
-    dest = store.cache_folder("stores", commit)
-    if not (dest / ".complete").exists():
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{commit[:12]}.", dir=dest.parent))
-        try:
-            store.download(commit, [RepoLayout.CARD, RepoLayout.MANIFESTS, RepoLayout.DATA], tmp)
-            (tmp / ".complete").write_text(commit + "\n", encoding="utf-8")
-            try:
-                tmp.rename(dest)
-            except OSError:  # another process won the race with identical content
-                pass
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-    _check(dest, stage, f"{store.path}@{revision or store.branch}")
-    return dest, commit
-
-
-def _check(folder: Path, stage: str, label: str) -> None:
-    """The stage's files in a materialised revision (laid out like a run directory) against its manifest."""
-    from ..files import file_problem
-
-    layout = RunLayout(folder)
-    if not layout.manifest(stage).is_file():
-        return  # not a stage of this revision: the caller says so
-    manifest = rec.read(Manifest, layout.manifest(stage))
-    for info in manifest.files().values():
-        problem = file_problem(layout.data_dir(stage) / info.file, info.sha256)
-        if problem:
-            raise VerificationError(f"{label}: {RepoLayout.data(stage, info.file)} "
-                                    f"{problem.replace('its record', 'its manifest')}")
-
-
-def _load_local_store(path: Path, stage: str, revision: str | None, split: str, **kwargs):
-    import datasets
-
-    folder, _ = materialize(path, revision, stage)
-    if not RunLayout(folder).data_dir(stage).is_dir():
-        have = sorted(p.name.removesuffix(".json") for p in (folder / RepoLayout.MANIFESTS).glob("*.json"))
-        raise ConfigError(f"stage {stage!r} is not in {path} at revision {revision or 'main'!r} (stages there: {have})")
-    return datasets.load_dataset(str(folder), stage, split=split, **kwargs)
-
-
-def _load_run_dir(layout: RunLayout, stage: str, split: str, **kwargs):
-    import datasets
-
-    files = sorted(layout.data_dir(stage).glob(f"{split}-*.parquet"))
-    if not files:
-        have = sorted(p.name for p in layout.data_dir(stage).parent.glob("*"))
-        raise FileNotFoundError(f"no {split!r} files for stage {stage!r} in {layout.root}/data (stages there: {have})")
+    if stage not in STAGES:
+        raise ConfigError(f"unknown stage {stage!r}: allowed are {', '.join(STAGES)}")
     features = STAGES[stage].features if split == "train" else STAGES[stage].dropped_features
-    return datasets.load_dataset("parquet", data_files={split: [str(f) for f in files]}, split=split,
-                                 features=features, **kwargs)
+    if features is None:
+        raise ConfigError(f"stage {stage!r} has no {split!r} split")
+    files = verified_files(src, stage, split)
+    if not any(f.rows for f in files):  # `datasets` cannot read a split of empty files: an empty dataset
+        return datasets.Dataset.from_dict({name: [] for name in features}, features=features, split=split)
+    paths = [str(src.file(stage, f).path) for f in files if f.rows]
+    return datasets.load_dataset("parquet", data_files={split: paths}, split=split, features=features, **kwargs)
+
+
+def verified_files(src: Source, stage: str, split: str) -> list[FileRecord]:
+    """The records of `stage`'s `split` files, every one fetched and checked (`src.file`); for a store, the card's
+    globs for the split must resolve, within the revision's own files, to exactly these."""
+    manifests = src.manifests()
+    if stage not in manifests:
+        raise ConfigError(f"stage {stage!r} is not in {src.label} (stages there: {', '.join(manifests) or 'none'})")
+    records = manifests[stage].split_files(split)
+    if split not in manifests[stage].splits() and split != "train":
+        raise ConfigError(f"stage {stage!r} of {src.label} has no {split!r} split")
+    if isinstance(src, StoreSource) and any(f.rows for f in records):
+        named = card_files(src, stage, split)
+        want = {RepoLayout.data(stage, f.file) for f in records if f.rows}
+        if not want <= named or not named <= {RepoLayout.data(stage, f.file) for f in records}:
+            odd = sorted(named ^ want)[:3]
+            raise VerificationError(f"{src.label}: the card's configs for {stage!r} ({split}) name other files than "
+                                    f"its manifest (e.g. {', '.join(odd)}); not loaded")
+    for f in records:
+        src.file(stage, f)
+    return records
+
+
+def card_files(src: StoreSource, stage: str, split: str) -> set[str]:
+    """The files of the revision that the card's `configs:` entry for (`stage`, `split`) matches. Every glob must
+    stay inside the stage's folder; unparsable YAML or a missing entry is an error naming README.md."""
+    import yaml
+
+    where = f"{src.label} {RepoLayout.CARD}"
+    try:
+        text = src.store.read(RepoLayout.CARD, src.commit).decode("utf-8")
+        front = yaml.safe_load(text.split("---", 2)[1]) if text.startswith("---") else None
+    except FileNotFoundError:
+        raise VerificationError(f"{where} is missing: the revision has no card") from None
+    except (UnicodeDecodeError, yaml.YAMLError, IndexError) as exc:
+        raise ConfigError(f"{where}: the card's YAML front matter cannot be read ({_first_line(exc)})") from None
+    configs = front.get("configs") if isinstance(front, dict) else None
+    entry = next((c for c in configs or [] if isinstance(c, dict) and c.get("config_name") == stage), None)
+    if entry is None:
+        raise VerificationError(f"{where}: no `configs:` entry for stage {stage!r}")
+    data_files = entry.get("data_files")
+    if isinstance(data_files, (str, dict)):
+        data_files = [data_files]
+    globs = []
+    for item in data_files if isinstance(data_files, list) else []:
+        if isinstance(item, dict) and item.get("split", "train") == split:
+            paths = item.get("path")
+            globs += paths if isinstance(paths, list) else [paths]
+        elif isinstance(item, str) and split == "train":
+            globs.append(item)
+    if not globs:
+        raise VerificationError(f"{where}: the `configs:` entry for {stage!r} names no {split!r} files")
+    names = set()
+    for pattern in globs:
+        check_path(str(pattern), RepoLayout.data_folder(stage), f"{where} configs.{stage}")
+        names |= {f for f in src.files() if fnmatch.fnmatchcase(f, pattern)}
+    return names
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]

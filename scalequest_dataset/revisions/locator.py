@@ -1,110 +1,65 @@
-"""Where a version of the dataset lives, for diff and regenerate: a run directory, a local store at a
-revision (`PATH@REV`) or a Hub repo at a revision (`ORG/NAME@REV`, or `hf://datasets/ORG/NAME@REV`).
+"""Where a version of the dataset lives, parsed in one place for every command (load, diff, regenerate, log,
+publish --to, the datasets builder):
 
-Manifests are read eagerly (small) and validated strictly: a revision from someone else is untrusted input.
-Shards are fetched only when asked for, cached by commit id under unique temporary names, and every file is
-checked against its manifest's sha256 before use: a store whose bytes and manifest disagree is reported
-(VerificationError), never compared as if it were data."""
+    RUN_DIR                         a run directory (no revisions)
+    PATH[@REV]                      a local store (REV: a tag, branch or commit; default main)
+    ORG/NAME[@REV]                  a Hub dataset repo
+    hf://datasets/ORG/NAME[@REV]    the same, spelled as a URL
+
+`locate` parses; `open_source` opens. A store's kind comes from the registry in `stores` (a kind = one file and
+one line there). Manifests are read eagerly (small, under a size cap) and validated strictly; a revision from
+someone else is untrusted input. Files are got only through `Source.file`, the one function that fetches a file
+of a revision and verifies it (see `verify`)."""
 
 from __future__ import annotations
 
+import os
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..recipe.params import ConfigError
-from ..run import RunLayout
-from ..run import records as rec
+from ..run.layout import RunLayout
 from ..run.records import FileRecord, Manifest
 from ..stages import STAGE_ORDER
-from .stores import RepoLayout, StoreError, VerificationError
+from .stores import RepoLayout, Store, StoreError, VerificationError, open_store, store_kind
+from .verify import Checked, check_manifest, check_path, file_problem, parse_record, too_big
 
 
-class Source:
-    label: str
+@dataclass(frozen=True)
+class Location:
+    """A parsed version address: `kind` is "run" or a store kind from the registry ("git", "hub")."""
 
-    def manifests(self) -> dict[str, Manifest]:
-        raise NotImplementedError
+    kind: str
+    target: str  # the run directory, the store's path or its URL (hf://datasets/ORG/NAME)
+    revision: str | None = None
 
-    def _path(self, stage: str, info: FileRecord) -> Path:
-        raise NotImplementedError
-
-    def shard_path(self, stage: str, info: FileRecord) -> Path:
-        """A local copy of one file of `stage`, checked against its record (size and sha256)."""
-        from ..files import file_problem
-
-        path = self._path(stage, info)
-        problem = file_problem(path, info.sha256)
-        if problem:
-            raise VerificationError(f"{self.label}: data/{stage}/{info.file} {problem.replace('its record', 'its manifest')}"
-                                    " (the store's bytes and manifest disagree)")
-        return path
+    def __str__(self) -> str:
+        return self.target + (f"@{self.revision}" if self.revision else "")
 
 
-class RunSource(Source):
-    def __init__(self, root: Path) -> None:
-        self.layout = RunLayout(root)
-        self.label = str(root)
-        self._manifests: dict[str, Manifest] | None = None
-
-    def manifests(self) -> dict[str, Manifest]:
-        if self._manifests is None:
-            self._manifests = {s: rec.read(Manifest, self.layout.manifest(s))
-                               for s in self.layout.complete_stages(STAGE_ORDER)}
-        return self._manifests
-
-    def _path(self, stage: str, info: FileRecord) -> Path:
-        return self.layout.data_dir(stage) / info.file
-
-
-class StoreSource(Source):
-    def __init__(self, store, revision: str) -> None:
-        self.store = store
-        self.revision = revision
-        self.commit = store.resolve(revision)
-        self.label = f"{store.location}@{revision}"
-        self._manifests: dict[str, Manifest] | None = None
-
-    def manifests(self) -> dict[str, Manifest]:
-        if self._manifests is None:
-            files = self.store.files(self.commit)
-            self._manifests = {
-                s: rec.parse(Manifest, self.store.read(RepoLayout.manifest(s), self.commit),
-                             f"{self.label} {RepoLayout.manifest(s)}")
-                for s in STAGE_ORDER if RepoLayout.manifest(s) in files}
-        return self._manifests
-
-    def at(self, commit: str) -> StoreSource:
-        """The same store at another commit (where a manifest says its input was published)."""
-        return StoreSource(self.store, commit)
-
-    def _path(self, stage: str, info: FileRecord) -> Path:
-        dest = self.store.cache_folder("shards", self.commit) / stage / info.file
-        if not dest.exists():
-            self.store.fetch(RepoLayout.data(stage, info.file), self.commit, dest)
-        return dest
-
-
-def open_source(text: str | Path) -> Source:
-    """`RUN_DIR`, `STORE_PATH@REV` (REV defaults to main), `ORG/NAME@REV` or `hf://datasets/ORG/NAME@REV`."""
-    from .stores import open_store
-
+def locate(text: str | Path, revision: str | None = None) -> Location:
+    """`text` as a Location; `revision` is the `--revision` of commands that take it apart from the path."""
     raw = str(text)
-    location, _, revision = raw.rpartition("@") if "@" in raw else (raw, "", "")
-    if location.startswith("hf://"):
-        return StoreSource(open_store(location), revision or "main")
+    location, at, rev = raw.rpartition("@") if "@" in raw and not Path(raw).expanduser().exists() else (raw, "", "")
+    if at and not rev:
+        raise ConfigError(f"{raw!r}: nothing after '@' (write PATH@REV, ORG/NAME@REV, or leave @REV out)")
+    if rev and revision and rev != revision:
+        raise ConfigError(f"{raw!r} names revision {rev!r} and --revision says {revision!r}: give one")
+    rev = rev or revision or None
+    if "://" in location:
+        return Location(store_kind(location), location, rev)
     path = Path(location).expanduser()
     if RunLayout.is_run_dir(path):
-        if revision:
+        if rev:
             raise ConfigError(f"{raw}: a run directory has no revisions (publish it to a store first)")
-        return RunSource(path)
+        return Location("run", str(path))
     if path.exists():
-        return StoreSource(open_store(path), revision or "main")
+        return Location(store_kind(str(path)), str(path), rev)
     if _looks_local(location):
         raise ConfigError(f"{location} does not exist (not a run directory or a store); for a Hub repo write "
                           f"ORG/NAME@REV or hf://datasets/ORG/NAME@REV")
-    try:
-        return StoreSource(open_store(f"hf://datasets/{location}"), revision or "main")
-    except StoreError as exc:
-        raise ConfigError(f"{raw!r}: there is no local path {location!r}, and on the Hub: {exc}") from None
+    return Location(store_kind("hf://"), f"hf://datasets/{location}", rev)
 
 
 def _looks_local(location: str) -> bool:
@@ -112,3 +67,151 @@ def _looks_local(location: str) -> bool:
     parts = location.split("/")
     return (location.startswith((".", "/", "~")) or len(parts) != 2 or not all(parts)
             or Path(parts[0]).expanduser().is_dir())
+
+
+def open_location(loc: Location, create: bool = False) -> Store:
+    """The store a Location names (a run directory is not a store)."""
+    if loc.kind == "run":
+        raise ConfigError(f"{loc.target} is a run directory, not a store (publish it to a store first)")
+    return open_store(loc.target, create=create)
+
+
+class Source:
+    """A version's manifests and its verified files."""
+
+    label: str
+
+    def __init__(self) -> None:
+        self._checked: dict[tuple[str, str], Checked] = {}
+
+    def manifests(self) -> dict[str, Manifest]:
+        raise NotImplementedError
+
+    def file(self, stage: str, info: FileRecord) -> Checked:
+        """One file of `stage`, as a local path whose bytes passed every check: its path is safe, its size and
+        sha256 match its record, and its rows' content digest, recomputed here, matches the record's. Raises
+        UnsafeRevision or VerificationError naming the file. Checked once per source."""
+        key = (stage, info.file)
+        if key not in self._checked:
+            path = check_path(RepoLayout.data(stage, info.file), RepoLayout.data_folder(stage), self.label)
+            self._checked[key] = self._fetch(path, info)
+        return self._checked[key]
+
+    def _fetch(self, path: str, info: FileRecord) -> Checked:
+        raise NotImplementedError
+
+    def _manifest(self, stage: str, blob: bytes, where: str) -> Manifest:
+        return check_manifest(parse_record(Manifest, blob, where), stage, where)
+
+
+class RunSource(Source):
+    def __init__(self, root: Path) -> None:
+        super().__init__()
+        self.layout = RunLayout(root)
+        self.label = str(root)
+        self._manifests: dict[str, Manifest] | None = None
+
+    def manifests(self) -> dict[str, Manifest]:
+        if self._manifests is None:
+            self._manifests = {}
+            for s in self.layout.complete_stages(STAGE_ORDER):
+                path = self.layout.manifest(s)
+                too_big(path.stat().st_size, str(path))
+                self._manifests[s] = self._manifest(s, path.read_bytes(), str(path))
+        return self._manifests
+
+    def _fetch(self, path: str, info: FileRecord) -> Checked:
+        local = self.layout.root / path
+        if local.parent.resolve() != (self.layout.root.resolve() / Path(path).parent):
+            raise VerificationError(f"{self.label}: {path} is reached through a symlink; not read")
+        problem, checked = file_problem(local, info)
+        if problem:
+            raise VerificationError(f"{self.label}: {path} {problem} (the run's bytes and manifest disagree)")
+        return checked  # type: ignore[return-value]
+
+
+class StoreSource(Source):
+    def __init__(self, store: Store, revision: str) -> None:
+        super().__init__()
+        self.store = store
+        self.revision = revision
+        self.commit = store.resolve(revision)
+        self.label = f"{store.location}@{revision}"
+        self._files = None
+        self._manifests: dict[str, Manifest] | None = None
+
+    def files(self) -> dict:
+        """Every file of the revision (each path checked by the store's listing)."""
+        if self._files is None:
+            self._files = self.store.files(self.commit)
+        return self._files
+
+    def manifests(self) -> dict[str, Manifest]:
+        if self._manifests is None:
+            files = self.files()
+            self._manifests = {}
+            for s in STAGE_ORDER:
+                path = RepoLayout.manifest(s)
+                if path in files:
+                    where = f"{self.label} {path}"
+                    self._manifests[s] = self._manifest(s, self.store.read(path, self.commit), where)
+        return self._manifests
+
+    def at(self, commit: str) -> StoreSource:
+        """The same store at another commit (where a manifest says its input was published)."""
+        return StoreSource(self.store, commit)
+
+    def _fetch(self, path: str, info: FileRecord) -> Checked:
+        """From the cache if its copy passes the check; else fetched to a temporary name, checked, renamed. A copy
+        that fails is fetched again once (fresh) before the store is blamed; a damaged cache is said, by path."""
+        dest = self.store.cache_folder("verified", self.commit) / path
+        damaged = None
+        if dest.exists() or dest.is_symlink():
+            problem, checked = file_problem(dest, info, content=False)  # its content was checked before its rename
+            if checked is not None:
+                return checked
+            damaged = f"the cached copy {dest} {problem}"
+            dest.unlink(missing_ok=True)
+        problem = None
+        for fresh in (False, True):
+            problem, checked = self._download(path, info, dest, fresh or damaged is not None)
+            if checked is not None:
+                if damaged or fresh:
+                    from ..console import err
+
+                    err(f"warning: {damaged or f'a cached copy of {path} was damaged ({problem})'}; the cache was "
+                        f"at fault, not {self.label}: fetched {path} again and it checks out")
+                return checked
+            if damaged:
+                break  # fetched fresh already: the store's own bytes are wrong
+        raise VerificationError(f"{self.label}: {path} {problem} (the store's bytes and manifest disagree"
+                                + (f"; {damaged}, and a fresh copy fails too)" if damaged else ")"))
+
+    def _download(self, path: str, info: FileRecord, dest: Path, fresh: bool) -> tuple[str | None, Checked | None]:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+        os.close(fd)
+        tmp = Path(name)
+        try:
+            self.store.fetch(path, self.commit, tmp, fresh=fresh)
+            problem, checked = file_problem(tmp, info)
+            if checked is None:
+                return problem, None
+            os.replace(tmp, dest)
+            return None, Checked(dest, checked.bytes, checked.sha256, checked.content)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+
+def open_source(text: str | Path | Location, revision: str | None = None) -> Source:
+    """The version `text` names (see `locate`), ready to read."""
+    loc = text if isinstance(text, Location) else locate(text, revision)
+    if loc.kind == "run":
+        return RunSource(Path(loc.target))
+    try:
+        store = open_location(loc)
+    except StoreError as exc:
+        if loc.kind == "hub" and not str(text).startswith("hf://"):
+            raise ConfigError(f"{str(text)!r}: there is no local path of that name, and on the Hub: {exc}") from None
+        raise
+    return StoreSource(store, loc.revision or store.branch)

@@ -28,8 +28,19 @@ from .card import render_card
 from .figures import IMAGES, OVERVIEW, is_stage_image, overview_figures, stage_figures
 from .stores import RepoLayout, StaleParentError, Store, StoreError, VerificationError, open_store
 from .stores.base import expect_transfer, transferred
+from .verify import Attestation, check_manifest, parse_record
 
-ATTEMPTS = 3
+ATTEMPTS = 8  # commits on a branch that others move: re-read and rebuild, waiting longer each time
+
+
+def backoff(attempt: int, base: float = 0.2, cap: float = 10.0) -> None:
+    """Before attempt `attempt` (0: none): a random wait up to base * 2**attempt (capped), so publishers that
+    collided do not collide again in step ("full jitter")."""
+    if attempt:
+        import random
+        import time
+
+        time.sleep(random.SystemRandom().uniform(0, min(cap, base * 2 ** attempt)))
 
 
 @dataclass
@@ -98,12 +109,37 @@ def check_bytes(path: Path, info: FileRecord, where: str) -> None:
 
 
 def store_manifest(store: Store, stage: str, commit: str | None) -> Manifest | None:
+    """The stage's manifest at `commit` of a store, validated strictly (it is someone else's word)."""
     if commit is None:
         return None
     path = RepoLayout.manifest(stage)
     if path not in store.files(commit):
         return None
-    return rec.parse(Manifest, store.read(path, commit), f"{store.location}@{commit[:12]} {path}")
+    where = f"{store.location}@{commit[:12]} {path}"
+    return check_manifest(parse_record(Manifest, store.read(path, commit), where), stage, where)
+
+
+def same_data(store: Store, commit: str | None, layout: RunLayout, manifest: Manifest) -> Manifest | None:
+    """The store's manifest of the stage at `commit` if the store holds the same data as the run there, else None.
+    The store's manifest only proposes it; its files decide: each either holds exactly the run's bytes (by the
+    store's own digest of the blob) or is fetched and its rows' content recomputed (`Source.file`)."""
+    theirs = store_manifest(store, manifest.stage, commit)
+    if commit is None or theirs is None or theirs.identity() != manifest.identity():
+        return None
+    files = store.files(commit)
+    source = None
+    for info in theirs.files().values():
+        digest = files.get(RepoLayout.data(manifest.stage, info.file))
+        if digest is not None and digest.matches(layout.data_dir(manifest.stage) / info.file):
+            continue
+        from .locator import StoreSource
+
+        source = source or StoreSource(store, commit)
+        try:
+            source.file(manifest.stage, info)  # its rows are the ones the manifest names, hence the run's
+        except VerificationError:
+            return None
+    return theirs
 
 
 def publish_stage(layout: RunLayout, store: Store, manifest: Manifest, prefix: str, force: bool, final: bool
@@ -111,32 +147,45 @@ def publish_stage(layout: RunLayout, store: Store, manifest: Manifest, prefix: s
     stage = manifest.stage
     tags = [f"{prefix}-{stage}"] + ([prefix] if final else [])
     existing = store.tags()
+    same = {tag: same_data(store, existing.get(tag), layout, manifest) for tag in tags}
     for tag in tags:  # refuse a clash before writing anything
-        theirs = store_manifest(store, stage, existing.get(tag))
-        if tag in existing and not force and (theirs is None or theirs.identity() != manifest.identity()):
-            raise StoreError(f"tag {tag!r} already exists in {store.location} at {existing[tag][:12]} with other "
-                             f"content for stage {stage!r}; use another --tag-prefix, or --force to move it")
-    tagged = store_manifest(store, stage, existing.get(tags[0]))
-    if tagged is not None and tagged.identity() == manifest.identity():
+        if tag in existing and not force and same[tag] is None:
+            raise _clash(store, tag, existing[tag], stage)
+    tagged = same[tags[0]]
+    if tagged is not None:
         result = PublishResult(stage, existing[tags[0]], False, reproduced=environment_differences(tagged, manifest))
     else:
         result = _commit_stage(layout, store, manifest, prefix)
     for tag in tags:
         old = existing.get(tag)
-        if old == result.commit or (old is not None and not force and _same_data(store, stage, old, manifest)):
+        if old == result.commit or (old is not None and not force and same[tag] is not None):
             result.tags[tag] = "unchanged"
         elif old is None:
-            store.create_tag(tag, result.commit, f"stage {stage}")
-            result.tags[tag] = "created"
+            result.tags[tag] = _create_tag(store, tag, result.commit, layout, manifest)
         else:
-            store.move_tag(tag, result.commit, old)
+            store.move_tag(tag, result.commit, old)  # compare-and-swap: refused if it moved since it was read
             result.tags[tag] = f"moved from {old[:12]}"
     return result
 
 
-def _same_data(store: Store, stage: str, commit: str, manifest: Manifest) -> bool:
-    theirs = store_manifest(store, stage, commit)
-    return theirs is not None and theirs.identity() == manifest.identity()
+def _clash(store: Store, tag: str, commit: str, stage: str) -> StoreError:
+    return StoreError(f"tag {tag!r} already exists in {store.location} at {commit[:12]} with other content for "
+                      f"stage {stage!r}; use another --tag-prefix, or --force to move it")
+
+
+def _create_tag(store: Store, tag: str, commit: str, layout: RunLayout, manifest: Manifest) -> str:
+    """Create-only (the store refuses an existing tag atomically), so the clash check above cannot be overtaken by
+    another publisher: if one created the tag in between, what it points at now decides, checked again."""
+    try:
+        store.create_tag(tag, commit, f"stage {manifest.stage}")
+        return "created"
+    except StoreError:
+        now = store.tags().get(tag)
+        if now is None:
+            raise
+        if now == commit or same_data(store, now, layout, manifest) is not None:
+            return "unchanged (created by another publisher meanwhile)"
+        raise _clash(store, tag, now, manifest.stage) from None
 
 
 def _commit_stage(layout: RunLayout, store: Store, manifest: Manifest, prefix: str) -> PublishResult:
@@ -145,10 +194,11 @@ def _commit_stage(layout: RunLayout, store: Store, manifest: Manifest, prefix: s
     stage = manifest.stage
     figures = stage_figures(stage, {split: [layout.data_dir(stage) / f.file for f in manifest.split_files(split)]
                                     for split in manifest.splits()})  # read once, whatever the attempts
-    for _ in range(ATTEMPTS):
+    for attempt in range(ATTEMPTS):
+        backoff(attempt)
         head = store.head()
-        at_head = store_manifest(store, stage, head)
-        if head is not None and at_head is not None and at_head.identity() == manifest.identity():
+        at_head = same_data(store, head, layout, manifest)
+        if head is not None and at_head is not None:
             return PublishResult(stage, head, False, reproduced=environment_differences(at_head, manifest))
         remote = store.files(head) if head else {}
         published = with_input_location(manifest, store, prefix)
@@ -217,12 +267,11 @@ def _card(store: Store, head: str | None, remote: dict[str, Any], prefix: str, u
 
 
 def _attestations(store: Store, head: str | None, remote: dict[str, Any]) -> list[dict[str, Any]]:
-    import json
-
+    """The attestations at `head`, each validated strictly (a malformed one is an error naming it)."""
     if head is None:
         return []
-    return [json.loads(store.read(p, head)) for p in sorted(remote) if p.startswith(f"{RepoLayout.ATTESTATIONS}/")
-            and p.endswith(".json")]
+    return [parse_record(Attestation, store.read(p, head), f"{store.location}@{head[:12]} {p}").model_dump()
+            for p in sorted(remote) if p.startswith(f"{RepoLayout.ATTESTATIONS}/") and p.endswith(".json")]
 
 
 def attest(store: Store, revision: str, manifest: Manifest, report: Any, records: list[Any]) -> str:
@@ -252,9 +301,10 @@ def attest(store: Store, revision: str, manifest: Manifest, report: Any, records
         "environment": envs[0] if envs else {}, "engines": engines,
         "environment_summary": f"{summary}; torch {libs.get('torch', '-')}, pyarrow {libs.get('pyarrow', '-')}",
     }
-    blob = json_bytes(body)
+    blob = json_bytes(Attestation.model_validate(body).model_dump(mode="json"))  # what a reader will accept
     name = RepoLayout.attestation(manifest.stage, f"{body['date'][:10]}-{hashlib.sha256(blob).hexdigest()[:12]}.json")
-    for _ in range(ATTEMPTS):
+    for attempt in range(ATTEMPTS):
+        backoff(attempt)
         head = store.head()
         remote = store.files(head) if head else {}
         prefix = revision.rsplit("-", 1)[0] if revision.endswith(f"-{manifest.stage}") else "v1"

@@ -32,6 +32,7 @@ from ..run.worker import WorkerContext, environment, run_shard
 from ..stages import STAGES
 from .locator import Source, StoreSource, open_source
 from .stores import RepoLayout, VerificationError
+from .verify import Checked
 
 
 @dataclass
@@ -44,11 +45,14 @@ class FileCheck:
     actual_content: str
     writers: tuple[str | None, str | None] = (None, None)  # published, now
     corrupt: str | None = None  # the published file's bytes do not match the published manifest
+    rebuilt: bool = True  # False: another file of the shard is corrupt in the store, so the shard was not rebuilt
 
     @property
     def status(self) -> str:
         if self.corrupt:
             return "STORE CORRUPT"
+        if not self.rebuilt:
+            return "NOT REBUILT"
         if self.expected_sha256 == self.actual_sha256:
             return "match"
         if self.expected_content == self.actual_content:
@@ -103,6 +107,8 @@ class RegenerateReport:
                     detail = f"(same rows; files written by {f.writers[1]} vs published {f.writers[0]})"
                 elif f.corrupt:
                     detail = f"({f.corrupt})"
+                elif not f.rebuilt:
+                    detail = "(another file of this shard is corrupt in the store)"
                 lines.append(f"  {f.file}: {f.status} {detail}")
             for d in s.first_differences:
                 lines.append(f"    {d['id']} [{d['column']}]: published {d['published']!r} -> now {d['now']!r}")
@@ -135,6 +141,9 @@ def regenerate(source: str | Source, stage: str, shards: list[int] | None = None
     config = _as_executed(config, manifest)
     published = {s.index: s for s in manifest.shards}
     chosen = _choose(sorted(published), shards, sample, seed)
+    # The published bytes first (fetched, and checked against the manifest with their content recomputed): a
+    # shard whose published files are not sound is reported, not rebuilt.
+    sound = {i: _published(src, stage, published[i].files) for i in chosen}
     root = Path(scratch) if scratch else Path(tempfile.mkdtemp(prefix=f"regenerate-{stage}-"))
     layout = RunLayout(root)
     adopt_config(layout, config)
@@ -147,13 +156,14 @@ def regenerate(source: str | Source, stage: str, shards: list[int] | None = None
     own_pool = pool is None
     context = WorkerContext(pool or EnginePool(), "regenerate")
     try:
-        records = {i: run_shard(root, stage, i, context, config=config) for i in chosen}
+        records = {i: run_shard(root, stage, i, context, config=config) for i in chosen
+                   if all(isinstance(c, Checked) for c in sound[i].values())}
     finally:
         if own_pool:
             context.pool.close()
-    checks = [_check(src, layout, stage, published[i].files, records[i]) for i in chosen]
+    checks = [_check(src, layout, stage, published[i].files, sound[i], records.get(i), i) for i in chosen]
     report = RegenerateReport(src.label, stage, str(root), checks,
-                              _environment_differences(manifest, [records[i] for i in chosen]))
+                              _environment_differences(manifest, list(records.values())))
     if attest:
         if not report.all_match:
             raise StageError(f"not attested: {len([c for c in checks if not c.matches])} shard(s) of {stage!r} did "
@@ -162,8 +172,7 @@ def regenerate(source: str | Source, stage: str, shards: list[int] | None = None
             raise ConfigError("--attest records the reproduction in a store: give STORE@REV or ORG/NAME@REV")
         from .publish import attest as record_attestation
 
-        report.attestation = record_attestation(src.store, src.revision, manifest, report,
-                                                [records[i] for i in chosen])
+        report.attestation = record_attestation(src.store, src.revision, manifest, report, list(records.values()))
     return report
 
 
@@ -204,7 +213,7 @@ def _place_input(src: Source, manifest: Manifest, layout: RunLayout) -> None:
     target = layout.data_dir(ref.stage)
     target.mkdir(parents=True, exist_ok=True)
     for info in input_manifest.files().values():
-        write_bytes(target / info.file, input_src.shard_path(ref.stage, info).read_bytes())
+        write_bytes(target / info.file, input_src.file(ref.stage, info).path.read_bytes())
     rec.write(layout.manifest(ref.stage), input_manifest)
 
 
@@ -228,24 +237,37 @@ def _why_not(config, stage: str, manifest: Manifest) -> str:
     return "; ".join(reasons) or "its prompts or parameter defaults changed in this version of the toolkit"
 
 
-def _check(src: Source, layout: RunLayout, stage: str, published: dict[str, FileRecord], record: ShardRecord
-           ) -> ShardCheck:
-    """Every split of one shard: the published bytes against the published manifest, then the rebuilt file
-    against both."""
+def _published(src: Source, stage: str, files: dict[str, FileRecord]) -> dict[str, Checked | str]:
+    """Each split's published file, fetched and checked (`Source.file`), or what is wrong with it."""
+    out: dict[str, Checked | str] = {}
+    for split, info in sorted(files.items()):
+        try:
+            out[split] = src.file(stage, info)
+        except VerificationError as exc:
+            out[split] = str(exc)
+    return out
+
+
+def _check(src: Source, layout: RunLayout, stage: str, published: dict[str, FileRecord],
+           sound: dict[str, Checked | str], record: ShardRecord | None, index: int) -> ShardCheck:
+    """Every split of one shard: the rebuilt file against the published one, by the digests recomputed from the
+    published bytes (never the manifest's word for them). `record` is None when the shard was not rebuilt."""
     files = []
     for split, info in sorted(published.items()):
-        now = record.files.get(split)
-        check = FileCheck(split, info.file, info.sha256, now.sha256 if now else "missing", info.content,
+        got = sound[split]
+        now = record.files.get(split) if record else None
+        check = FileCheck(split, info.file, got.sha256 if isinstance(got, Checked) else info.sha256,
+                          now.sha256 if now else "missing", got.content if isinstance(got, Checked) else info.content,
                           now.content if now else "missing", (info.writer, now.writer if now else None))
-        try:
-            src.shard_path(stage, info)
-        except VerificationError as exc:
-            check.corrupt = str(exc)
+        if not isinstance(got, Checked):
+            check.corrupt = got
+        elif record is None:
+            check.rebuilt = False
         files.append(check)
-    check = ShardCheck(record.index, files)
+    check = ShardCheck(index, files)
     for f in files:
         if f.status == "MISMATCH" and not f.corrupt and len(check.first_differences) < 5:
-            check.first_differences += _first_differences(src.shard_path(stage, published[f.split]),
+            check.first_differences += _first_differences(src.file(stage, published[f.split]).path,
                                                           layout.data_dir(stage) / f.file)
     return check
 

@@ -48,6 +48,17 @@ class RepoLayout:
         return f"{cls.ATTESTATIONS}/{stage}/{name}"
 
 
+# A manifest of the paper's 1M rows is a few MB; nothing a revision holds as JSON or YAML comes near this.
+MAX_RECORD_BYTES = 64 << 20
+
+
+def too_big(size: int, source: str) -> None:
+    """A manifest, card or attestation over the cap is refused before it is read (a 137 MB manifest took 1.4 GB)."""
+    if size > MAX_RECORD_BYTES:
+        raise VerificationError(f"{source} is {size:,} bytes, over the {MAX_RECORD_BYTES >> 20} MiB a record may "
+                                "have: not read (a manifest of a million rows is a few MB)")
+
+
 class StoreError(RuntimeError):
     """A store problem phrased for the user (names the store, revision or file)."""
 
@@ -131,6 +142,11 @@ class Store(ABC):
 
     branch = "main"
 
+    @classmethod
+    def open(cls, target: str, create: bool = False) -> Store:
+        """The store at `target` as the registry hands it over (a path, or a URL of this kind)."""
+        return cls(target, create=create)  # type: ignore[call-arg]
+
     @property
     @abstractmethod
     def location(self) -> str: ...
@@ -148,7 +164,9 @@ class Store(ABC):
         """Every file at a revision, with its digest."""
 
     @abstractmethod
-    def read(self, path: str, revision: str) -> bytes: ...
+    def read(self, path: str, revision: str) -> bytes:
+        """A small file (a manifest, the card, an attestation): over the record size cap is a VerificationError,
+        a damaged object too; FileNotFoundError names a missing one."""
 
     @abstractmethod
     def commit(self, add: dict[str, Path | bytes], delete: list[str], message: str, parent: str | None) -> str:
@@ -174,12 +192,9 @@ class Store(ABC):
         """Newest first."""
 
     @abstractmethod
-    def fetch(self, path: str, revision: str, dest: Path) -> Path:
-        """One file at a revision, streamed to `dest` (a file path); FileNotFoundError names it."""
-
-    @abstractmethod
-    def download(self, revision: str, prefixes: list[str], dest: Path) -> Path:
-        """Materialise the files under `prefixes` (and README.md) at a revision into `dest`."""
+    def fetch(self, path: str, revision: str, dest: Path, fresh: bool = False) -> Path:
+        """One file at a revision, streamed to `dest` (a file path); FileNotFoundError names it. `fresh`: not from a
+        cache of the store's own (where it keeps one): the copy before failed its check."""
 
     def cache_folder(self, kind: str, commit: str) -> Path:
         """Where this store's files at `commit` are cached (`kind`: "stores" for whole revisions, "shards" for
@@ -205,18 +220,3 @@ def writing_atomically(dest: Path) -> Iterator[BinaryIO]:
         os.replace(tmp, dest)
     finally:
         tmp.unlink(missing_ok=True)
-
-
-def open_store(target: str | Path, create: bool = False) -> Store:
-    """`hf://datasets/ORG/NAME` is the Hugging Face Hub; anything else is a local git store path."""
-    text = str(target)
-    if text.startswith("hf://"):
-        from .hub import HubStore
-
-        prefix = "hf://datasets/"
-        if not text.startswith(prefix) or text.count("/") != 4:
-            raise StoreError(f"Hub targets look like hf://datasets/ORG/NAME, got {text!r}")
-        return HubStore(text.removeprefix(prefix), create=create)
-    from .git import LocalGitStore
-
-    return LocalGitStore(Path(text), create=create)

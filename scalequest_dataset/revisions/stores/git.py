@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import tarfile
 import tempfile
 from pathlib import Path
 
@@ -18,11 +17,15 @@ from .base import (
     StaleParentError,
     Store,
     StoreError,
+    VerificationError,
     content_size,
     expect_transfer,
+    too_big,
     transferred,
     writing_atomically,
 )
+
+REGULAR = ("100644", "100755")  # blob modes of regular files; 120000 (symlink) and 160000 (submodule) are refused
 
 ZERO = "0" * 40
 _IDENTITY = {"GIT_AUTHOR_NAME": "scalequest", "GIT_AUTHOR_EMAIL": "scalequest@localhost",
@@ -64,6 +67,8 @@ class LocalGitStore(Store):
         return res.stdout.decode().strip() or None
 
     def resolve(self, revision: str) -> str:
+        if not revision or revision.startswith("-") or any(c.isspace() or c == "\0" for c in revision):
+            raise RevisionNotFound(f"{revision!r} is not a revision name (a tag, branch or commit id)")
         res = self._git("rev-parse", "--verify", "-q", f"{revision}^{{commit}}", check=False)
         if res.returncode != 0:
             raise RevisionNotFound(f"revision {revision!r} not found in {self.path} "
@@ -71,11 +76,30 @@ class LocalGitStore(Store):
         return res.stdout.decode().strip()
 
     def files(self, revision: str) -> dict[str, Digest]:
-        out = self._git("ls-tree", "-r", "-z", self.resolve(revision)).stdout.decode()
+        """Every file at a revision; a tree entry that is not a regular file, or whose name is unsafe (`..`, an
+        absolute name, a backslash), makes the revision unsafe (UnsafeRevision naming it)."""
+        from ..verify import UnsafeRevision, check_path
+
+        commit = self.resolve(revision)
+        res = self._git("ls-tree", "-r", "-z", commit, check=False)
+        if res.returncode != 0:
+            raise VerificationError(f"{self.path}@{revision}: corrupt revision: its tree cannot be read "
+                                    f"({res.stderr.decode(errors='replace').strip()[:300]})")
         entries = {}
-        for item in filter(None, out.split("\0")):
-            meta, path = item.split("\t", 1)
-            entries[path] = Digest("git-sha1", meta.split()[2])
+        for item in filter(None, res.stdout.split(b"\0")):
+            meta, raw = item.split(b"\t", 1)
+            mode, _, blob = meta.decode().split()
+            try:
+                path = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise UnsafeRevision(f"{self.path}@{revision}: unsafe revision: the path {raw!r} is not UTF-8; "
+                                     "nothing was read or written") from None
+            check_path(path, None, f"{self.path}@{revision}")
+            if mode not in REGULAR:
+                kind = {"120000": "a symlink", "160000": "a submodule"}.get(mode, f"mode {mode}")
+                raise UnsafeRevision(f"{self.path}@{revision}: unsafe revision: {path} is {kind}, not a regular file; "
+                                     "nothing was read or written")
+            entries[path] = Digest("git-sha1", blob)
         return entries
 
     def _sizes(self, commit: str) -> dict[str, int]:
@@ -89,10 +113,26 @@ class LocalGitStore(Store):
         return sizes
 
     def read(self, path: str, revision: str) -> bytes:
-        res = self._git("cat-file", "blob", f"{self.resolve(revision)}:{path}", check=False)
+        spec = self._object(path, revision)
+        size = self._git("cat-file", "-s", spec, check=False)
+        if size.returncode != 0 or not size.stdout.strip().isdigit():
+            raise self._corrupt(path, revision, size.stderr)
+        too_big(int(size.stdout), f"{self.path}@{revision} {path}")
+        res = self._git("cat-file", "blob", spec, check=False)
         if res.returncode != 0:
-            raise FileNotFoundError(f"{path} not found at revision {revision!r} of {self.path}")
+            raise self._corrupt(path, revision, res.stderr)
         return res.stdout
+
+    def _object(self, path: str, revision: str) -> str:
+        """`COMMIT:PATH`, once git knows the path at that commit (FileNotFoundError naming it otherwise)."""
+        spec = f"{self.resolve(revision)}:{path}"
+        if self._git("cat-file", "-t", spec, check=False).stdout.strip() != b"blob":
+            raise FileNotFoundError(f"{path} not found at revision {revision!r} of {self.path}")
+        return spec
+
+    def _corrupt(self, path: str, revision: str, stderr: bytes) -> VerificationError:
+        return VerificationError(f"{self.path}@{revision} {path}: corrupt git object "
+                                 f"({stderr.decode(errors='replace').strip()[:300] or 'unreadable'})")
 
     def commit(self, add: dict[str, Path | bytes], delete: list[str], message: str, parent: str | None) -> str:
         expect_transfer(sum(content_size(c) for c in add.values()), len(add))
@@ -143,31 +183,15 @@ class LocalGitStore(Store):
         out = self._git("log", "--format=%H%x1f%s%x1f%aI", self.resolve(rev)).stdout.decode()
         return [CommitInfo(*line.split("\x1f")) for line in out.splitlines() if line]
 
-    def fetch(self, path: str, revision: str, dest: Path) -> Path:
-        spec = f"{self.resolve(revision)}:{path}"
-        if self._git("cat-file", "-e", spec, check=False).returncode != 0:
-            raise FileNotFoundError(f"{path} not found at revision {revision!r} of {self.path}")
+    def fetch(self, path: str, revision: str, dest: Path, fresh: bool = False) -> Path:
+        spec = self._object(path, revision)  # git keeps no cache: `fresh` changes nothing
         with writing_atomically(dest) as fh:
-            subprocess.run(["git", "--git-dir", str(self.path), "cat-file", "blob", spec], stdout=fh, check=True)
+            res = subprocess.run(["git", "--git-dir", str(self.path), "cat-file", "blob", spec], stdout=fh,
+                                 stderr=subprocess.PIPE)
+            if res.returncode != 0:
+                raise self._corrupt(path, revision, res.stderr)
         transferred(dest.stat().st_size)
         return dest
 
-    def download(self, revision: str, prefixes: list[str], dest: Path) -> Path:
-        commit = self.resolve(revision)
-        have = self.files(commit)
-        wanted = [p for p in prefixes if any(f == p or f.startswith(p.rstrip("/") + "/") for f in have)]
-        dest.mkdir(parents=True, exist_ok=True)
-        # Streamed: a stage can be gigabytes, so never hold the archive in memory.
-        proc = subprocess.Popen(["git", "--git-dir", str(self.path), "archive", "--format=tar", commit, "--", *wanted],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        sizes = [size for path, size in self._sizes(commit).items()
-                 if any(path == p or path.startswith(p.rstrip("/") + "/") for p in wanted)]
-        expect_transfer(sum(sizes), len(sizes))
-        with tarfile.open(fileobj=proc.stdout, mode="r|") as tar:
-            for member in tar:  # one at a time, in stream order: progress per file
-                tar.extract(member, dest, filter="data")
-                if member.isfile():
-                    transferred(member.size)
-        if proc.wait() != 0:
-            raise StoreError(f"git archive failed in {self.path}: {proc.stderr.read().decode().strip()}")
-        return dest
+
+STORE = LocalGitStore

@@ -16,6 +16,7 @@ from .base import (
     StoreError,
     content_size,
     expect_transfer,
+    too_big,
     transferred,
     writing_atomically,
 )
@@ -39,6 +40,13 @@ class HubStore(Store):
         except (OSError, httpx.TransportError) as exc:  # unreachable, timed out, or HF_HUB_OFFLINE
             raise StoreError(f"the Hub at {self.api.endpoint} is unreachable ({type(exc).__name__}): "
                              f"cannot open dataset {repo_id!r}") from None
+
+    @classmethod
+    def open(cls, target: str, create: bool = False) -> HubStore:
+        prefix = "hf://datasets/"
+        if not target.startswith(prefix) or target.count("/") != 4 or not all(target[len(prefix):].split("/")):
+            raise StoreError(f"Hub targets look like hf://datasets/ORG/NAME, got {target!r}")
+        return cls(target.removeprefix(prefix), create=create)
 
     def _require_token(self) -> None:
         from huggingface_hub import get_token
@@ -64,30 +72,36 @@ class HubStore(Store):
                                    f"(tags: {', '.join(sorted(self.tags())) or 'none'})") from None
 
     def files(self, revision: str) -> dict[str, Digest]:
+        """Every file at a revision, each name passing the path check (UnsafeRevision naming it otherwise)."""
         from huggingface_hub.hf_api import RepoFile
+
+        from ..verify import check_path
 
         entries = self.api.list_repo_tree(self.repo_id, repo_type="dataset", revision=self.resolve(revision),
                                           recursive=True)
         out = {}
         for entry in entries:
             if isinstance(entry, RepoFile):
+                check_path(entry.path, None, f"{self.location}@{revision}")
                 lfs = entry.lfs
                 out[entry.path] = Digest("sha256", lfs.sha256) if lfs else Digest("git-sha1", entry.blob_id)
         return out
 
-    def _cached_file(self, path: str, revision: str) -> Path:
-        """The file from huggingface_hub's own cache (downloaded there first if needed)."""
+    def _cached_file(self, path: str, revision: str, fresh: bool = False) -> Path:
+        """The file from huggingface_hub's own cache (downloaded there first if needed, or again if `fresh`)."""
         from huggingface_hub import hf_hub_download
         from huggingface_hub.errors import EntryNotFoundError
 
         try:
             return Path(hf_hub_download(self.repo_id, path, repo_type="dataset", revision=self.resolve(revision),
-                                        token=self.api.token))
+                                        token=self.api.token, force_download=fresh))
         except EntryNotFoundError:
             raise FileNotFoundError(f"{path} not found at revision {revision!r} of {self.location}") from None
 
     def read(self, path: str, revision: str) -> bytes:
-        return self._cached_file(path, revision).read_bytes()
+        local = self._cached_file(path, revision)
+        too_big(local.stat().st_size, f"{self.location}@{revision} {path}")
+        return local.read_bytes()
 
     def commit(self, add: dict[str, Path | bytes], delete: list[str], message: str, parent: str | None) -> str:
         from huggingface_hub import CommitOperationAdd, CommitOperationDelete
@@ -147,20 +161,13 @@ class HubStore(Store):
         return [CommitInfo(c.commit_id, c.title, c.created_at.isoformat())
                 for c in self.api.list_repo_commits(self.repo_id, repo_type="dataset", revision=rev)]
 
-    def fetch(self, path: str, revision: str, dest: Path) -> Path:
+    def fetch(self, path: str, revision: str, dest: Path, fresh: bool = False) -> Path:
         import shutil
 
-        with self._cached_file(path, revision).open("rb") as src, writing_atomically(dest) as fh:
+        with self._cached_file(path, revision, fresh).open("rb") as src, writing_atomically(dest) as fh:
             shutil.copyfileobj(src, fh)
         transferred(dest.stat().st_size)
         return dest
 
-    def download(self, revision: str, prefixes: list[str], dest: Path) -> Path:
-        from huggingface_hub import snapshot_download
 
-        patterns = [p if "." in Path(p).name else p.rstrip("/") + "/*" for p in prefixes]
-        snapshot_download(self.repo_id, repo_type="dataset", revision=self.resolve(revision),
-                          allow_patterns=patterns, local_dir=str(dest), token=self.api.token)
-        files = [p for p in dest.rglob("*") if p.is_file() and ".cache" not in p.relative_to(dest).parts]
-        transferred(sum(p.stat().st_size for p in files), len(files))
-        return dest
+STORE = HubStore
