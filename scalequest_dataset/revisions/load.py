@@ -19,7 +19,6 @@ from ..run.records import FileRecord
 from ..stages import STAGES
 from .locator import Source, StoreSource, open_source
 from .stores import RepoLayout, VerificationError
-from .verify import check_path
 
 
 def load_dataset(path_or_repo: str | Path, stage: str = "default", revision: str | None = None,
@@ -64,40 +63,10 @@ def verified_files(src: Source, stage: str, split: str) -> list[FileRecord]:
 
 
 def card_files(src: StoreSource, stage: str, split: str) -> set[str]:
-    """The files of the revision that the card's `configs:` entry for (`stage`, `split`) matches. Every glob must
-    stay inside the stage's folder; unparsable YAML or a missing entry is an error naming README.md."""
-    import yaml
-
+    """The files of the revision that the card's `configs:` globs for (`stage`, `split`) match (each glob already
+    checked to stay inside the stage's folder)."""
     where = f"{src.label} {RepoLayout.CARD}"
-    try:
-        text = src.store.read(RepoLayout.CARD, src.commit).decode("utf-8")
-        front = yaml.safe_load(text.split("---", 2)[1]) if text.startswith("---") else None
-    except FileNotFoundError:
-        raise VerificationError(f"{where} is missing: the revision has no card") from None
-    except (UnicodeDecodeError, yaml.YAMLError, IndexError) as exc:
-        raise ConfigError(f"{where}: the card's YAML front matter cannot be read ({_first_line(exc)})") from None
-    configs = front.get("configs") if isinstance(front, dict) else None
-    entry = next((c for c in configs or [] if isinstance(c, dict) and c.get("config_name") == stage), None)
-    if entry is None:
-        raise VerificationError(f"{where}: no `configs:` entry for stage {stage!r}")
-    data_files = entry.get("data_files")
-    if isinstance(data_files, (str, dict)):
-        data_files = [data_files]
-    globs = []
-    for item in data_files if isinstance(data_files, list) else []:
-        if isinstance(item, dict) and item.get("split", "train") == split:
-            paths = item.get("path")
-            globs += paths if isinstance(paths, list) else [paths]
-        elif isinstance(item, str) and split == "train":
-            globs.append(item)
+    globs = src.card().get(stage, {}).get(split)
     if not globs:
-        raise VerificationError(f"{where}: the `configs:` entry for {stage!r} names no {split!r} files")
-    names = set()
-    for pattern in globs:
-        check_path(str(pattern), RepoLayout.data_folder(stage), f"{where} configs.{stage}")
-        names |= {f for f in src.files() if fnmatch.fnmatchcase(f, pattern)}
-    return names
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise VerificationError(f"{where}: no `configs:` entry names {split!r} files for stage {stage!r}")
+    return {f for f in src.files() if any(fnmatch.fnmatchcase(f, g) for g in globs)}

@@ -23,7 +23,16 @@ from ..run.layout import RunLayout
 from ..run.records import FileRecord, Manifest
 from ..stages import STAGE_ORDER
 from .stores import RepoLayout, Store, StoreError, VerificationError, open_store, store_kind
-from .verify import Checked, check_manifest, check_path, file_problem, parse_record, too_big
+from .verify import (
+    Attestation,
+    Checked,
+    card_globs,
+    check_manifest,
+    check_path,
+    file_problem,
+    parse_record,
+    too_big,
+)
 
 
 @dataclass(frozen=True)
@@ -138,6 +147,7 @@ class StoreSource(Source):
         self.commit = store.resolve(revision)
         self.label = f"{store.location}@{revision}"
         self._files = None
+        self._card: dict[str, dict[str, list[str]]] | None = None
         self._manifests: dict[str, Manifest] | None = None
 
     def files(self) -> dict:
@@ -146,9 +156,22 @@ class StoreSource(Source):
             self._files = self.store.files(self.commit)
         return self._files
 
+    def card(self) -> dict[str, dict[str, list[str]]]:
+        """The card's `configs:` globs, every one checked ({} for a revision without a card)."""
+        if self._card is None:
+            has = RepoLayout.CARD in self.files()
+            self._card = card_globs(self.store.read(RepoLayout.CARD, self.commit), f"{self.label} {RepoLayout.CARD}") \
+                if has else {}
+        return self._card
+
     def manifests(self) -> dict[str, Manifest]:
+        """Every stage's manifest, once the revision's file names and its card's paths passed the path check."""
         if self._manifests is None:
             files = self.files()
+            self.card()
+            for path in sorted(files):  # records of the revision, all validated: a malformed one is named
+                if path.startswith(f"{RepoLayout.ATTESTATIONS}/") and path.endswith(".json"):
+                    parse_record(Attestation, self.store.read(path, self.commit), f"{self.label} {path}")
             self._manifests = {}
             for s in STAGE_ORDER:
                 path = RepoLayout.manifest(s)

@@ -26,9 +26,10 @@ from ..run.records import FileRecord, Manifest, environment_differences
 from ..stages import STAGE_ORDER
 from .card import render_card
 from .figures import IMAGES, OVERVIEW, is_stage_image, overview_figures, stage_figures
+from .locator import StoreSource
 from .stores import RepoLayout, StaleParentError, Store, StoreError, VerificationError, open_store
 from .stores.base import expect_transfer, transferred
-from .verify import Attestation, check_manifest, parse_record
+from .verify import Attestation, parse_record
 
 ATTEMPTS = 8  # commits on a branch that others move: re-read and rebuild, waiting longer each time
 
@@ -109,36 +110,26 @@ def check_bytes(path: Path, info: FileRecord, where: str) -> None:
 
 
 def store_manifest(store: Store, stage: str, commit: str | None) -> Manifest | None:
-    """The stage's manifest at `commit` of a store, validated strictly (it is someone else's word)."""
+    """The stage's manifest at `commit` of a store, read as every reader reads a revision (`StoreSource`: its
+    file names, card and manifests checked; it is someone else's word)."""
+    return store_manifests(store, commit).get(stage)
+
+
+def same_data(store: Store, commit: str | None, manifest: Manifest) -> Manifest | None:
+    """The store's manifest of the stage at `commit` if the store holds the same data as the run there, else None.
+    The store's manifest only proposes it (its identity equals the run's); its bytes decide: every file is fetched
+    and checked, its rows' content recomputed (`Source.file`), so a damaged or altered file is never "the same"."""
     if commit is None:
         return None
-    path = RepoLayout.manifest(stage)
-    if path not in store.files(commit):
+    source = StoreSource(store, commit)
+    theirs = source.manifests().get(manifest.stage)
+    if theirs is None or theirs.identity() != manifest.identity():
         return None
-    where = f"{store.location}@{commit[:12]} {path}"
-    return check_manifest(parse_record(Manifest, store.read(path, commit), where), stage, where)
-
-
-def same_data(store: Store, commit: str | None, layout: RunLayout, manifest: Manifest) -> Manifest | None:
-    """The store's manifest of the stage at `commit` if the store holds the same data as the run there, else None.
-    The store's manifest only proposes it; its files decide: each either holds exactly the run's bytes (by the
-    store's own digest of the blob) or is fetched and its rows' content recomputed (`Source.file`)."""
-    theirs = store_manifest(store, manifest.stage, commit)
-    if commit is None or theirs is None or theirs.identity() != manifest.identity():
+    try:
+        for info in theirs.files().values():
+            source.file(manifest.stage, info)
+    except VerificationError:
         return None
-    files = store.files(commit)
-    source = None
-    for info in theirs.files().values():
-        digest = files.get(RepoLayout.data(manifest.stage, info.file))
-        if digest is not None and digest.matches(layout.data_dir(manifest.stage) / info.file):
-            continue
-        from .locator import StoreSource
-
-        source = source or StoreSource(store, commit)
-        try:
-            source.file(manifest.stage, info)  # its rows are the ones the manifest names, hence the run's
-        except VerificationError:
-            return None
     return theirs
 
 
@@ -147,7 +138,7 @@ def publish_stage(layout: RunLayout, store: Store, manifest: Manifest, prefix: s
     stage = manifest.stage
     tags = [f"{prefix}-{stage}"] + ([prefix] if final else [])
     existing = store.tags()
-    same = {tag: same_data(store, existing.get(tag), layout, manifest) for tag in tags}
+    same = {tag: same_data(store, existing.get(tag), manifest) for tag in tags}
     for tag in tags:  # refuse a clash before writing anything
         if tag in existing and not force and same[tag] is None:
             raise _clash(store, tag, existing[tag], stage)
@@ -161,7 +152,7 @@ def publish_stage(layout: RunLayout, store: Store, manifest: Manifest, prefix: s
         if old == result.commit or (old is not None and not force and same[tag] is not None):
             result.tags[tag] = "unchanged"
         elif old is None:
-            result.tags[tag] = _create_tag(store, tag, result.commit, layout, manifest)
+            result.tags[tag] = _create_tag(store, tag, result.commit, manifest)
         else:
             store.move_tag(tag, result.commit, old)  # compare-and-swap: refused if it moved since it was read
             result.tags[tag] = f"moved from {old[:12]}"
@@ -173,7 +164,7 @@ def _clash(store: Store, tag: str, commit: str, stage: str) -> StoreError:
                       f"stage {stage!r}; use another --tag-prefix, or --force to move it")
 
 
-def _create_tag(store: Store, tag: str, commit: str, layout: RunLayout, manifest: Manifest) -> str:
+def _create_tag(store: Store, tag: str, commit: str, manifest: Manifest) -> str:
     """Create-only (the store refuses an existing tag atomically), so the clash check above cannot be overtaken by
     another publisher: if one created the tag in between, what it points at now decides, checked again."""
     try:
@@ -183,7 +174,7 @@ def _create_tag(store: Store, tag: str, commit: str, layout: RunLayout, manifest
         now = store.tags().get(tag)
         if now is None:
             raise
-        if now == commit or same_data(store, now, layout, manifest) is not None:
+        if now == commit or same_data(store, now, manifest) is not None:
             return "unchanged (created by another publisher meanwhile)"
         raise _clash(store, tag, now, manifest.stage) from None
 
@@ -197,7 +188,7 @@ def _commit_stage(layout: RunLayout, store: Store, manifest: Manifest, prefix: s
     for attempt in range(ATTEMPTS):
         backoff(attempt)
         head = store.head()
-        at_head = same_data(store, head, layout, manifest)
+        at_head = same_data(store, head, manifest)
         if head is not None and at_head is not None:
             return PublishResult(stage, head, False, reproduced=environment_differences(at_head, manifest))
         remote = store.files(head) if head else {}
@@ -235,11 +226,7 @@ def with_input_location(manifest: Manifest, store: Store, prefix: str) -> Manife
 
 
 def store_manifests(store: Store, commit: str | None) -> dict[str, Manifest]:
-    if commit is None:
-        return {}
-    files = store.files(commit)
-    return {s: store_manifest(store, s, commit) for s in STAGE_ORDER  # type: ignore[misc]
-            if RepoLayout.manifest(s) in files}
+    return StoreSource(store, commit).manifests() if commit is not None else {}
 
 
 def _branch_manifests(store: Store, head: str | None, update: Manifest | None = None) -> dict[str, Manifest]:

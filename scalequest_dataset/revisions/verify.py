@@ -208,3 +208,37 @@ class Attestation(Strict):
                              f"shards_checked {self.shards_checked} does not hold (only a full reproduction is "
                              "attested)")
         return self
+
+
+def card_globs(blob: bytes, where: str) -> dict[str, dict[str, list[str]]]:
+    """The card's YAML `configs:` as {config: {split: [glob, ...]}}, every glob checked to stay inside its config's
+    folder (data/<config>/). Unreadable YAML or a malformed entry is a ConfigError naming the card."""
+    import yaml
+
+    too_big(len(blob), where)
+    try:
+        text = blob.decode("utf-8")
+        front = yaml.safe_load(text.split("---", 2)[1]) if text.startswith("---") else {}
+    except (UnicodeDecodeError, yaml.YAMLError, IndexError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ConfigError(f"{where}: the card's YAML front matter cannot be read ({first})") from None
+    if not isinstance(front, dict) or not isinstance(front.get("configs", []), list):
+        raise ConfigError(f"{where}: the card's front matter is not a mapping with a `configs:` list")
+    out: dict[str, dict[str, list[str]]] = {}
+    for entry in front.get("configs") or []:
+        name = entry.get("config_name") if isinstance(entry, dict) else None
+        if not isinstance(name, str) or path_problem(name) or "/" in name:
+            raise UnsafeRevision(f"{where}: unsafe revision: a `configs:` entry names {name!r}, not a stage")
+        data_files = entry.get("data_files", [])
+        items = data_files if isinstance(data_files, list) else [data_files]
+        splits: dict[str, list[str]] = {}
+        for item in items:
+            split, paths = ("train", item) if isinstance(item, str) else \
+                (item.get("split", "train"), item.get("path")) if isinstance(item, dict) else (None, None)
+            for pattern in paths if isinstance(paths, list) else [paths]:
+                if not isinstance(split, str) or not isinstance(pattern, str):
+                    raise ConfigError(f"{where}: configs.{name}.data_files: {item!r} is not a split and path")
+                check_path(pattern, RepoLayout.data_folder(name), f"{where} configs.{name}")
+                splits.setdefault(split, []).append(pattern)
+        out[name] = splits
+    return out
