@@ -9,7 +9,7 @@ import pytest
 
 from scalequest_dataset.recipe.params import ConfigError
 from scalequest_dataset.revisions import stores
-from scalequest_dataset.revisions.locator import Location, RunSource, StoreSource, locate, open_source
+from scalequest_dataset.revisions.locator import Location, RunSource, locate, open_source
 from scalequest_dataset.revisions.stores import StoreError, open_store, store_kind
 
 
@@ -86,11 +86,10 @@ def test_open_source_opens_what_locate_names(places):
         open_source(places["run"].parent)  # exists, neither a run directory nor a store
 
 
-def test_a_revision_cannot_smuggle_a_git_option(places, tmp_path):
+def test_a_revision_cannot_smuggle_a_git_option(places):
     from scalequest_dataset.revisions.stores.base import RevisionNotFound
 
     store = open_store(places["store"])
     for bad in ("--output=/tmp/x", "-q", "a b", "x\0y", ""):
         with pytest.raises(RevisionNotFound):
             store.resolve(bad)
-    assert isinstance(StoreSource, type)
