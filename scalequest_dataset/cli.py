@@ -53,6 +53,9 @@ def _add_run(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     src = p.add_mutually_exclusive_group()
     src.add_argument("--preset", default=None, help=f"built-in preset ({', '.join(preset_names())}) or a YAML path")
     src.add_argument("--config", default=None, help="a resolved config file (e.g. RUN/config.yaml)")
+    src.add_argument("--from", dest="from_source", default=None, metavar="SOURCE",
+                     help="build on a version (STORE@REV, ORG/NAME@REV or a run directory): its config, changed by "
+                     "--set; what is unchanged is taken from it")
     p.add_argument("--out", required=True, type=Path, help="run directory (created; resumed if it exists)")
     p.add_argument("--stage", action="append", help="run only this stage (repeatable); default: all, in order")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -176,19 +179,27 @@ def logged(args: argparse.Namespace, log: Path) -> Iterator[None]:
 def cmd_run(args: argparse.Namespace) -> int:
     from .run import Runner, ShardSlice
 
-    source = args.config or args.preset or "demo"
-    config = resolve_config(source, args.overrides, args.engine)
+    origin = None
+    if args.from_source:
+        from .revisions.locator import open_source
+        from .run.derive import source_config
+
+        origin = open_source(args.from_source)
+        config = source_config(origin, args.overrides, args.engine)
+    else:
+        config = resolve_config(args.config or args.preset or "demo", args.overrides, args.engine)
     shard = ShardSlice.parse(args.shard) if args.shard else None
     if shard is not None and (args.workers != 1 or args.backend != "local"):
         raise ConfigError("--shard i/N runs one slice in this process: leave out --workers and --backend")
     # A local backend checks its arguments and starts nothing when made; another (Ray) may start a cluster,
     # whose output belongs in the log: it is made there.
     local = make_backend(args) if args.backend == "local" else None
-    runner = Runner(args.out, config, show_progress=not args.no_progress)
+    runner = Runner(args.out, config, show_progress=not args.no_progress, source=origin)
     runner.prepare(args.stage)  # the run directory exists from here on (or nothing was written): it holds the log
     stages = args.stage or config.stage_names()
     _say_setup(args.out, f"preset {config.preset}, seed {config.seed}, engine {config.engine.name}, "
-               f"{len(stages)} stage{'s' * (len(stages) != 1)}")
+               f"{len(stages)} stage{'s' * (len(stages) != 1)}"
+               + (f", built on {origin.label}" if origin is not None else ""))
     with logged(args, console.run_log(args.out)):
         with local or make_backend(args) as backend:
             runner.backend = backend

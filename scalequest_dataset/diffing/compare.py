@@ -49,6 +49,8 @@ class StageDiff:
     why: list[dict[str, Any]] = field(default_factory=list)
     execution: list[str] = field(default_factory=list)  # execution fields that differ (engine, libraries...)
     corrupt: list[str] = field(default_factory=list)  # files whose bytes do not match their manifest
+    # rows changed (train and dropped) because their own input changed / because the stage's own recipe did
+    because: dict[str, int] = field(default_factory=dict)
 
     # The `train` split's findings, the ones most readers want first.
     @property
@@ -87,8 +89,16 @@ class DiffReport:
         read matches its manifest."""
         return all(s.status in SAME_DATA and not s.corrupt for s in self.stages)
 
+    def recipe_changes(self) -> list[dict[str, Any]]:
+        """The recipe fields that changed, stage by stage in pipeline order (a stage's input excluded): the first
+        is where the versions part."""
+        from .cause import own_changes
+
+        return [{"stage": s.stage, **w} for s in self.stages for w in own_changes(s.why)]
+
     def to_dict(self) -> dict[str, Any]:
-        return {"a": self.a, "b": self.b, "identical": self.identical, "stages": [asdict(s) for s in self.stages]}
+        return {"a": self.a, "b": self.b, "identical": self.identical, "recipe_changes": self.recipe_changes(),
+                "stages": [asdict(s) for s in self.stages]}
 
 
 def diff(a: str | Source, b: str | Source, stage: str | None = None, sample: int = 5,
@@ -104,8 +114,14 @@ def diff(a: str | Source, b: str | Source, stage: str | None = None, sample: int
     names = [s for s in STAGE_ORDER if (s in ma or s in mb) and (stage is None or s == stage)]
     if stage is not None and not names:
         raise ConfigError(f"stage {stage!r} is in neither {src_a.label} nor {src_b.label}")
-    return DiffReport(src_a.label, src_b.label, [_stage_diff(s, src_a, src_b, ma.get(s), mb.get(s), sample, max_ids,
-                                                             verify) for s in names])
+    report = DiffReport(src_a.label, src_b.label, [_stage_diff(s, src_a, src_b, ma.get(s), mb.get(s), sample,
+                                                               max_ids, verify) for s in names])
+    from .cause import attribute, own_changes
+
+    for s in report.stages:
+        if s.status == "changed":
+            s.because = attribute(s.stage, src_a, src_b, ma[s.stage], mb[s.stage], bool(own_changes(s.why)))
+    return report
 
 
 # ---------------------------------------------------------------------------------------------- per stage

@@ -46,6 +46,12 @@ def verdict(report: DiffReport) -> str:
 def format_text(report: DiffReport, markdown: bool = False) -> str:
     h = "## " if markdown else ""
     lines = [f"{'# ' if markdown else ''}diff {report.a} -> {report.b}: {verdict(report)}", ""]
+    changes = report.recipe_changes()
+    if changes:
+        lines.append(f"{h}recipe changed (first where the versions part):")
+        lines.extend(f"  {c['stage']}: {c['field']}: {_short(json.dumps(c['a']))} -> {_short(json.dumps(c['b']))}"
+                     for c in changes)
+        lines.append("")
     for s in report.stages:
         lines.append(f"{h}{s.stage}: {s.status}")
         lines.extend(f"  CORRUPT: {problem}" for problem in s.corrupt)
@@ -57,6 +63,9 @@ def format_text(report: DiffReport, markdown: bool = False) -> str:
             lines.extend(_execution_lines(s))
         elif s.status != "corrupt":
             lines.append(f"  rows out: {ca['rows_out']} -> {cb['rows_out']};  dropped: {ca['dropped']} -> {cb['dropped']}")
+            if s.because:
+                lines.append(f"  rows changed: {s.because['input']:,} because their input changed, "
+                             f"{s.because['recipe']:,} because this stage's own recipe changed")
             for split in s.splits.values():
                 lines.extend(_split_lines(split))
             lines.extend(_why_lines(s.why, "  why (manifest differences):"))

@@ -231,6 +231,7 @@ def render_card(repo: str, manifests: dict[str, Manifest], tags: dict[str, str |
             "code_version": m.recipe.code_version, "tokens": m.tokens.completion,
             "seconds": m.execution.cost.wall_seconds,
             "attested": [a for a in attestations or [] if a.get("stage") == stage],
+            "derived": _derived(m),
         })
     any_manifest = next(iter(manifests.values()), None)
     preset = any_manifest.preset if any_manifest else None
@@ -253,6 +254,18 @@ def render_card(repo: str, manifests: dict[str, Manifest], tags: dict[str, str |
         notes=notes(manifests), attested=any(s["attested"] for s in stages), overlap=_overlap(manifests),
         funnel=funnel_rows(manifests), figures=card_figures({s: manifests[s] for s in _ordered(manifests)}, images),
     )
+
+
+def _derived(m: Manifest) -> str | None:
+    """`run --from`: "derived from REV (commit C): N of M input rows reused (mode)", or why nothing was."""
+    reuse = m.execution.reuse
+    if reuse is None:
+        return None
+    where = f"`{reuse.revision or reuse.source}`" + (f" (commit `{reuse.commit[:12]}`)" if reuse.commit else "")
+    if reuse.mode == "none":
+        return f"derived from {where}: recomputed ({reuse.reason})"
+    how = "the stage taken whole" if reuse.mode == "stage" else "rows whose input is unchanged"
+    return f"derived from {where}: {reuse.rows:,} of {m.counts.rows_in:,} input rows reused ({how})"
 
 
 def _overlap(manifests: dict[str, Manifest]) -> dict[str, Any] | None:

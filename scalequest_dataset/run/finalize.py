@@ -69,6 +69,8 @@ def finalize_stage(layout: RunLayout, config: RunConfig, name: str) -> Manifest 
 
         report = STAGES[name].summarize(pq.read_table(layout.prepared(name)))
     manifest = build_manifest(config, plan, recs, report)  # type: ignore[arg-type]
+    if layout.reuse(name).is_file():
+        manifest = _with_reuse(manifest, layout, name, recs)  # type: ignore[arg-type]
     blob = records.to_bytes(manifest)
     path = layout.manifest(name)
     if not path.is_file() or path.read_bytes() != blob:
@@ -99,6 +101,17 @@ def build_manifest(config: RunConfig, plan: Plan, recs: list[ShardRecord], repor
         execution=_execution(recs))
 
 
+def _with_reuse(manifest: Manifest, layout: RunLayout, name: str, recs: list[ShardRecord]) -> Manifest:
+    """`run --from`: the stage's execution says what was taken from which version and what was computed."""
+    from .derive import Staged
+
+    reuse = records.read(Staged, layout.reuse(name)).reuse
+    rows = sum(r.execution.reused_rows for r in recs)
+    reuse = reuse.model_copy(update={"shards": sum(r.execution.reused_shard for r in recs), "rows": rows,
+                                     "computed": manifest.counts.rows_in - rows})
+    return manifest.model_copy(update={"execution": manifest.execution.model_copy(update={"reuse": reuse})})
+
+
 def _execution(recs: list[ShardRecord]) -> ManifestExecution:
     """Per-shard executions, with their (few distinct) environments stored once, and the stage's cost."""
     from datetime import datetime
@@ -118,7 +131,9 @@ def _execution(recs: list[ShardRecord]) -> ManifestExecution:
         environments=dict(sorted(environments.items())), shards=shards,
         cost=Cost(wall_seconds=round(_covered(spans), 3),
                   worker_seconds=round(sum(r.execution.seconds for r in recs), 3),
-                  gpu_seconds=round(sum(r.execution.seconds * r.execution.gpus for r in recs), 3)))
+                  gpu_seconds=round(sum(r.execution.seconds * r.execution.gpus for r in recs), 3),
+                  reused_rows=sum(r.execution.reused_rows for r in recs),
+                  reused_tokens=sum((r.execution.reused_tokens for r in recs), Tokens())))
 
 
 def _covered(spans: list[tuple[float, float]]) -> float:

@@ -5,6 +5,7 @@
     RUN/state/<stage>/plan.json                     fingerprint, pinned models, shard plan
     RUN/state/<stage>/prepared.parquet              a stage's whole-input pass (dedup's index), if any
     RUN/state/<stage>/shard-XXXXX.json              completion record: files with digests, counts, execution
+    RUN/state/<stage>/reuse.json, prior*.parquet    `run --from`: what the stage takes from the source version
     RUN/manifests/<stage>.json                      written once every shard is complete and verified
     RUN/logs/                                       engine and library logs, one file per worker
     RUN/.cache/                                     engine compile caches (vLLM)
@@ -65,6 +66,18 @@ class RunLayout:
 
     def prepared(self, stage: str) -> Path:
         return self.state_dir(stage) / "prepared.parquet"
+
+    def reuse(self, stage: str) -> Path:
+        """`run --from`: what the stage takes from the source version (written once the stage is staged)."""
+        return self.state_dir(stage) / "reuse.json"
+
+    def prior(self, stage: str) -> Path:
+        """`run --from`: the source's outputs of the rows whose input is unchanged (read by the workers)."""
+        return self.state_dir(stage) / "prior.parquet"
+
+    def prior_keys(self, stage: str) -> Path:
+        """`run --from`: the input rows (or groups) whose outputs `prior.parquet` holds."""
+        return self.state_dir(stage) / "prior-keys.parquet"
 
     def record(self, stage: str, index: int) -> Path:
         return self.state_dir(stage) / f"shard-{index:05d}.json"

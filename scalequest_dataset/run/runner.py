@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .. import console
 from ..recipe.config import RunConfig
@@ -19,6 +20,9 @@ from .layout import RunLayout
 from .plan import StageError, adopt_config, load_config, plan_stage
 from .records import Manifest, ShardRecord
 from .worker import verified_record
+
+if TYPE_CHECKING:
+    from ..revisions.locator import Source
 
 
 @dataclass(frozen=True)
@@ -44,8 +48,11 @@ class ShardSlice:
 
 class Runner:
     def __init__(self, run_dir: str | Path, config: RunConfig, backend: Backend | None = None,
-                 show_progress: bool = True, say: Callable[[str], None] | None = None) -> None:
+                 show_progress: bool = True, say: Callable[[str], None] | None = None,
+                 source: Source | None = None) -> None:
+        """`source`: the version this run builds on (`run --from`): what is unchanged is taken from it."""
         self.layout = RunLayout(run_dir)
+        self.source = source
         self.config = config
         self.backend = backend or LocalBackend()
         self.show_progress = show_progress
@@ -73,6 +80,12 @@ class Runner:
         done: dict[str, Manifest | None] = {}
         for name in names:
             plan = plan_stage(self.layout, self.config, name)
+            if self.source is not None and not plan_only:
+                from .derive import stage_from_source
+
+                staged = stage_from_source(self.layout, self.config, plan, self.source)
+                if staged.reuse.reason:
+                    self.say(f"{name}: nothing taken from {self.source.label}: {staged.reuse.reason}")
             if plan_only:
                 self.say(f"{name}: planned, {len(plan.shards)} shard(s), fingerprint {plan.fingerprint}")
                 continue

@@ -24,7 +24,7 @@ from ..engines import Engine, EnginePool, ProgressFn
 from ..files import sha256_file, write_rows
 from ..recipe.config import RunConfig
 from ..recipe.model_identity import ResolvedModel
-from ..stages import Stage, StageContext
+from ..stages import ShardResult, Stage, StageContext
 from . import records
 from .layout import RunLayout, shard_name
 from .plan import StageError, load_config, open_stage, read_manifest
@@ -77,7 +77,7 @@ def _run(layout: RunLayout, config: RunConfig, plan: Plan, spec: ShardSpec, cont
     stage = open_stage(layout, config, plan)
     rows = _input_rows(layout, stage, plan, spec)
     ctx = StageContext(config, _engine_getter(context.pool, config), context.progress)  # fresh per shard
-    result = stage.process(rows, ctx)
+    result, reused_rows, reused_tokens = _process(layout, config, stage, rows, ctx, context)
     total = len(plan.shards)
     _remove_leftovers(layout, plan.stage, spec.index, total)
     files = {"train": FileRecord(**write_rows(layout.shard_file(plan.stage, "train", spec.index, total),
@@ -94,11 +94,28 @@ def _run(layout: RunLayout, config: RunConfig, plan: Plan, spec: ShardSpec, cont
             seconds=round(time.perf_counter() - started, 3), started=started_at.isoformat(timespec="seconds"),
             host=socket.gethostname(), worker=context.name, pid=os.getpid(),
             devices=os.environ.get("CUDA_VISIBLE_DEVICES"), gpus=context.gpus, attempt=attempt,
+            reused_rows=reused_rows, reused_tokens=reused_tokens,
             # keyed and named by model id: where this machine keeps the weights is nobody's business
             engines={model: {**info.as_dict(), "model": model} for model, info in sorted(ctx.engines_used.items())},
             environment=environment()))
     records.write(layout.record(plan.stage, spec.index), record)
     return record
+
+
+def _process(layout: RunLayout, config: RunConfig, stage: Stage, rows: list[dict[str, Any]], ctx: StageContext,
+             context: WorkerContext) -> tuple[ShardResult, int, Tokens]:
+    """The stage on the shard's rows; in a run built on a version (`run --from`), rows whose input is unchanged
+    take their outputs from the source (derive.py) and only the others reach the engine."""
+    from .derive import NotInvariant, Prior, process_with_prior
+
+    prior = Prior.load(layout, stage.name)
+    if prior is None:
+        return stage.process(rows, ctx), 0, Tokens()
+    try:
+        return process_with_prior(stage, rows, ctx, prior)
+    except NotInvariant:  # the engine said so only once loaded: the whole shard, as a run from scratch does it
+        ctx = StageContext(config, _engine_getter(context.pool, config), context.progress)
+        return stage.process(rows, ctx), 0, Tokens()
 
 
 def _plan(layout: RunLayout, stage: str) -> Plan:

@@ -109,6 +109,25 @@ def _model_ids(value: Any) -> Any:
     return value
 
 
+def _without(value: Any, paths: tuple[str, ...]) -> Any:
+    """`value` (params as JSON) without the dotted `paths` (`*` matches every item of a list)."""
+    import copy
+
+    value = copy.deepcopy(value)
+    for path in paths:
+        nodes, *parts = [value], *path.split(".")
+        for part in parts[:-1]:
+            nodes = [c for n in nodes for c in (n if part == "*" else [n.get(part)]) if c is not None]
+        for node in nodes:
+            if isinstance(node, dict):
+                node.pop(parts[-1], None)
+    return value
+
+
+def token_sum(rows: list[dict[str, Any]], prompt: str, completion: str) -> tuple[int, int]:
+    return sum(r.get(prompt) or 0 for r in rows), sum(r.get(completion) or 0 for r in rows)
+
+
 class Stage:
     """Subclasses set the class attributes and implement `process` (and `source_plan`/`source_rows` if they
     have no input; `prepare`/`load_prepared` if a shard's decision needs the whole input)."""
@@ -125,6 +144,14 @@ class Stage:
     # What a row is, coming in and going out (the funnel reads fan-out and fan-in from these).
     unit_in: ClassVar[str] = "question"
     unit_out: ClassVar[str] = "question"
+    # Building on a version (`run --from`): a row's outputs (a group's, with `group_key`) may be taken from the
+    # source when its own input and the stage's model recipe are unchanged. `row_local`: a row's outputs depend on
+    # its own input alone (not dedup, whose decision reads every row). `origin`: the output column naming the
+    # input row or group an output came from. `reuse_ignores`: parameters (dotted, `*` for every list item) that
+    # reach no model, which `rebuild` re-applies to the source's outputs: changing them never re-runs a model.
+    row_local: ClassVar[bool] = True
+    origin: ClassVar[str] = "id"
+    reuse_ignores: ClassVar[tuple[str, ...]] = ()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         # A config's splits share one schema on the Hub (datasets infers one Features per config), so a stage's
@@ -183,6 +210,27 @@ class Stage:
         payload["params"] = _model_ids(self.params)
         return fingerprint({**payload, "models": {role: m.identity() for role, m in self.models().items()},
                             "input": input_ref})
+
+    def model_recipe(self, models: Mapping[str, Any]) -> dict[str, Any]:
+        """What a row's model outputs depend on besides the row: the fingerprint's payload without the input and
+        without `reuse_ignores` (`models`: role -> pinned identity)."""
+        payload = self.config_payload(self.config.input_of(self.name))
+        payload["params"] = _without(_model_ids(self.params), self.reuse_ignores)
+        return {**payload, "models": dict(models)}
+
+    def rebuild(self, rows: list[dict[str, Any]], prior: list[tuple[str, dict[str, Any]]]) -> ShardResult:
+        """The outputs of `rows` (one input row, or one group) from the source version's outputs for the same input
+        (`prior`: (split, row) pairs), without an engine: as they are. A stage with `reuse_ignores` re-applies
+        those rules here, exactly as `process` applies them."""
+        result = ShardResult([r for split, r in prior if split == "train"],
+                             [r for split, r in prior if split != "train"])
+        result.prompt_tokens, result.tokens = self.prior_tokens([r for _, r in prior])
+        return result
+
+    def prior_tokens(self, rows: list[dict[str, Any]]) -> tuple[int, int]:
+        """(prompt, completion) tokens that made these output rows, from their own columns (what `process`
+        counted for them), so a reused row counts in the shard's tokens as it did in a run from scratch."""
+        return 0, 0
 
     # ------------------------------------------------------------------------------------------ rows
 

@@ -358,6 +358,7 @@ class DecontaminationStage(Stage):
     reads = ("id", "query")
     features = QUESTION_FEATURES
     dropped_features = with_drop_reason(QUESTION_FEATURES, **CONTAMINATION_COLUMNS)
+    row_local = False  # decided from the whole input's pass (and its report covers every row)
 
     def __init__(self, config, models=None) -> None:
         super().__init__(config, models)

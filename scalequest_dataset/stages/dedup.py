@@ -69,6 +69,7 @@ class DedupStage(Stage):
     reads = ("id", "query")
     features = QUESTION_FEATURES
     dropped_features = with_drop_reason(QUESTION_FEATURES, duplicate_of=datasets.Value("string"))
+    row_local = False  # a row's fate depends on every other row
 
     def __init__(self, config, models=None) -> None:
         super().__init__(config, models)

@@ -30,7 +30,16 @@ from ..recipe.prompts import (
     response_instruction,
     response_prompt,
 )
-from .base import ShardResult, Stage, StageContext, rejected, token_counts, with_columns, with_drop_reason
+from .base import (
+    ShardResult,
+    Stage,
+    StageContext,
+    rejected,
+    token_counts,
+    token_sum,
+    with_columns,
+    with_drop_reason,
+)
 from .solvability import FEATURES as SOLVABILITY_FEATURES
 
 # The keep draw has its own stream: the samples use derive_seed(seed, "difficulty", id, k), and a draw from
@@ -78,6 +87,8 @@ FEATURES = with_columns(
     difficulty_bucket=datasets.Value("int32"),
     keep_draw=datasets.Value("float64"),  # u(row): kept iff keep_draw < keep[generator][bucket]
     difficulty_answers=datasets.Sequence(datasets.Value("string")),  # self-consistency: each sample's answer
+    difficulty_prompt_tokens=datasets.Value("int32"),  # what the samples read and wrote for this row
+    difficulty_completion_tokens=datasets.Value("int32"),
 )
 
 
@@ -91,12 +102,13 @@ def self_consistency_difficulty(answers: list[str | None]) -> float:
 
 class DifficultyStage(Stage):
     name = "difficulty"
-    version = "2"
+    version = "3"  # 3: the samples' tokens per row
     description = "Questions with a difficulty score in [0, 1], sampled by generator and difficulty bucket."
     Params = Params
     reads = ("id", "query", "generator")
     features = FEATURES
     dropped_features = with_drop_reason(FEATURES)
+    reuse_ignores = ("buckets", "keep")  # the keep draw reads the score: a new table never re-runs the model
 
     def model_specs(self) -> dict[str, Any]:
         if self.params.method == "scorer":
@@ -116,21 +128,41 @@ class DifficultyStage(Stage):
             return ShardResult([])
         if self.params.method == "scorer":
             scores = self.score(rows, ctx)
-            answers, tokens = [None] * len(rows), {}
+            answers, tokens, per_row = [None] * len(rows), {}, [(None, None)] * len(rows)
             failures: list[Any] = [s if s.error else None for s in scores]
         else:
-            scores, answers, failures, tokens = self.sample(rows, ctx)
-        kept, dropped = [], []
-        for row, score, sample_answers, failure in zip(rows, scores, answers, failures, strict=True):
+            scores, answers, failures, tokens, per_row = self.sample(rows, ctx)
+        result = ShardResult([], [], **tokens)
+        for row, score, sample_answers, failure, (prompt, completion) in zip(
+                rows, scores, answers, failures, per_row, strict=True):
+            row = {**row, "difficulty_prompt_tokens": prompt, "difficulty_completion_tokens": completion}
             if failure is not None:
-                dropped.append(rejected(row, failure))
+                result.dropped.append(rejected(row, failure))
                 continue
-            out = {**row, **self.decide(row, score.value), "difficulty_answers": sample_answers}
-            if out["keep_draw"] < self.keep_probability(row["generator"], out["difficulty_bucket"]):
-                kept.append(out)
-            else:
-                dropped.append({**out, "drop_reason": "easy-sampled-out"})
-        return ShardResult(kept, dropped, **tokens)
+            self.keep_or_drop({**row, "difficulty": score.value, "difficulty_answers": sample_answers}, result)
+        return result
+
+    def keep_or_drop(self, out: dict[str, Any], result: ShardResult) -> None:
+        """The bucket of the row's score and the seeded keep draw: kept, or dropped as sampled out."""
+        out = {**out, **self.decide(out, out["difficulty"])}
+        if out["keep_draw"] < self.keep_probability(out["generator"], out["difficulty_bucket"]):
+            result.rows.append(out)
+        else:
+            result.dropped.append({**out, "drop_reason": "easy-sampled-out"})
+
+    def rebuild(self, rows: list[dict[str, Any]], prior: list[tuple[str, dict[str, Any]]]) -> ShardResult:
+        """The score (and the samples' answers) as the source recorded them; bucket and keep decided again."""
+        result = ShardResult([], [])
+        result.prompt_tokens, result.tokens = self.prior_tokens([r for _, r in prior])
+        for _, row in prior:
+            if row.get("drop_reason") not in (None, "easy-sampled-out"):
+                result.dropped.append(row)
+                continue
+            self.keep_or_drop({k: v for k, v in row.items() if k not in ("drop_reason", "drop_detail")}, result)
+        return result
+
+    def prior_tokens(self, rows: list[dict[str, Any]]) -> tuple[int, int]:
+        return token_sum(rows, "difficulty_prompt_tokens", "difficulty_completion_tokens")
 
     def decide(self, row: dict[str, Any], score: float) -> dict[str, Any]:
         return {"difficulty": score, "difficulty_bucket": bucket_of(score, self.params.buckets),
@@ -147,7 +179,7 @@ class DifficultyStage(Stage):
         return [s if s.error else Score(min(max(s.value, 0.0), 1.0)) for s in raw]
 
     def sample(self, rows: list[dict[str, Any]], ctx: StageContext
-               ) -> tuple[list[Score], list[list], list[Completion | None], dict[str, int]]:
+               ) -> tuple[list[Score], list[list], list[Completion | None], dict[str, int], list[tuple[int, int]]]:
         """k samples per row; a row any of whose samples the engine refused is dropped with that reason."""
         k = self.params.samples
         engine = ctx.engine(self.models()["sampler"])
@@ -160,7 +192,8 @@ class DifficultyStage(Stage):
         answers = [[extract_answer(c.text) for c in group] for group in per_row]
         failures = [next((c for c in group if c.error), None) for group in per_row]
         scores = [Score(self_consistency_difficulty(a)) for a in answers]
-        return scores, answers, failures, token_counts(completions)
+        per_row_tokens = [(sum(c.prompt_tokens for c in g), sum(c.completion_tokens for c in g)) for g in per_row]
+        return scores, answers, failures, token_counts(completions), per_row_tokens
 
     def prompt(self, engine: Engine, query: str) -> str:
         if self.params.prompt == "response":

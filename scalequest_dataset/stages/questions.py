@@ -13,7 +13,7 @@ from ..engines.base import generate_guarded
 from ..recipe.ids import derive_seed, question_id, validate_generator_name
 from ..recipe.params import ModelSpec, Strict
 from ..recipe.prompts import pre_query_template
-from .base import ShardResult, Stage, StageContext, rejected, token_counts, with_drop_reason
+from .base import ShardResult, Stage, StageContext, rejected, token_counts, token_sum, with_drop_reason
 
 
 class GeneratorParams(Strict):
@@ -75,6 +75,10 @@ class QuestionsStage(Stage):
     optional = False
     features = QUESTION_FEATURES
     dropped_features = with_drop_reason(QUESTION_FEATURES)  # requests the engine refused
+    reuse_ignores = ("generators.*.count",)  # a question never depends on how many follow it
+
+    def prior_tokens(self, rows: list[dict[str, Any]]) -> tuple[int, int]:
+        return token_sum(rows, "prompt_tokens", "completion_tokens")
 
     def model_specs(self) -> dict[str, Any]:
         return {f"generator:{g.name}": g.model for g in self.params.generators}

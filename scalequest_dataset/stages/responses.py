@@ -15,7 +15,7 @@ from ..engines.base import generate_guarded
 from ..recipe.ids import derive_seed, response_id
 from ..recipe.params import ModelSpec, Strict
 from ..recipe.prompts import RESPONSE_PROMPT, response_prompt
-from .base import ShardResult, Stage, StageContext, rejected, token_counts, with_drop_reason
+from .base import ShardResult, Stage, StageContext, rejected, token_counts, token_sum, with_drop_reason
 from .difficulty import CHATML_STOP
 
 
@@ -39,6 +39,7 @@ FEATURES = datasets.Features({
     "sample": datasets.Value("int32"),
     "seed": datasets.Value("int64"),
     "finish_reason": datasets.Value("string"),
+    "prompt_tokens": datasets.Value("int32"),
     "completion_tokens": datasets.Value("int32"),
     "has_answer_format": datasets.Value("bool"),
     "difficulty": datasets.Value("float64"),  # the question's, when the run has a difficulty stage
@@ -47,13 +48,15 @@ FEATURES = datasets.Features({
 
 class ResponsesStage(Stage):
     name = "responses"
-    version = "2"  # 2: responses are stripped, as the release does
+    version = "3"  # 2: responses are stripped, as the release does; 3: prompt tokens per response
     Params = Params
     unit_in, unit_out = "question", "response"
     reads = ("id", "query", "generator")
     description = "Sampled responses per question that state a final answer; the rest in `dropped`."
     features = FEATURES
     dropped_features = with_drop_reason(FEATURES)
+    origin = "question_id"
+    reuse_ignores = ("answer_markers",)  # the filter reads the response: new markers never re-sample
 
     def model_specs(self) -> dict[str, Any]:
         return {"responder": self.params.model}
@@ -76,17 +79,37 @@ class ResponsesStage(Stage):
             engine,
             [Request(response_prompt(row["query"]), sampling, s) for (row, _, _), s in zip(ids, seeds, strict=True)],
             ctx.per_row_progress(k))
-        kept, dropped = [], []
+        result = ShardResult([], [], **token_counts(completions))
         for (row, rid, j), seed, c in zip(ids, seeds, completions, strict=True):
             text = c.text.strip()  # the release: response[0].strip(), before the filter, scoring and output
             out = {"id": rid, "question_id": row["id"], "generator": row["generator"], "query": row["query"],
                    "response": text, "sample": j, "seed": seed, "finish_reason": c.finish_reason,
-                   "completion_tokens": c.completion_tokens, "has_answer_format": self.has_answer_format(text),
+                   "prompt_tokens": c.prompt_tokens, "completion_tokens": c.completion_tokens,
                    "difficulty": row.get("difficulty")}
             if c.error:
-                dropped.append(rejected(out, c))
-            elif out["has_answer_format"]:
-                kept.append(out)
+                result.dropped.append(rejected({**out, "has_answer_format": self.has_answer_format(text)}, c))
             else:
-                dropped.append({**out, "drop_reason": "no-final-answer"})
-        return ShardResult(kept, dropped, **token_counts(completions))
+                self.filter(out, result)
+        return result
+
+    def filter(self, out: dict[str, Any], result: ShardResult) -> None:
+        """The released answer-format filter: kept, or dropped as having no final answer."""
+        out = {**out, "has_answer_format": self.has_answer_format(out["response"])}
+        if out["has_answer_format"]:
+            result.rows.append(out)
+        else:
+            result.dropped.append({**out, "drop_reason": "no-final-answer"})
+
+    def rebuild(self, rows: list[dict[str, Any]], prior: list[tuple[str, dict[str, Any]]]) -> ShardResult:
+        """The responses as the source recorded them; the answer-format filter applied again."""
+        result = ShardResult([], [])
+        result.prompt_tokens, result.tokens = self.prior_tokens([r for _, r in prior])
+        for _, row in prior:
+            if row.get("drop_reason") not in (None, "no-final-answer"):
+                result.dropped.append(row)
+                continue
+            self.filter({k: v for k, v in row.items() if k not in ("drop_reason", "drop_detail")}, result)
+        return result
+
+    def prior_tokens(self, rows: list[dict[str, Any]]) -> tuple[int, int]:
+        return token_sum(rows, "prompt_tokens", "completion_tokens")

@@ -56,6 +56,7 @@ class RewardStage(Stage):
     features = FEATURES
     dropped_features = with_drop_reason(FEATURES)  # responses the reward model refused
     group_key = "question_id"
+    origin = "question_id"  # self-consistency reads the group: a group is reused whole or not at all
 
     def model_specs(self) -> dict[str, Any]:
         return {"reward": self.params.model} if self.params.method == "reward-model" else {}

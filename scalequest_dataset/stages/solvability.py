@@ -18,7 +18,16 @@ from ..engines.base import generate_guarded
 from ..recipe.ids import derive_seed
 from ..recipe.params import ModelSpec, Strict
 from ..recipe.prompts import QWEN_SYSTEM, SOLVABILITY_PROMPT, solvability_prompt
-from .base import ShardResult, Stage, StageContext, rejected, token_counts, with_columns, with_drop_reason
+from .base import (
+    ShardResult,
+    Stage,
+    StageContext,
+    rejected,
+    token_counts,
+    token_sum,
+    with_columns,
+    with_drop_reason,
+)
 from .questions import QUESTION_FEATURES
 
 _VERDICT = re.compile(r"\b(yes|no)\b", re.IGNORECASE)
@@ -49,17 +58,20 @@ FEATURES = with_columns(
     judge_output=datasets.Value("string"),  # the judge's whole reply (its reasoning and verdict)
     judge_finish_reason=datasets.Value("string"),  # "length": the verdict may have been cut off
     solvable=datasets.Value("bool"),
+    judge_prompt_tokens=datasets.Value("int32"),  # what the judge read and wrote for this row
+    judge_completion_tokens=datasets.Value("int32"),
 )
 
 
 class SolvabilityStage(Stage):
     name = "solvability"
-    version = "2"
+    version = "3"  # 3: the judge's tokens per row
     description = "Questions a judge model calls solvable math problems; the rest in `dropped`."
     Params = Params
     reads = ("id", "query")
     features = FEATURES
     dropped_features = with_drop_reason(FEATURES)
+    reuse_ignores = ("rule",)  # the rule reads the judge's output: a new rule never re-runs the judge
 
     def model_specs(self) -> dict[str, Any]:
         return {"judge": self.params.model}
@@ -80,14 +92,37 @@ class SolvabilityStage(Stage):
         requests = [Request(engine.chat_prompt(self.messages(r["query"])), sampling,
                             derive_seed(self.config.seed, self.name, r["id"])) for r in rows]
         completions = generate_guarded(engine, requests, ctx.progress)
-        rule = RULES[self.params.rule]
-        kept, dropped = [], []
+        result = ShardResult([], [], **token_counts(completions))
         for row, c in zip(rows, completions, strict=True):
-            out = {**row, "judge_output": c.text, "judge_finish_reason": c.finish_reason, "solvable": rule(c.text)}
+            out = {**row, "judge_output": c.text, "judge_finish_reason": c.finish_reason,
+                   "judge_prompt_tokens": c.prompt_tokens, "judge_completion_tokens": c.completion_tokens}
             if c.error:
-                dropped.append(rejected(out, c))
-            elif out["solvable"]:
-                kept.append(out)
+                result.dropped.append(rejected({**out, "solvable": self.rule(c.text)}, c))
             else:
-                dropped.append({**out, "drop_reason": "unsolvable"})
-        return ShardResult(kept, dropped, **token_counts(completions))
+                self.decide(out, result)
+        return result
+
+    def rule(self, output: str) -> bool:
+        return RULES[self.params.rule](output)
+
+    def decide(self, out: dict[str, Any], result: ShardResult) -> None:
+        """The rule on the judge's output: kept, or dropped as unsolvable."""
+        out = {**out, "solvable": self.rule(out["judge_output"])}
+        if out["solvable"]:
+            result.rows.append(out)
+        else:
+            result.dropped.append({**out, "drop_reason": "unsolvable"})
+
+    def rebuild(self, rows: list[dict[str, Any]], prior: list[tuple[str, dict[str, Any]]]) -> ShardResult:
+        """The judge's output as the source recorded it; the rule applied again (a refused row stays refused)."""
+        result = ShardResult([], [])
+        result.prompt_tokens, result.tokens = self.prior_tokens([r for _, r in prior])
+        for _, row in prior:
+            if row.get("drop_reason") not in (None, "unsolvable"):
+                result.dropped.append(row)
+                continue
+            self.decide({k: v for k, v in row.items() if k not in ("drop_reason", "drop_detail")}, result)
+        return result
+
+    def prior_tokens(self, rows: list[dict[str, Any]]) -> tuple[int, int]:
+        return token_sum(rows, "judge_prompt_tokens", "judge_completion_tokens")

@@ -100,7 +100,7 @@ def test_the_stripping_moved_the_code_version_so_old_runs_are_not_reused(monkeyp
     from scalequest_dataset.recipe.params import fingerprint
     from scalequest_dataset.stages.responses import ResponsesStage
 
-    assert ResponsesStage.version == "2"
+    assert ResponsesStage.version == "3"  # 3: prompt tokens per response
     stage = make_stage("responses", {"model": "org/solver"})
     now = (stage.fingerprint("difficulty", None), stage.config_payload("difficulty"))
     monkeypatch.setattr(ResponsesStage, "version", "1")  # the code before the release's strip was adopted
