@@ -34,7 +34,7 @@ def _rows(src: Source, manifest: Manifest, splits: list[str] | None = None) -> l
     for shard in manifest.shards:
         for split, info in shard.files.items():
             if (splits is None or split in splits) and info.rows:
-                out.extend(pq.read_table(src.shard_path(manifest.stage, info)).to_pylist())
+                out.extend(pq.read_table(src.file(manifest.stage, info).path).to_pylist())
     return out
 
 

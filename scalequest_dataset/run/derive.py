@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..files import arrow_schema, file_content_digest, write_bytes, write_table
+from ..files import arrow_schema, write_bytes, write_table
 from ..recipe.config import RunConfig, apply_override, build_config
 from ..recipe.params import ConfigError, Strict, canonical_json, flatten
 from ..stages import STAGE_ORDER, STAGES, ShardResult, Stage, StageContext
@@ -212,18 +212,16 @@ def _take_stage(layout: RunLayout, plan: Plan, source: Source, theirs: Manifest)
 
 
 def fetch_verified(source: Source, stage: str, info: FileRecord) -> Path:
-    """A local copy of one of SOURCE's files, checked before use: its name is a shard name (never a path), its
-    size and sha256 are the manifest's, and its rows' content digest, recomputed, is the manifest's."""
+    """A local copy of one of SOURCE's files, checked before use (the locator's one fetch-and-verify: a safe
+    path, the manifest's size and sha256, its rows' content digest recomputed), and named as a shard."""
+    from ..revisions.stores import VerificationError
+
     if not _SHARD_FILE.match(info.file):
         raise SourceMismatch(f"{source.label}: manifests/{stage}.json names a file {info.file!r}, not a shard")
     try:
-        path = source.shard_path(stage, info)
-    except Exception as exc:  # the store's VerificationError: its bytes disagree with its manifest
-        raise SourceMismatch(str(exc)) from None
-    if file_content_digest(path) != info.content:
-        raise SourceMismatch(f"{source.label}: data/{stage}/{info.file} holds rows whose content digest is not the "
-                             f"one its manifest records ({info.content}): its rows were changed; nothing is reused")
-    return path
+        return source.file(stage, info).path
+    except VerificationError as exc:  # UnsafeRevision too: a path outside the stage
+        raise SourceMismatch(f"{exc}; nothing of it is reused") from None
 
 
 def _check_manifest(source: Source, manifest: Manifest) -> None:
