@@ -108,13 +108,11 @@ def test_from_a_store_revision_records_revision_commit_and_lineage(v1, pool, tmp
     assert f"derived from `v1` (commit `{commit[:12]}`)" in card
 
 
-def test_a_row_altered_in_source_under_an_updated_sha256_is_not_reused(v1, pool, tmp_path):
-    """Looks the same but is not: one judge output changed in SOURCE, the file's sha256 and size updated in its
-    manifest. The stage's fingerprint still matches, so only the rows themselves can tell: the run stops, naming
-    the file, and takes nothing of that stage."""
-    source = tmp_path / "source"
-    shutil.copytree(v1, source)
-    layout = RunLayout(source)
+def altered_copy(v1: Path, dest: Path) -> str:
+    """A copy of v1 with one judge output changed in a solvability shard and that file's sha256 and size updated in
+    the manifest (its content digest left as it was): the file name returned."""
+    shutil.copytree(v1, dest)
+    layout = RunLayout(dest)
     manifest = json.loads(layout.manifest("solvability").read_bytes())
     info = next(f for s in manifest["shards"] for f in s["files"].values() if f["rows"])
     path = layout.data_dir("solvability") / info["file"]
@@ -125,11 +123,59 @@ def test_a_row_altered_in_source_under_an_updated_sha256_is_not_reused(v1, pool,
     pq.write_table(table, path)
     info["sha256"], info["bytes"] = sha256_file(path), path.stat().st_size
     layout.manifest("solvability").write_text(json.dumps(manifest))
+    return info["file"]
 
+
+def test_a_row_altered_in_source_under_an_updated_sha256_is_not_reused(v1, pool, tmp_path):
+    """Looks the same but is not: the stage's fingerprint still matches, so only the rows themselves can tell: the
+    run stops, naming the file, and takes nothing of that stage."""
+    name = altered_copy(v1, tmp_path / "source")
     out = tmp_path / "v2"
-    with pytest.raises(SourceMismatch, match=f"data/solvability/{info['file']}.*nothing of it is reused"):
-        derive(source, out, pool, "stages.difficulty.keep.tiny-b=[0.2, 0.2, 0.9, 0.9, 0.9]")
-    assert not (RunLayout(out).data_dir("solvability") / info["file"]).exists()
+    with pytest.raises(SourceMismatch, match=f"data/solvability/{name}.*nothing of it is reused"):
+        derive(tmp_path / "source", out, pool, "stages.difficulty.keep.tiny-b=[0.2, 0.2, 0.9, 0.9, 0.9]")
+    assert not (RunLayout(out).data_dir("solvability") / name).exists()
+    assert RunLayout(out).manifest("dedup").is_file()  # what was verified before it is kept
+
+
+def test_cli_refuses_an_altered_source_in_one_line_exit_2(v1, tmp_path):
+    name = altered_copy(v1, tmp_path / "source")
+    proc = subprocess.run([*CLI, "run", "--from", str(tmp_path / "source"), "--out", str(tmp_path / "v2"),
+                           "--set", "seed=0", "--no-progress"], capture_output=True, text=True, env=cli_env(),
+                          timeout=300)
+    assert proc.returncode == 2
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error")]
+    assert len(errors) == 1 and name in errors[0], proc.stderr
+
+
+def test_rows_reused_skip_the_engine_and_take_the_new_rule_unless_the_engine_says_it_is_not_invariant():
+    from stages.stagekit import FakeEngine, make_ctx, make_stage, question
+
+    from scalequest_dataset.run.derive import NotInvariant, Prior, process_with_prior
+
+    stage = make_stage("solvability", {"model": "org/judge", "rule": "final-verdict"})
+    kept, fresh = question("qwen2-math-qgen-00000000", "a"), question("qwen2-math-qgen-00000001", "b")
+    prior = Prior.__new__(Prior)
+    prior.keys, prior.origin = {kept["id"]}, "id"
+    recorded = {**kept, "judge_output": "yesterday? No", "judge_finish_reason": "stop", "solvable": True,
+                "judge_prompt_tokens": 5, "judge_completion_tokens": 3}  # kept by substring-yes in the source
+    prior.rows = {kept["id"]: [("train", recorded)]}
+    engine = FakeEngine(lambda request: "Yes")
+    ctx, _ = make_ctx(stage, engine)
+    result, reused, tokens = process_with_prior(stage, [kept, fresh], ctx, prior)
+    assert len(engine.requests) == 1  # only the fresh row was judged
+    assert [r["id"] for r in result.rows] == [fresh["id"]]
+    assert [(r["id"], r["drop_reason"]) for r in result.dropped] == [(kept["id"], "unsolvable")]  # the new rule
+    assert (reused, tokens.prompt, tokens.completion) == (1, 5, 3)
+
+    class Variant(FakeEngine):
+        def info(self):
+            info = super().info()
+            info.batch_invariant = False
+            return info
+
+    ctx, _ = make_ctx(stage, Variant(lambda request: "Yes"))
+    with pytest.raises(NotInvariant):
+        process_with_prior(stage, [kept, fresh], ctx, prior)
 
 
 def test_row_reuse_needs_a_batch_invariant_engine():
