@@ -190,6 +190,7 @@ def _take_stage(layout: RunLayout, plan: Plan, source: Source, theirs: Manifest)
     from .worker import environment, verified_record
 
     total = len(plan.shards)
+    made_by = {e.index: e for e in theirs.execution.shards}  # the bytes' provenance (informational, decides nothing)
     for shard in theirs.shards:
         if verified_record(layout, plan, shard.index) is not None:
             continue
@@ -199,13 +200,17 @@ def _take_stage(layout: RunLayout, plan: Plan, source: Source, theirs: Manifest)
                 raise SourceMismatch(f"{source.label}: manifests/{plan.stage}.json names {info.file!r} for shard "
                                      f"{shard.index} of {total} ({split}), not {shard_name(split, shard.index, total)!r}")
             write_bytes(layout.data_dir(plan.stage) / info.file, fetch_verified(source, plan.stage, info).read_bytes())
+        origin = made_by.get(shard.index)
         records.write(layout.record(plan.stage, shard.index), ShardRecord(
             stage=plan.stage, index=shard.index, fingerprint=plan.fingerprint, rows_in=shard.rows_in,
             files=shard.files, drops=shard.drops, tokens=shard.tokens,
             execution=Execution(
                 seconds=round(time.perf_counter() - started, 3), started=started_at.isoformat(timespec="seconds"),
                 host=socket.gethostname(), worker="taken-from-source", pid=os.getpid(), reused_rows=shard.rows_in,
-                reused_tokens=shard.tokens, reused_shard=True, environment=environment())))
+                reused_tokens=shard.tokens, reused_shard=True,
+                # what made these bytes (the source's engines and environment), not the copy
+                engines=origin.engines if origin else {},
+                environment=theirs.execution.environments.get(origin.environment, {}) if origin else environment())))
 
 
 # ---------------------------------------------------------------------------------------------- SOURCE's bytes

@@ -260,7 +260,10 @@ def execution_differences(a: Manifest, b: Manifest) -> list[str]:
 
 # Execution fields that differ between any two runs, even on one machine: not a different environment.
 RUN_NOISE = ("seconds", "started", "pid", "cost.wall_seconds", "cost.worker_seconds", "cost.gpu_seconds",
-             "files.sha256")
+             "files.sha256",
+             # `run --from`: how much was reused says how this run went, not where (the manifest's `reuse` says it)
+             "reused_rows", "reused_shard", "reused_tokens.prompt", "reused_tokens.completion", "cost.reused_rows",
+             "cost.reused_tokens.prompt", "cost.reused_tokens.completion")
 
 
 def environment_differences(a: Manifest, b: Manifest) -> list[str]:
