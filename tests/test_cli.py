@@ -126,6 +126,7 @@ def tampered_copy(run: Path, dest: Path) -> Path:
     import pyarrow.parquet as pq
 
     from scalequest_dataset.files import content_digest, read_json, sha256_file, write_json
+    from scalequest_dataset.run.records import Manifest, stage_content
 
     shutil.copytree(run, dest)
     manifest = read_json(dest / "manifests" / "questions.json")
@@ -137,6 +138,7 @@ def tampered_copy(run: Path, dest: Path) -> Path:
     pq.write_table(table.set_column(table.schema.get_field_index("query"), "query", pa.array(queries)), path)
     info["sha256"], info["bytes"] = sha256_file(path), path.stat().st_size
     info["content"] = content_digest(pq.read_table(path))
+    manifest["content"] = stage_content(Manifest.model_validate(manifest).shards)
     write_json(dest / "manifests" / "questions.json", manifest)
     return dest
 

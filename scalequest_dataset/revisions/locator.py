@@ -236,5 +236,8 @@ def open_source(text: str | Path | Location, revision: str | None = None) -> Sou
     except StoreError as exc:
         if loc.kind == "hub" and not str(text).startswith("hf://"):
             raise ConfigError(f"{str(text)!r}: there is no local path of that name, and on the Hub: {exc}") from None
+        if loc.kind == "git" and Path(loc.target).is_dir():  # a version may be a run directory too: say both
+            raise StoreError(f"{Path(loc.target).resolve()} is neither a run directory nor a scalequest store "
+                             "(a bare git repository)") from None
         raise
     return StoreSource(store, loc.revision or store.branch)
