@@ -27,17 +27,28 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-# Pinned writer options: changing any of these moves bytes (not content), so the stage code versions move too.
+# Pinned writer options, as `datasets`' own ParquetWriter (the one `push_to_hub` uses) writes: a page index (readers
+# skip pages by their min/max) and content-defined chunking (data pages cut where the values say, not every N bytes,
+# so a v2 that changes 1 % of rows shares most pages with v1 byte for byte: the Hub's xet storage uploads and stores
+# only the pages that changed). Both are pure functions of the rows, so the same rows still give the same bytes.
+# We keep zstd where `datasets` uses snappy: smaller files, and pages are compressed one by one, so CDC still holds.
+# Changing any of these moves bytes, not content: fingerprints and content digests stay, file sha256s move.
+CDC_OPTIONS: dict[str, int] = {"min_chunk_size": 256 * 1024, "max_chunk_size": 1024 * 1024, "norm_level": 0}
+HAS_CDC = int(pa.__version__.split(".")[0]) >= 21  # pyarrow 21 added content-defined chunking
 PARQUET_OPTIONS: dict[str, Any] = {
     "compression": "zstd",
     "compression_level": 3,
     "use_dictionary": True,
     "write_statistics": True,
+    "write_page_index": True,
     "data_page_size": 1 << 20,
     "version": "2.6",
     "store_schema": True,
+    **({"use_content_defined_chunking": CDC_OPTIONS} if HAS_CDC else {}),
 }
-ROW_GROUP_SIZE = 10_000
+# `datasets` sizes row groups to ~100 MB of Arrow data (config.MAX_ROW_GROUP_SIZE): a shard of short text rows is
+# one row group, a shard of long ones several.
+MAX_ROW_GROUP_BYTES = 100 * 10**6
 CONTENT_VERSION = b"scalequest-content-v1"
 
 
@@ -65,6 +76,7 @@ def write_rows(path: Path, rows: list[dict[str, Any]], features) -> dict[str, An
 def write_table(path: Path, table: pa.Table) -> dict[str, Any]:
     # The content digest is computed on another thread while the file is written: both release the GIL
     # (hashlib on large buffers, Arrow's encoders and zstd), so on two cores it costs little wall time.
+    table = table.combine_chunks()  # one chunk per column: the bytes never depend on how the rows were batched
     digest = _digests().submit(content_digest, table)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -74,7 +86,9 @@ def write_table(path: Path, table: pa.Table) -> dict[str, Any]:
             # An empty shard gets no row group at all: `datasets` chokes on a row group of 0 rows.
             with pq.ParquetWriter(sink, table.schema, **PARQUET_OPTIONS) as writer:
                 if table.num_rows:
-                    writer.write_table(table, row_group_size=ROW_GROUP_SIZE)
+                    writer.write_table(table, row_group_size=row_group_rows(table))
+                if HAS_CDC:  # as `datasets` marks its files, so readers know how the pages were cut
+                    writer.add_key_value_metadata({"content_defined_chunking": json.dumps(CDC_OPTIONS)})
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -84,6 +98,12 @@ def write_table(path: Path, table: pa.Table) -> dict[str, Any]:
     _fsync_dir(path.parent)
     return {"file": path.name, "rows": table.num_rows, "bytes": sink.size, "sha256": sink.hash.hexdigest(),
             "content": digest.result(), "writer": f"parquet-cpp-arrow version {pa.__version__}"}
+
+
+def row_group_rows(table: pa.Table) -> int:
+    """Rows per row group: `datasets`' rule (~MAX_ROW_GROUP_BYTES of Arrow data per group) on a table already cut
+    to one chunk per column, so its size counts each buffer once, whatever batches built it."""
+    return max(1, table.num_rows * MAX_ROW_GROUP_BYTES // max(1, table.nbytes))
 
 
 @functools.cache

@@ -3,15 +3,25 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
 import hypothesis.strategies as st
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from hypothesis import HealthCheck, given, settings
 
-from scalequest_dataset.files import content_digest, file_content_digest, sha256_file, write_rows, write_table
+from scalequest_dataset.files import (
+    MAX_ROW_GROUP_BYTES,
+    PARQUET_OPTIONS,
+    content_digest,
+    file_content_digest,
+    sha256_file,
+    write_rows,
+    write_table,
+)
 from scalequest_dataset.stages import STAGES
 
 SETTINGS = settings(max_examples=60, deadline=None, derandomize=True, database=None,
@@ -118,3 +128,43 @@ def test_a_null_is_not_its_fill_value_and_nan_is_one_value():
     assert digest([-0.0], pa.float64()) != digest([0.0], pa.float64())
     assert digest([float("nan")], pa.float64()) == digest([-float("nan")], pa.float64())
     assert digest(["ab", "c"], pa.string()) != digest(["a", "bc"], pa.string())  # value boundaries count
+
+
+# ---------------------------------------------------------------------------------------------- the writer
+
+WORDS = "the of a to and is in that find what how many number sum total solve value equation let answer".split()
+
+
+def _questions(n: int, seed: int = 0, words: int = 300) -> list[dict]:
+    """Question rows of `words` words on average (300: ~1.5 KB, so a shard's query column is several pages)."""
+    rng = np.random.default_rng(seed)
+    lengths = rng.poisson(words, n)
+    text = np.array(WORDS)[rng.integers(0, len(WORDS), lengths.sum())]
+    cuts = np.concatenate([[0], np.cumsum(lengths)])
+    return [{"id": f"q-{i:08d}", "generator": "q", "index": i, "query": " ".join(text[cuts[i] : cuts[i + 1]]),
+             "seed": i, "finish_reason": "stop", "prompt_tokens": 3, "completion_tokens": 300} for i in range(n)]
+
+
+def test_the_writer_options_are_those_of_datasets_push_to_hub():
+    from datasets import config
+
+    assert PARQUET_OPTIONS["write_page_index"] is True
+    assert PARQUET_OPTIONS["use_content_defined_chunking"] == config.DEFAULT_CDC_OPTIONS
+    assert MAX_ROW_GROUP_BYTES == 100 * 10**6 and config.MAX_ROW_GROUP_SIZE == "100MB"
+
+
+def test_a_shard_is_byte_identical_when_rewritten_with_cdc_and_page_index(tmp_path):
+    rows = _questions(10_000, words=55)
+    features = STAGES["questions"].features
+    a = write_rows(tmp_path / "a.parquet", rows, features)
+    b = write_rows(tmp_path / "b.parquet", rows[::-1], features)
+    # The same rows as another batching: the bytes must not follow how the table was built.
+    table = pq.read_table(tmp_path / "a.parquet")
+    c = write_table(tmp_path / "c.parquet", pa.Table.from_batches(table.to_batches(max_chunksize=1000)))
+    assert a["sha256"] == b["sha256"] == c["sha256"]
+    assert (tmp_path / "a.parquet").read_bytes() == (tmp_path / "c.parquet").read_bytes()
+    meta = pq.ParquetFile(tmp_path / "a.parquet").metadata
+    assert json.loads(meta.metadata[b"content_defined_chunking"]) == PARQUET_OPTIONS["use_content_defined_chunking"]
+    assert all(meta.row_group(0).column(i).has_offset_index for i in range(meta.num_columns))  # the page index
+    assert meta.num_row_groups == 1  # 3 MB of Arrow data: one row group, as `datasets` would cut it
+
