@@ -60,7 +60,7 @@ def arrow_schema(features) -> pa.Schema:
 
 def write_rows(path: Path, rows: list[dict[str, Any]], features) -> dict[str, Any]:
     """Write rows (sorted by id) to `path` atomically: temp file, fsync, rename. Returns what a FileRecord
-    holds: file name, rows, bytes, sha256 of the file, content digest of the rows, and the writer."""
+    holds: file name, rows, bytes, sha256 of the file, content digest of the rows, the writer, the Arrow size."""
     rows = sorted(rows, key=lambda r: r["id"])
     ids = [r["id"] for r in rows]
     if len(set(ids)) != len(ids):
@@ -97,7 +97,8 @@ def write_table(path: Path, table: pa.Table) -> dict[str, Any]:
         raise
     _fsync_dir(path.parent)
     return {"file": path.name, "rows": table.num_rows, "bytes": sink.size, "sha256": sink.hash.hexdigest(),
-            "content": digest.result(), "writer": f"parquet-cpp-arrow version {pa.__version__}"}
+            "content": digest.result(), "writer": f"parquet-cpp-arrow version {pa.__version__}",
+            "arrow_bytes": table.nbytes}
 
 
 def row_group_rows(table: pa.Table) -> int:

@@ -7,8 +7,6 @@ import json
 from importlib import resources
 from typing import Any
 
-import yaml
-
 from ..run.records import Manifest
 from ..stages import STAGE_ORDER
 from .stores.base import RepoLayout
@@ -235,25 +233,46 @@ def render_card(repo: str, manifests: dict[str, Manifest], tags: dict[str, str |
         })
     any_manifest = next(iter(manifests.values()), None)
     preset = any_manifest.preset if any_manifest else None
-    front = {
-        "license": "apache-2.0",
-        "language": ["en"],
-        "task_categories": ["text-generation", "question-answering"],
-        "tags": ["math", "synthetic", "scalequest", "reasoning"],
-        "size_categories": [size_category(total)],
-        "pretty_name": f"ScaleQuest regenerated ({preset or 'custom'})",
-        "configs": configs_yaml(manifests),
-    }
+    front = card_data(manifests, total, preset)
     template = resources.files(__package__).joinpath("templates", "dataset_card.md").read_text(encoding="utf-8")
     env = jinja2.Environment(keep_trailing_newline=True, undefined=jinja2.StrictUndefined, autoescape=False)
     return env.from_string(template).render(
-        front_matter=yaml.safe_dump(front, sort_keys=False, allow_unicode=True).strip(),
-        pretty_name=front["pretty_name"], repo=repo, loader=loader, stages=stages, preset=preset,
+        front_matter=front.to_yaml(), pretty_name=front.pretty_name, repo=repo, loader=loader, stages=stages, preset=preset,
         seed=any_manifest.recipe.seed if any_manifest else None,
-        has_dropped=any(len(c["data_files"]) > 1 for c in front["configs"]),
+        has_dropped=any(len(c["data_files"]) > 1 for c in front.configs),
         notes=notes(manifests), attested=any(s["attested"] for s in stages), overlap=_overlap(manifests),
         funnel=funnel_rows(manifests), figures=card_figures({s: manifests[s] for s in _ordered(manifests)}, images),
     )
+
+
+def card_data(manifests: dict[str, Manifest], total: int, preset: str | None):
+    """The card's YAML through huggingface_hub's card API, with `dataset_info` as `push_to_hub` writes it: per config
+    its features and splits (num_examples, num_bytes: the rows' Arrow size), download_size (the Parquet files) and
+    dataset_size (the Arrow sizes), listed by config name."""
+    from datasets import DatasetInfo, SplitDict, SplitInfo
+    from datasets.info import DatasetInfosDict
+    from huggingface_hub import DatasetCardData
+
+    from ..stages import STAGES
+
+    data = DatasetCardData(
+        license="apache-2.0", language=["en"], task_categories=["text-generation", "question-answering"],
+        tags=["math", "synthetic", "scalequest", "reasoning"], size_categories=[size_category(total)],
+        pretty_name=f"ScaleQuest regenerated ({preset or 'custom'})", configs=configs_yaml(manifests))
+    infos = {}
+    for entry in data.configs:
+        m = manifests[entry["config_name"]]
+        splits, download = SplitDict(), 0
+        for split in (f["split"] for f in entry["data_files"]):
+            files = m.split_files(split)
+            arrow = [f.arrow_bytes for f in files]
+            # a manifest written before the size was recorded says nothing: 0, as `datasets` says of unknown sizes
+            splits.add(SplitInfo(split, num_bytes=sum(arrow) if None not in arrow else 0, num_examples=m.rows(split)))
+            download += sum(f.bytes for f in files)
+        infos[m.stage] = DatasetInfo(features=STAGES[m.stage].features, splits=splits, download_size=download,
+                                     dataset_size=sum(s.num_bytes for s in splits.values()))
+    DatasetInfosDict(infos).to_dataset_card_data(data)
+    return data
 
 
 def _derived(m: Manifest) -> str | None:

@@ -34,6 +34,7 @@ class FileRecord(Strict):
     sha256: str
     content: str
     writer: str | None = None  # the file's `created_by` (e.g. "parquet-cpp-arrow version 26.0.1")
+    arrow_bytes: int | None = Field(None, ge=0)  # the rows' size in Arrow: the card's `num_bytes`, as `datasets` counts
 
 
 class ShardSpec(Strict):

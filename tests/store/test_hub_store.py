@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -150,7 +151,52 @@ def test_no_server_errors(published, hub):
     assert hub.errors == []
 
 
+def _client_info(repo: str, loads: list[list[str]]) -> dict[str, Any]:
+    """What `datasets` itself counts on loading each stage's split: rows, Arrow bytes, features."""
+    import datasets
+
+    out = {}
+    for stage, rev, split in loads:
+        ds = datasets.load_dataset(repo, stage, revision=rev, split=split)
+        out[f"{stage}/{split}"] = {"rows": ds.num_rows, "num_bytes": ds.info.splits[split].num_bytes,
+                                   "arrow_bytes": ds.data.nbytes, "features": ds.features.to_dict()}
+    return out
+
+
+def test_the_card_carries_dataset_info_as_push_to_hub_writes_it(published, run_client, tiny_run):
+    from datasets import Features
+    from huggingface_hub import DatasetCard
+
+    from scalequest_dataset.files import arrow_schema
+    from scalequest_dataset.stages import STAGES as REGISTRY
+
+    card = DatasetCard(published["readme"])  # huggingface_hub's own parser
+    infos = {i["config_name"]: i for i in card.data.dataset_info}
+    assert list(infos) == sorted(STAGES)  # a list by config name, as push_to_hub writes several configs
+    loads = [[s, f"v1-{s}", split["name"]] for s in STAGES for split in infos[s]["splits"]]
+    loaded = run_client(__file__, "_client_info", REPO, loads)
+    for stage, _, split in loads:
+        (entry,) = [x for x in infos[stage]["splits"] if x["name"] == split]
+        got = loaded[f"{stage}/{split}"]
+        rows = run_dir_rows(tiny_run, stage, split)
+        assert entry["num_examples"] == got["rows"] == len(rows) > 0, (stage, split)
+        # num_bytes is the rows' Arrow size as written (push_to_hub: the Arrow size of the dataset it pushes);
+        # `datasets`' own count on loading differs only by the validity bitmaps its Parquet reader adds
+        written = sum(pa.Table.from_pylist(pq.read_table(f).to_pylist(), schema=arrow_schema(REGISTRY[stage].features))
+                      .nbytes for f in sorted((tiny_run / "data" / stage).glob(f"{split}-*.parquet")))
+        assert entry["num_bytes"] == written > 0, (stage, split)
+        assert abs(got["num_bytes"] - written) <= 0.01 * written, (stage, split, got["num_bytes"], written)
+        assert Features._from_yaml_list(infos[stage]["features"]) == REGISTRY[stage].features
+        assert got["features"] == REGISTRY[stage].features.to_dict()
+    for stage in STAGES:
+        info = infos[stage]
+        files = [f for split in info["splits"] for f in (tiny_run / "data" / stage).glob(f"{split['name']}-*.parquet")]
+        assert info["download_size"] == sum(f.stat().st_size for f in files)
+        assert info["dataset_size"] == sum(s["num_bytes"] for s in info["splits"])
+
+
 if __name__ == "__main__":  # client side: `run_client` starts this file with (function, JSON args, result path)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     result = globals()[sys.argv[1]](*json.loads(sys.argv[2]))
     Path(sys.argv[3]).write_text(json.dumps(result))
+
