@@ -15,11 +15,12 @@ from ..recipe.params import ConfigError
 from .base import Completion, Engine, EngineInfo, ProgressFn, Request, Sampling
 
 __all__ = ["ENGINES", "Completion", "Engine", "EngineInfo", "EnginePool", "ProgressFn", "Request", "Sampling",
-           "Task", "engine_class", "load_engine"]
+           "Task", "engine_class", "load_engine", "loads_models"]
 
 ENGINES: dict[str, str] = {
     "vllm": "scalequest_dataset.engines.vllm:VLLMEngine",
     "transformers": "scalequest_dataset.engines.transformers:TransformersEngine",
+    "simulate": "scalequest_dataset.engines.simulate:SimulateEngine",
 }
 
 # Loading is serialised: transformers builds models under process-wide patches (meta-device init), so two
@@ -36,6 +37,12 @@ def engine_class(name: str) -> type:
         raise ConfigError(f"unknown engine {name!r}: allowed are {', '.join(ENGINES)}")
     module, _, attr = ENGINES[name].partition(":")
     return getattr(importlib.import_module(module), attr)
+
+
+def loads_models(name: str) -> bool:
+    """False for an engine that loads no model (`simulate`): its models are their ids and revisions as written,
+    never resolved on the Hub, built or hashed."""
+    return getattr(engine_class(name), "LOADS_MODELS", True)
 
 
 def load_engine(name: str, model_path: str, *, dtype: str = "auto", batch_size: int = 64,

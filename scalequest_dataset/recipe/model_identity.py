@@ -76,10 +76,17 @@ def resolve_model(spec: ModelSpec, field: str = "model") -> ResolvedModel:
     return ResolvedModel(spec.id, hub_commit(spec.id, spec.revision, field), spec.id)
 
 
-def locate_model(model_id: str, revision: str, field: str = "model") -> ResolvedModel:
-    """A pinned identity (from a plan or a manifest) back to something this machine loads, checked."""
+def as_written(model_id: str, revision: str | None) -> ResolvedModel:
+    """A model as the config writes it, for an engine that loads none (`simulate`): nothing is asked of the Hub,
+    built or hashed, and an unpinned revision stays `main`."""
+    return ResolvedModel(model_id, revision or "main", model_id)
+
+
+def locate_model(model_id: str, revision: str, field: str = "model", *, load: bool = True) -> ResolvedModel:
+    """A pinned identity (from a plan or a manifest) back to something this machine loads, checked. With
+    `load=False` (an engine that loads no model) it is taken as written."""
     kind = model_kind(model_id)
-    if kind == "hub":
+    if kind == "hub" or not load:
         return ResolvedModel(model_id, revision, model_id)
     now = resolve_model(ModelSpec(id=model_id), field)
     if now.revision != revision:

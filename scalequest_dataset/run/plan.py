@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from ..engines import loads_models
 from ..files import file_problem, iter_batches, write_bytes, write_table
 from ..recipe.config import RunConfig, build_config, load_preset
 from ..recipe.model_identity import ResolvedModel, locate_model
@@ -120,7 +121,9 @@ def plan_stage(layout: RunLayout, config: RunConfig, name: str, pinned: dict[str
         return plan
     located = None
     if pinned is not None:
-        located = {role: locate_model(m.id, m.revision, f"stages.{name} ({role})") for role, m in pinned.items()}
+        load = loads_models(config.engine.name)
+        located = {role: locate_model(m.id, m.revision, f"stages.{name} ({role})", load=load)
+                   for role, m in pinned.items()}
     stage = STAGES[name](config, located)
     models = {role: PinnedModel(**m.identity()) for role, m in stage.models().items()}
     input_paths = verified_inputs(layout, input_manifest) if input_manifest else []
@@ -190,8 +193,9 @@ def check_file(path: Path, info: FileRecord, what: str) -> None:
 
 def open_stage(layout: RunLayout, config: RunConfig, plan: Plan) -> Stage:
     """The stage as its plan pinned it: models located (and checked) on this machine, prepared state loaded."""
-    models: dict[str, ResolvedModel] = {
-        role: locate_model(m.id, m.revision, f"stages.{plan.stage} ({role})") for role, m in plan.models.items()}
+    load = loads_models(config.engine.name)
+    models: dict[str, ResolvedModel] = {role: locate_model(m.id, m.revision, f"stages.{plan.stage} ({role})", load=load)
+                                        for role, m in plan.models.items()}
     stage = STAGES[plan.stage](config, models)
     if plan.prepared is not None:
         path = layout.prepared(plan.stage)

@@ -17,7 +17,7 @@ import datasets
 import pyarrow as pa
 
 from ..engines import Completion, Engine, EngineInfo, ProgressFn
-from ..recipe.model_identity import ResolvedModel, resolve_model
+from ..recipe.model_identity import ResolvedModel, as_written, resolve_model
 from ..recipe.params import ModelSpec, Strict, fingerprint
 
 if TYPE_CHECKING:
@@ -175,9 +175,16 @@ class Stage:
     def models(self) -> dict[str, ResolvedModel]:
         """The pinned models by role: the plan's, or resolved now (the Hub asked once per process)."""
         if self._models is None:
-            self._models = {role: resolve_model(spec, self.model_field(role))
-                            for role, spec in self.model_specs().items()}
+            self._models = {role: resolve_model(spec, self.model_field(role)) if self.loads_models
+                            else as_written(spec.id, spec.revision) for role, spec in self.model_specs().items()}
         return self._models
+
+    @property
+    def loads_models(self) -> bool:
+        """False under an engine that loads no model (`simulate`): models are their ids and revisions as written."""
+        from ..engines import loads_models
+
+        return loads_models(self.config.engine.name)
 
     def model_field(self, role: str) -> str:
         """Where the config sets the model of `role` (named in errors)."""

@@ -34,7 +34,7 @@ import pyarrow as pa
 from pydantic import Field, model_validator
 
 from ..files import sha256_file
-from ..recipe.model_identity import ResolvedModel, hub_commit
+from ..recipe.model_identity import ResolvedModel, as_written, hub_commit
 from ..recipe.params import ConfigError, Strict, canonical_json
 from .base import ShardResult, Stage, StageContext, with_drop_reason
 from .dedup import normalize_question
@@ -159,9 +159,17 @@ class LoadedBenchmark:
         return "sha256:" + hashlib.sha256(canonical_json([self.ids, self.texts]).encode("utf-8")).hexdigest()
 
 
-def load_benchmark(benchmark: Benchmark, pinned: ResolvedModel, field: str) -> LoadedBenchmark:
+def load_benchmark(benchmark: Benchmark, pinned: ResolvedModel, field: str, simulated: bool = False
+                   ) -> LoadedBenchmark:
     """The benchmark's items through `datasets.load_dataset`, at the pinned revision (a local file must still
-    have the content the plan pinned)."""
+    have the content the plan pinned). `simulated`: a Hub dataset's items from the simulate engine (its size as
+    the real test set's, one text column)."""
+    if benchmark.path is None and simulated:
+        from ..engines.simulate import BENCHMARK_SIZES, benchmark_items
+
+        texts = benchmark_items(benchmark.source(), BENCHMARK_SIZES.get(benchmark.repo or "", 1000))
+        return LoadedBenchmark(benchmark, pinned.revision, [str(i) for i in range(len(texts))],
+                               [[t] for t in texts])
     if benchmark.path is not None:
         path = Path(benchmark.path).expanduser()
         found = "sha256:" + sha256_file(path) if path.is_file() else "missing"
@@ -374,14 +382,18 @@ class DecontaminationStage(Stage):
         pinned = dict(self._models or {})
         for b in self.params.benchmarks:
             if role(b) not in pinned:
-                pinned[role(b)] = resolve_benchmark(b, self.field(b))
+                # Under an engine that loads no model (simulate), a Hub dataset is taken as written (its items are
+                # simulated in `prepare`); a local file is still read and pinned by its content.
+                pinned[role(b)] = (resolve_benchmark(b, self.field(b)) if self.loads_models or b.path is not None
+                                   else as_written(b.source(), b.revision))
         self._models = pinned
         return pinned
 
     def prepare(self, batches: Iterable[pa.RecordBatch]) -> pa.Table:
         """Load and index the benchmarks, then stream every question of the input once."""
         pinned = self.models()
-        benchmarks = [load_benchmark(b, pinned[role(b)], self.field(b)) for b in self.params.benchmarks]
+        benchmarks = [load_benchmark(b, pinned[role(b)], self.field(b), not self.loads_models)
+                      for b in self.params.benchmarks]
         scan = OverlapScan(benchmarks, NgramIndex(benchmarks, self.params.ngram))
         for batch in batches:
             scan.add(batch.column("id").to_pylist(), batch.column("query").to_pylist())
