@@ -45,3 +45,63 @@ def test_largest_agreement_counts_missing_answers_as_disagreeing():
     assert largest_agreement([None, None]) == 0
     assert agreement_shares(["1/2", "0.5", None, "3"]) == pytest.approx([1 / 3, 1 / 3, 0.0, 0.0])
     assert agreement_shares(["7"]) == [0.0]
+
+
+PLAIN = ["3", "3.0", "03", "-3", "3/4", "\\frac{3}{4}", "\\dfrac{3}{4}", "0.75", "6/8", "0.7500", "1/3", "0.3333",
+         "0.333333", "2", "2.5", "5/2", "\\frac{10}{4}", "1000000", "1000001", "12", "-\\frac{3}{4}", "-0.75"]
+
+
+def _math_verify_alone(a: str, b: str) -> bool:
+    """The verdict without the fast path or the caches: normalised equality, else math_verify either way round."""
+    from math_verify import parse, verify
+
+    from scalequest_dataset.recipe.answers import normalize_answer
+
+    if normalize_answer(a) == normalize_answer(b):
+        return True
+    pa, pb = parse(f"${a}$", parsing_timeout=None), parse(f"${b}$", parsing_timeout=None)
+    return bool(pa and pb and (verify(pa, pb, timeout_seconds=None) or verify(pb, pa, timeout_seconds=None)))
+
+
+def test_plain_numbers_skip_math_verify_and_agree_with_it(monkeypatch):
+    from scalequest_dataset.recipe import answers
+
+    expected = {(a, b): _math_verify_alone(a, b) for a in PLAIN for b in PLAIN}
+    answers._equivalent.cache_clear()
+    calls = []
+    real = answers._math_verify()
+    monkeypatch.setattr(answers, "_math_verify", lambda: calls.append(1) or real)
+    got = {(a, b): equivalent(a, b) for a in PLAIN for b in PLAIN}
+    assert got == expected
+    near = {p for p in expected if answers.plain_number(p[0]) is not None and answers.plain_number(p[1]) is not None
+            and abs(answers.plain_number(p[0]) - answers.plain_number(p[1])) <= answers._NEAR}
+    assert len(calls) <= 2 * len(near)  # only pairs too close to call exactly reach math_verify
+
+
+def test_verdicts_are_cached(monkeypatch):
+    from scalequest_dataset.recipe import answers
+
+    answers._equivalent.cache_clear()
+    calls = []
+    parse, verify = answers._math_verify()
+    monkeypatch.setattr(answers, "_math_verify", lambda: (parse, lambda *a, **k: calls.append(1) or verify(*a, **k)))
+    assert equivalent("x+1", "1+x") and equivalent("1+x", "x+1") and equivalent("x+1", "1+x")
+    assert len(calls) == 1
+
+
+def test_a_verify_call_that_runs_out_of_time_fails_loudly(monkeypatch):
+    import time
+
+    from scalequest_dataset.recipe import answers
+
+    answers._equivalent.cache_clear()
+    parse, _ = answers._math_verify()
+
+    def slow(*args, **kwargs):
+        time.sleep(2)
+        return False
+
+    monkeypatch.setattr(answers, "VERIFY_TIMEOUT_S", 0.05)
+    monkeypatch.setattr(answers, "_math_verify", lambda: (parse, slow))
+    with pytest.raises(answers.AnswerTimeout, match="'x\\+2' vs 'y'"):
+        equivalent("x+2", "y")
