@@ -13,6 +13,11 @@ Everything that needs the whole input runs once, at plan time (`prepare`):
    array (8 bytes per n-gram, plus postings to confirm a hit);
 2. the questions stream through batch by batch: a hash hit is confirmed word for word (a hash collision never
    makes a match), and only matching questions are kept in memory.
+An n-gram that more than `max_items_per_ngram` benchmark items share is boilerplate ("... express your answer
+as a common fraction in lowest terms"), not a leak: it is left out of the index, so it flags nothing, and the
+report counts such n-grams. (Indexed, it made one hit per position x item: 2.0 GB after 8.5k questions that end in
+it, issue 22.) A question holds at most that many items per n-gram, and is reduced to its first hit, its
+benchmarks and its items as it is scanned, so memory stays flat however heavy the overlap.
 The prepared table (state/decontamination/prepared.parquet, next to the plan) holds one row per matching
 question and, in its schema metadata, the report: per benchmark the Table 6 figures (items, clean ratio =
 share of items with no n-gram in any question, the matched items). Workers read only that table: no Hub, no
@@ -23,8 +28,8 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -113,6 +118,8 @@ class Params(Strict):
 
     mode: Literal["report", "remove"] = "report"
     ngram: int = Field(13, ge=1)
+    # Ours: an n-gram shared by more benchmark items than this is boilerplate and flags nothing (see the module).
+    max_items_per_ngram: int = Field(32, ge=1)
     normalize: Literal["nfkc-casefold-words"] = NORMALIZATION
     benchmarks: list[Benchmark] = Field(min_length=1)
 
@@ -217,7 +224,7 @@ class NgramIndex:
     """Every n-gram of every benchmark item, as sorted 64-bit hashes with postings (the text segment and the
     word position it starts at), so a hit is confirmed against the benchmark's own words."""
 
-    def __init__(self, benchmarks: Sequence[LoadedBenchmark], n: int) -> None:
+    def __init__(self, benchmarks: Sequence[LoadedBenchmark], n: int, max_items: int | None = None) -> None:
         self.n = n
         self.segments: list[tuple[int, int, list[str]]] = []  # (benchmark, item, words) per text column
         self.short = [0] * len(benchmarks)  # items with no n-gram at all
@@ -237,11 +244,36 @@ class NgramIndex:
         hashes, segments, positions = (np.concatenate([p[k] for p in parts]) if parts else np.empty(0, np.int64)
                                        for k in range(3))
         order = np.lexsort((positions, segments, hashes))  # by hash, then segment and position: one order
-        self.hashes = hashes[order].astype(np.uint64)
-        self.posting_segment = segments[order]
-        self.posting_position = positions[order]
+        hashes, segments, positions = hashes[order].astype(np.uint64), segments[order], positions[order]
+        self.boilerplate: list[str] = []  # n-grams shared by more than max_items items, left out
+        if max_items is not None and len(hashes):
+            keep = self._not_boilerplate(hashes, segments, positions, max_items)
+            hashes, segments, positions = hashes[keep], segments[keep], positions[keep]
+        self.hashes = hashes
+        self.posting_segment = segments
+        self.posting_position = positions
         self.unique = np.unique(self.hashes)
         self._confirmed: dict[tuple[str, ...], tuple[tuple[int, int], ...]] = {}
+
+    def _not_boilerplate(self, hashes: np.ndarray, segments: np.ndarray, positions: np.ndarray, max_items: int
+                         ) -> np.ndarray:
+        """A mask of the postings to keep: those of n-grams held by at most `max_items` distinct items (counted
+        by hash; the words of each boilerplate n-gram are kept for the report)."""
+        owner = np.array([b * (1 << 32) + i for b, i, _ in self.segments], dtype=np.int64)[segments]
+        pairs = np.lexsort((owner, hashes))
+        h, o = hashes[pairs], owner[pairs]
+        distinct = np.ones(len(h), dtype=bool)
+        distinct[1:] = (h[1:] != h[:-1]) | (o[1:] != o[:-1])
+        values, counts = np.unique(h[distinct], return_counts=True)
+        common = values[counts > max_items]
+        if not len(common):
+            return np.ones(len(hashes), dtype=bool)
+        for value in common:
+            k = int(np.searchsorted(hashes, value))
+            seg_words = self.segments[segments[k]][2]
+            self.boilerplate.append(" ".join(seg_words[positions[k] : positions[k] + self.n]))
+        self.boilerplate.sort()
+        return ~np.isin(hashes, common)
 
     def lookup(self, tokens: list[str], position: int, value: np.uint64) -> tuple[tuple[int, int], ...]:
         """The (benchmark, item) pairs holding the question's n-gram at `position` word for word."""
@@ -259,15 +291,37 @@ class NgramIndex:
         return self._confirmed[gram]
 
     def hits(self, texts: Sequence[str | None]) -> tuple[list[list[str]], list[list[Hit]]]:
-        """Every confirmed hit of every question of a batch, with the questions' words. Hashing is vectorised
-        over the batch; a window that would cross from one question into the next is never looked up."""
+        """Every confirmed hit of every question of a batch, with the questions' words (for tests: the scan
+        reduces each question as it goes, `matches`)."""
+        tokens, found = [words(t) for t in texts], [[] for _ in texts]
+        for q, position, pairs in self._candidates(tokens):
+            found[q].extend(Hit(b, i, position) for b, i in pairs)
+        return tokens, found
+
+    def matches(self, texts: Sequence[str | None]) -> Iterator[tuple[int, list[str], Match]]:
+        """For each question of a batch that shares an n-gram with an item: its index, its words, and its first
+        hit (first benchmark, earliest n-gram, lowest item), its benchmarks and its (benchmark, item) pairs. Only
+        one question's hits are held at a time."""
         tokens = [words(t) for t in texts]
-        found: list[list[Hit]] = [[] for _ in texts]
+        current, match = -1, None
+        for q, position, pairs in self._candidates(tokens):
+            if q != current:
+                if match is not None:
+                    yield current, tokens[current], match
+                current, match = q, Match()
+            match.add(position, pairs)
+        if match is not None:
+            yield current, tokens[current], match
+
+    def _candidates(self, tokens: list[list[str]]) -> Iterator[tuple[int, int, tuple[tuple[int, int], ...]]]:
+        """(question, position, confirmed (benchmark, item) pairs) for every n-gram of the batch found in the
+        index, in question then position order. Hashing is vectorised over the batch; a window that would cross
+        from one question into the next is never looked up."""
         lengths = np.array([len(t) for t in tokens], dtype=np.int64)
         flat = word_hashes([w for t in tokens for w in t])
         grams = ngram_hashes(flat, self.n)
         if not len(grams) or not len(self.unique):
-            return tokens, found
+            return
         owner = np.repeat(np.arange(len(tokens)), lengths)
         starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
         inside = owner[: len(grams)] == owner[self.n - 1 :]
@@ -276,18 +330,36 @@ class NgramIndex:
         for p in candidates:
             q = int(owner[p])
             position = int(p - starts[q])
-            for b, i in self.lookup(tokens[q], position, grams[p]):
-                found[q].append(Hit(b, i, position))
-        return tokens, found
+            pairs = self.lookup(tokens[q], position, grams[p])
+            if pairs:
+                yield q, position, pairs
+
+
+@dataclass
+class Match:
+    """One question's overlap, reduced as its hits arrive: the first hit, the benchmarks, the items."""
+
+    first: Hit | None = None
+    items: set[tuple[int, int]] = field(default_factory=set)
+
+    def add(self, position: int, pairs: tuple[tuple[int, int], ...]) -> None:
+        b, i = min(pairs)  # pairs share the position: the first benchmark, its lowest item
+        best = Hit(b, i, position)
+        if self.first is None or (best.benchmark, best.position, best.item) < (
+                self.first.benchmark, self.first.position, self.first.item):
+            self.first = best
+        self.items.update(pairs)
 
 
 class OverlapScan:
     """Streams the questions against the index: keeps the matching questions and, per benchmark item, how many
     questions share an n-gram with it and the lowest such question id (both independent of the input's order)."""
 
-    def __init__(self, benchmarks: Sequence[LoadedBenchmark], index: NgramIndex) -> None:
+    def __init__(self, benchmarks: Sequence[LoadedBenchmark], index: NgramIndex, max_items: int | None = None
+                 ) -> None:
         self.benchmarks = benchmarks
         self.index = index
+        self.max_items = max_items
         self.questions = 0
         self.matches: list[dict[str, Any]] = []
         self.item_questions = [np.zeros(len(b.ids), dtype=np.int64) for b in benchmarks]
@@ -295,19 +367,18 @@ class OverlapScan:
 
     def add(self, ids: Sequence[str], texts: Sequence[str | None]) -> None:
         self.questions += len(ids)
-        tokens, found = self.index.hits(texts)
-        for qid, q_tokens, hits in zip(ids, tokens, found, strict=True):
-            if hits:
-                self._record(qid, q_tokens, hits)
+        for q, tokens, match in self.index.matches(texts):
+            self._record(ids[q], tokens, match)
 
-    def _record(self, qid: str, tokens: list[str], hits: list[Hit]) -> None:
-        first = min(hits, key=lambda h: (h.benchmark, h.position, h.item))  # first benchmark, earliest n-gram
+    def _record(self, qid: str, tokens: list[str], match: Match) -> None:
+        first = match.first  # first benchmark, earliest n-gram, lowest item
+        assert first is not None
         names = [b.spec.name for b in self.benchmarks]
         self.matches.append({
             "id": qid, "benchmark": names[first.benchmark], "item": self.benchmarks[first.benchmark].ids[first.item],
             "ngram": " ".join(tokens[first.position : first.position + self.index.n]),
-            "benchmarks": [names[b] for b in sorted({h.benchmark for h in hits})]})
-        for b, i in sorted({(h.benchmark, h.item) for h in hits}):
+            "benchmarks": [names[b] for b in sorted({b for b, _ in match.items})]})
+        for b, i in sorted(match.items):
             self.item_questions[b][i] += 1
             if i not in self.item_first[b] or qid < self.item_first[b][i]:
                 self.item_first[b][i] = qid
@@ -328,7 +399,9 @@ class OverlapScan:
                              "first": self.item_first[b][i]} for i in matched],
             })
         return {"ngram": self.index.n, "normalize": NORMALIZATION, "questions": self.questions,
-                "contaminated": len(self.matches), "benchmarks": out}
+                "contaminated": len(self.matches), "benchmarks": out,
+                "boilerplate": {"max_items_per_ngram": self.max_items, "ngrams": len(self.index.boilerplate),
+                                "examples": self.index.boilerplate[:5]}}
 
     def table(self) -> pa.Table:
         rows = sorted(self.matches, key=lambda m: m["id"])
@@ -359,7 +432,7 @@ CONTAMINATION_COLUMNS = {
 
 class DecontaminationStage(Stage):
     name = "decontamination"
-    version = "1"
+    version = "2"  # 2: n-grams shared by more than max_items_per_ngram items are boilerplate (flag nothing)
     description = ("Questions checked for word n-gram overlap with benchmark test sets; in `remove` mode the "
                    "overlapping ones are in `dropped`.")
     Params = Params
@@ -394,7 +467,8 @@ class DecontaminationStage(Stage):
         pinned = self.models()
         benchmarks = [load_benchmark(b, pinned[role(b)], self.field(b), not self.loads_models)
                       for b in self.params.benchmarks]
-        scan = OverlapScan(benchmarks, NgramIndex(benchmarks, self.params.ngram))
+        cap = self.params.max_items_per_ngram
+        scan = OverlapScan(benchmarks, NgramIndex(benchmarks, self.params.ngram, cap), cap)
         for batch in batches:
             scan.add(batch.column("id").to_pylist(), batch.column("query").to_pylist())
         table = scan.table()

@@ -200,3 +200,46 @@ def test_duplicate_names_and_missing_columns_are_named(bench_files):
     stage = make_stage("decontamination", {"benchmarks": [{**spec, "columns": ["problem"]}]})
     with pytest.raises(ConfigError, match="no column problem"):
         stage.prepare(iter([]))
+
+
+BOILER = "If the answer is not a whole number, express your answer as a common fraction in lowest terms."
+
+
+def _boilerplate_run(tmp_path, questions: int, **extra):
+    """200 benchmark items that all end in the same 17-word boilerplate; every question ends in it too, and
+    question 0 also copies item 7's own words."""
+    items = [{"problem": f"Item {k} asks for the number of ways to color {k} beads on a necklace of size {k + 3} "
+                         f"using red blue and green paint only. {BOILER}"} for k in range(200)]
+    files = {"math": write_jsonl(tmp_path / "boiler.jsonl", items)}
+    rows = [q(i, f"Question {i} about {i % 17} apples. {BOILER}") for i in range(questions)]
+    rows[0] = q(0, items[7]["problem"])
+    stage = make_stage("decontamination", {"benchmarks": [
+        {"name": "math", "path": str(files["math"]), "columns": ["problem"]}], **extra})
+    prepared = stage.prepare(pa.Table.from_pylist(rows).to_batches(max_chunksize=1000))
+    return stage, read_report(prepared)
+
+
+def test_an_ngram_shared_by_many_items_is_boilerplate_and_flags_nothing(tmp_path):
+    stage, report = _boilerplate_run(tmp_path, 50)
+    assert set(stage.matches) == {q(0, "")["id"]}  # the copied item, not the boilerplate
+    assert stage.matches[q(0, "")["id"]]["item"] == "7"
+    assert report["boilerplate"]["ngrams"] >= 5 and report["boilerplate"]["max_items_per_ngram"] == 32
+    assert any("express your answer as a common fraction" in g for g in report["boilerplate"]["examples"])
+    assert report["benchmarks"][0]["matched"] == [{"item": "7", "questions": 1, "first": q(0, "")["id"]}]
+    # The cap decides: raised above the item count, the boilerplate flags every question (the paper's measure).
+    stage, report = _boilerplate_run(tmp_path, 50, max_items_per_ngram=1000)
+    assert len(stage.matches) == 50 and report["boilerplate"]["ngrams"] == 0
+
+
+def test_memory_stays_flat_under_heavy_overlap(tmp_path):
+    """Even with the cap lifted (each of 1,000 questions in one batch hits 200 items at 5 positions), a question's
+    hits are reduced as they arrive: no object per (position x item) for a whole batch (that held ~1M objects,
+    ~100 MB, here; 2.0 GB at 8.5k questions of the paper's size)."""
+    import tracemalloc
+
+    tracemalloc.start()
+    stage, _ = _boilerplate_run(tmp_path, 1000, max_items_per_ngram=1000)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert len(stage.matches) == 1000
+    assert peak < 16 << 20, f"{peak / 2**20:.1f} MiB"
