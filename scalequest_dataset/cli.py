@@ -13,9 +13,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from . import __version__, console
+
+# Only what every command needs: names for the argument parser. A command imports its own modules (the stages
+# pull in `datasets` and pandas, ~1 s), so `--version`, `log` or `status` start in a fraction of that.
 from .engines import ENGINES
-from .recipe.config import ConfigError, preset_names, resolve_config
-from .recipe.models import cache_dir
+from .recipe import preset_names
 from .run.backends import BACKENDS
 
 OK, DIFFERENT, USAGE, FAILURE, INTERRUPTED = 0, 1, 2, 3, 130
@@ -82,6 +84,8 @@ def make_backend(args: argparse.Namespace):
     if args.backend == "ray":
         return cls(workers=args.workers, gpus_per_worker=args.gpus_per_worker, address=args.ray_address)
     if args.ray_address:
+        from .recipe.params import ConfigError
+
         raise ConfigError("--ray-address goes with --backend ray")
     return cls(workers=args.workers, gpus_per_worker=args.gpus_per_worker)
 
@@ -177,6 +181,7 @@ def logged(args: argparse.Namespace, log: Path) -> Iterator[None]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from .recipe.config import ConfigError, resolve_config
     from .run import Runner, ShardSlice
 
     origin = None
@@ -262,6 +267,7 @@ def cmd_finalize(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     """Every stage of the `demo` preset, each published as a revision of a local store; then the funnel,
     one stage loaded back from its tag, and where things are."""
+    from .recipe.config import resolve_config
     from .revisions.load import load_dataset
     from .revisions.publish import publish
     from .run import Runner
@@ -294,6 +300,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
                 console.out(f"    {column}: {row[column][:400]!r}")
     _print_where(args.out)
     console.out(f"store:         {Path(store).resolve()}  (`scalequest log {store}`, `git clone {store}`)")
+    from .recipe.models import cache_dir
+
     console.out(f"models:        {cache_dir() / 'models'}")
     return OK
 
@@ -302,6 +310,8 @@ def cmd_publish(args: argparse.Namespace) -> int:
     from .revisions.publish import publish
 
     if args.all and args.stage:
+        from .recipe.params import ConfigError
+
         raise ConfigError("use either --stage or --all")
     with logged(args, console.command_log("publish")):
         publish(args.run_dir, args.to, args.stage or None, args.tag_prefix, args.force, say=console.out)
@@ -393,6 +403,8 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def cmd_presets(args: argparse.Namespace) -> int:
+    from .recipe.config import resolve_config
+
     names = resolve_config(args.name, args.overrides).stage_names() if args.name else preset_names()
     console.out("\n".join(names))
     return OK

@@ -11,7 +11,6 @@ import importlib
 import threading
 from typing import Any, Literal
 
-from ..recipe.params import ConfigError
 from .base import Completion, Engine, EngineInfo, ProgressFn, Request, Sampling
 
 __all__ = ["ENGINES", "Completion", "Engine", "EngineInfo", "EnginePool", "ProgressFn", "Request", "Sampling",
@@ -33,6 +32,8 @@ TASKS: tuple[str, ...] = ("generate", "score")
 
 
 def engine_class(name: str) -> type:
+    from ..recipe.params import ConfigError  # here, not at the top: the CLI reads ENGINES at start-up
+
     if name not in ENGINES:
         raise ConfigError(f"unknown engine {name!r}: allowed are {', '.join(ENGINES)}")
     module, _, attr = ENGINES[name].partition(":")

@@ -14,6 +14,7 @@ from pydantic import Field, ValidationError, create_model, model_validator
 
 from ..engines import ENGINES, engine_class
 from ..stages import REGISTRY, STAGE_ORDER, STAGES
+from . import preset_names
 from .params import ConfigError, ModelSpec, Strict, canonical_json, fingerprint
 
 __all__ = ["STAGE_ORDER", "ConfigError", "EngineConfig", "ModelSpec", "RunConfig", "build_config",
@@ -102,11 +103,6 @@ class RunConfig(Strict):
 
 
 # ---------------------------------------------------------------------------------------------- loading
-
-
-def preset_names() -> list[str]:
-    return sorted(p.name.removesuffix(".yaml") for p in resources.files(__package__).joinpath("presets").iterdir()
-                  if p.name.endswith(".yaml"))
 
 
 def load_preset(name: str) -> dict[str, Any]:

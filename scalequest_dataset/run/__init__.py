@@ -11,9 +11,25 @@
 
 from __future__ import annotations
 
-from .layout import RunLayout
-from .plan import StageError, load_config
-from .runner import Runner, ShardSlice, finalize, status
-from .worker import run_shard
+import importlib
+from typing import TYPE_CHECKING, Any
 
+# Imported on first use, so that `scalequest --version` or `scalequest log` do not pay for the executor's
+# dependencies (the stages, `datasets`, pandas: ~1 s of start-up).
+_API = {"RunLayout": "layout", "StageError": "plan", "load_config": "plan", "Runner": "runner",
+        "ShardSlice": "runner", "finalize": "runner", "status": "runner", "run_shard": "worker"}
 __all__ = ["RunLayout", "Runner", "ShardSlice", "StageError", "finalize", "load_config", "run_shard", "status"]
+
+if TYPE_CHECKING:
+    from .layout import RunLayout
+    from .plan import StageError, load_config
+    from .runner import Runner, ShardSlice, finalize, status
+    from .worker import run_shard
+
+
+def __getattr__(name: str) -> Any:
+    if name in _API:
+        value = getattr(importlib.import_module(f".{_API[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -5,9 +5,10 @@ one line here. Slurm needs no backend class: an array task runs `scalequest run 
 from __future__ import annotations
 
 import importlib
+from typing import TYPE_CHECKING, Any
 
-from ...recipe.params import ConfigError
-from .base import Backend, Reporter, StageJob
+if TYPE_CHECKING:  # imported on first use: the CLI reads BACKENDS before it knows it will run anything
+    from .base import Backend, Reporter, StageJob
 
 BACKENDS: dict[str, str] = {
     "local": "scalequest_dataset.run.backends.local:LocalBackend",
@@ -16,6 +17,8 @@ BACKENDS: dict[str, str] = {
 
 
 def backend_class(name: str) -> type[Backend]:
+    from ...recipe.params import ConfigError
+
     if name not in BACKENDS:
         raise ConfigError(f"unknown backend {name!r}: allowed are {', '.join(BACKENDS)}")
     module, _, attr = BACKENDS[name].partition(":")
@@ -23,3 +26,11 @@ def backend_class(name: str) -> type[Backend]:
 
 
 __all__ = ["BACKENDS", "Backend", "Reporter", "StageJob", "backend_class"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("Backend", "Reporter", "StageJob"):
+        from . import base
+
+        return getattr(base, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
