@@ -118,7 +118,8 @@ def run_client(hub: HubServer, tmp_path_factory: pytest.TempPathFactory) -> Clie
     def run(script: str | Path, func: str, *args: Any, hf_home: Path | None = None, timeout: float = 120) -> Any:
         work = tmp_path_factory.mktemp(f"client-{func}")
         env = hub.client_env(hf_home or work / "hf_home")
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+        # the package and tests/ (a client script in a subfolder imports `support` as the tests do)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), str(ROOT / "tests"), env.get("PYTHONPATH")]))
         out = work / "result.json"
         proc = subprocess.run([sys.executable, str(script), func, json.dumps(args), str(out)], env=env,
                               capture_output=True, text=True, timeout=timeout, cwd=work)

@@ -1,5 +1,5 @@
 """Render the dataset card as a published revision shows it, from fixture manifests, into dataset_card.md at
-the top of the repository (tests/test_card_file.py keeps the two equal).
+the top of the repository (tests/revisions/test_card.py keeps the two equal).
 
     python tools/render_card.py                    # render tests/fixtures/card/manifests/*.json -> dataset_card.md
     python tools/render_card.py --check            # exit 1 if dataset_card.md is stale

@@ -14,7 +14,7 @@ from support.runs import cli_env, data_files, tiny_run
 
 from scalequest_dataset.run import RunLayout
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 # Three stages keep the test short; the template does not care how many there are.
 # A value with a comma and spaces: sbatch's --export splits on commas, a job's shell on spaces.
 SETS = ["--set", "stages.language={rule: ascii, languages: [en], min_score: 0.5}", "--set", "stages.solvability=null", "--set", "stages.difficulty=null", "--set", "stages.responses=null",

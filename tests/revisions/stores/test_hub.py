@@ -123,7 +123,7 @@ def test_stale_parent_is_refused_cleanly(published, run_client):
 def test_no_token_is_a_clear_error_and_writes_nothing(hub, tiny_run, tmp_path):
     env = hub.client_env(tmp_path / "hf_home")
     env.pop("HF_TOKEN", None)
-    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[3])
     res = subprocess.run([sys.executable, "-m", "scalequest_dataset.cli", "publish", str(tiny_run), "--to",
                           "hf://datasets/scalequest/no-token"], env=env, capture_output=True, text=True)
     assert res.returncode == 2
@@ -132,7 +132,7 @@ def test_no_token_is_a_clear_error_and_writes_nothing(hub, tiny_run, tmp_path):
 
 
 def test_bad_hub_target(hub, tiny_run, tmp_path):
-    env = {**hub.client_env(tmp_path / "hf_home"), "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    env = {**hub.client_env(tmp_path / "hf_home"), "PYTHONPATH": str(Path(__file__).resolve().parents[3])}
     res = subprocess.run([sys.executable, "-m", "scalequest_dataset.cli", "publish", str(tiny_run), "--to",
                           "hf://models/x/y"], env=env, capture_output=True, text=True)
     assert res.returncode == 2 and "hf://datasets/ORG/NAME" in res.stderr

@@ -23,7 +23,7 @@ from support.runs import tiny_run
 import scalequest_dataset
 from scalequest_dataset.diffing.compare import DiffReport, render
 
-ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 CLI = [sys.executable, "-m", "scalequest_dataset.cli"]
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")
 

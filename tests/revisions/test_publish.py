@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-import yaml
 from support.runs import tiny_run as make_run
 
 import scalequest_dataset
@@ -59,19 +58,6 @@ def test_publish_loads_back_every_stage_at_its_tag(tiny_run, tmp_path):
         assert ds.features == scalequest_dataset.stages.STAGES[r.stage].features
     if "default" in stages:
         assert store.tags()["v1"] == store.tags()["v1-default"]
-
-
-def test_card_lists_configs_for_every_stage(tiny_run, tmp_path):
-    publish(tiny_run, tmp_path / "store")
-    store = open_store(tmp_path / "store")
-    readme = store.read("README.md", "main").decode()
-    front = yaml.safe_load(readme.split("---")[1])
-    names = [c["config_name"] for c in front["configs"]]
-    assert names == complete_stages(tiny_run)
-    assert front["license"] == "apache-2.0" and front["size_categories"] == ["n<1K"]
-    for stage in names:
-        assert f'load_dataset("{store.location}", "{stage}", revision="v1-{stage}"' in readme
-    assert "2410.18693" in readme and "## Lineage" in readme and "## Funnel" in readme
 
 
 def test_republish_makes_no_commit(tiny_run, tmp_path):
@@ -173,36 +159,6 @@ def test_cli_publish_and_log(tiny_run, tmp_path):
     assert "no commit; tag v1-questions unchanged" in res.stdout
     res = subprocess.run([*cli, "log", str(tmp_path / "s")], capture_output=True, text=True)
     assert "v1-questions" in res.stdout and str(len(run_rows(tiny_run, "questions"))) in res.stdout
-
-
-def test_builder_reads_run_dirs_and_store_revisions(tiny_run, tmp_path):
-    from scalequest_dataset.revisions.builder import ScaleQuest
-
-    publish(tiny_run, tmp_path / "store", ["questions"])
-    for kwargs in ({"data_dir": str(tiny_run)}, {"data_dir": str(tmp_path / "store"), "revision": "v1-questions"}):
-        builder = ScaleQuest(config_name="questions", cache_dir=str(tmp_path / "cache"), **kwargs)
-        builder.download_and_prepare()
-        ds = builder.as_dataset(split="train")
-        assert ds.to_list() == run_rows(tiny_run, "questions")
-
-
-def test_card_says_what_is_exact_what_fills_a_gap_and_what_departs(tiny_run, tmp_path):
-    publish(tiny_run, tmp_path / "store")
-    readme = open_store(tmp_path / "store").read("README.md", "main").decode()
-    section = readme.split("## How this follows the paper")[1].split("\n## ")[0]
-    exact, gap, departure = (section.split(heading)[1].split("###")[0] for heading in (
-        "### As the paper or its released code", "### Where we chose a rule the paper leaves open",
-        "### Where we depart, and why"))
-    for needle in ("ord <= 127", "'yes'", "`response[0].strip()`"):
-        assert needle in exact, needle
-    for needle in ("keep table", "lowest response id wins", "dtype float32"):
-        assert needle in gap, needle
-    for needle in ("`dedup`: ours", "max_tokens 24 (the paper: 512", "builtin:tiny in place of",
-                   "samples 4 (the paper: 5)", "wall clock"):
-        assert needle in departure, needle
-    assert "released selection" not in readme
-    assert "Unleashing {LLM} Reasoning Capability via Scalable Question Synthesis from Scratch" in readme
-    assert "2025.acl-long.658" in readme and "Unleashing Reasoning Capability of\nLLMs" in readme
 
 
 def test_log_of_a_store_without_tags_says_so(tmp_path):
