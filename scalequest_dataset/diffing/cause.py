@@ -4,19 +4,17 @@ many because the stage's own recipe changed.
 
 A stage whose own recipe is the same on both sides changed only through its input: every changed row counts
 there. In a stage whose own recipe changed, an output row (matched by id) counts under "input" when the input row
-or group it came from (`Stage.origin`) differs between the sides, else under "recipe"."""
+or group it came from (`Stage.origin`) differs between the sides, else under "recipe".
+
+Both counts come from the diff's own exact comparison (the ids of rows added, removed or changed, in any split,
+with their origin), so no row is read twice or turned into Python objects."""
 
 from __future__ import annotations
 
-import hashlib
+from collections.abc import Callable
 from typing import Any
 
-import pyarrow.parquet as pq
-
-from ..recipe.params import canonical_json
-from ..revisions.locator import Source
 from ..run.records import Manifest
-from ..stages import STAGES
 
 OWN_EXCLUDED = ("fingerprint", "input.")  # fields that differ because the input did
 
@@ -29,44 +27,32 @@ def own_changes(why: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return named or own
 
 
-def _rows(src: Source, manifest: Manifest, splits: list[str] | None = None) -> list[dict[str, Any]]:
-    out = []
-    for shard in manifest.shards:
-        for split, info in shard.files.items():
-            if (splits is None or split in splits) and info.rows:
-                out.extend(pq.read_table(src.file(manifest.stage, info).path).to_pylist())
-    return out
-
-
-def _digest(rows: list[dict[str, Any]]) -> str:
-    return hashlib.sha256("\n".join(sorted(canonical_json(r) for r in rows)).encode("utf-8")).hexdigest()
-
-
-def _groups(rows: list[dict[str, Any]], key: str) -> dict[Any, str]:
-    groups: dict[Any, list[dict[str, Any]]] = {}
-    for row in rows:
-        groups.setdefault(row[key], []).append(row)
-    return {k: _digest(v) for k, v in groups.items()}
-
-
-def attribute(stage: str, src_a: Source, src_b: Source, ma: Manifest, mb: Manifest, own: bool) -> dict[str, int]:
+def attribute(stage: str, ma: Manifest, mb: Manifest, own: bool, flagged, keyed: Callable[..., Any]
+              ) -> dict[str, int]:
     """{"input": rows changed because their input changed, "recipe": rows changed by the stage's own recipe}:
-    output rows (train and dropped) added, removed or changed, matched by id."""
-    rows_a = {r["id"]: r for r in _rows(src_a, ma)}
-    rows_b = {r["id"]: r for r in _rows(src_b, mb)}
-    changed = [i for i in rows_a.keys() | rows_b.keys()
-               if i not in rows_a or i not in rows_b or canonical_json(rows_a[i]) != canonical_json(rows_b[i])]
+    output rows (train and dropped) added, removed or changed, matched by id. `flagged`: the diff's table of those
+    rows' lineage columns (a row moved between splits appears twice: counted once); `keyed(stage)`: the diff's
+    comparison of another stage's `train` rows, with the same table (None when a side lacks that stage)."""
+    import pyarrow.compute as pc
+
+    ids = flagged.column("id")
+    first = pc.index_in(pc.unique(ids), value_set=ids)  # each id once, as it was first seen
     if not own:
-        return {"input": len(changed), "recipe": 0}
+        return {"input": len(first), "recipe": 0}
     source_stage = ma.recipe.input.stage if ma.recipe.input else None
     if source_stage is None or mb.recipe.input is None or mb.recipe.input.stage != source_stage:
-        return {"input": 0, "recipe": len(changed)}
-    cls = STAGES[stage]
-    key = cls.group_key or "id"
-    inputs_a = _groups(_rows(src_a, src_a.manifests()[source_stage], ["train"]), key)
-    inputs_b = _groups(_rows(src_b, src_b.manifests()[source_stage], ["train"]), key)
-    counts = {"input": 0, "recipe": 0}
-    for i in changed:
-        origin = (rows_a.get(i) or rows_b[i])[cls.origin]
-        counts["input" if inputs_a.get(origin) != inputs_b.get(origin) else "recipe"] += 1
-    return counts
+        return {"input": 0, "recipe": len(first)}
+    from ..stages import STAGES
+
+    found = keyed(source_stage)
+    if found is None or not len(first):
+        return {"input": 0, "recipe": len(first)}
+    origins = flagged.column(STAGES[stage].origin).take(first)
+    key = STAGES[stage].group_key or "id"
+    if key not in found.flagged.column_names:  # no input row changed
+        return {"input": 0, "recipe": len(first)}
+    changed_groups = pc.unique(found.flagged.column(key))
+    if changed_groups.type != origins.type:
+        changed_groups = changed_groups.cast(origins.type)
+    by_input = int(pc.sum(pc.is_in(origins, value_set=changed_groups)).as_py() or 0)
+    return {"input": by_input, "recipe": len(first) - by_input}

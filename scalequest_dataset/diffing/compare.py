@@ -14,14 +14,16 @@ markdown, json or a self-contained html page (`diffreport`)."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..recipe.params import ConfigError, flatten
 from ..revisions.locator import Source, open_source
 from ..revisions.stores import VerificationError
 from ..run.records import FileRecord, Manifest, execution_differences
-from ..stages import STAGE_ORDER
-from .rows import compare_shards, file_causes, read_footer
+from ..stages import stage_order
+
+if TYPE_CHECKING:  # pyarrow is imported where rows are read: an identical diff never needs it
+    import pyarrow as pa
 
 SPLITS = ("train", "dropped")
 SAME_DATA = ("identical", "files-only")  # statuses that mean the same rows and types
@@ -111,16 +113,18 @@ def diff(a: str | Source, b: str | Source, stage: str | None = None, sample: int
     src_a = a if isinstance(a, Source) else open_source(a)
     src_b = b if isinstance(b, Source) else open_source(b)
     ma, mb = src_a.manifests(), src_b.manifests()
-    names = [s for s in STAGE_ORDER if (s in ma or s in mb) and (stage is None or s == stage)]
+    names = [s for s in stage_order() if (s in ma or s in mb) and (stage is None or s == stage)]
     if stage is not None and not names:
         raise ConfigError(f"stage {stage!r} is in neither {src_a.label} nor {src_b.label}")
-    report = DiffReport(src_a.label, src_b.label, [_stage_diff(s, src_a, src_b, ma.get(s), mb.get(s), sample,
-                                                               max_ids, verify) for s in names])
-    from .cause import attribute, own_changes
+    pair = _Pair(src_a, src_b, sample, max_ids, verify)
+    report = DiffReport(src_a.label, src_b.label, [pair.stage(s, ma.get(s), mb.get(s)) for s in names])
+    if any(s.status == "changed" for s in report.stages):
+        from .cause import attribute, own_changes
 
-    for s in report.stages:
-        if s.status == "changed":
-            s.because = attribute(s.stage, src_a, src_b, ma[s.stage], mb[s.stage], bool(own_changes(s.why)))
+        for s in report.stages:
+            if s.status == "changed":
+                s.because = attribute(s.stage, ma[s.stage], mb[s.stage], bool(own_changes(s.why)),
+                                      pair.flagged[s.stage], pair.keyed)
     return report
 
 
@@ -136,65 +140,144 @@ def _splits(*manifests: Manifest) -> list[str]:
     return [s for s in SPLITS if s in present] + sorted(present - set(SPLITS))
 
 
-def _verify(src: Source, manifest: Manifest | None) -> list[str]:
-    problems = []
-    for info in (manifest.files().values() if manifest else []):
+class _Pair:
+    """Two versions compared stage by stage. With `verify`, every file is checked against its manifest, each as
+    far as the diff relies on it, and read once:
+    - a file whose twin on the other side has the same name and sha256: its bytes (size, sha256) only. Two files
+      whose bytes hash alike hold the same rows, whatever either manifest says about them.
+    - a file whose rows are compared: its bytes, and its row count as decoded. What the diff says of it comes from
+      those rows alone; its record's content digest decides nothing (it only chose the file for comparing), so it
+      is not recomputed here: that would hash every value once more (`load` and `regenerate` do, as they must);
+    - any other file (its rows are held by a file of the other side, by the records' content digests; a stage
+      or split on one side only): in full, content digest recomputed, before anything is decided from it.
+    A file that fails makes its stage "corrupt": its bytes are not data to compare."""
+
+    def __init__(self, src_a: Source, src_b: Source, sample: int, max_ids: int, verify: bool) -> None:
+        self.src_a, self.src_b, self.sample, self.max_ids, self.verify = src_a, src_b, sample, max_ids, verify
+        self.flagged: dict[str, pa.Table] = {}  # per changed stage: ids (and origins) of rows that changed
+
+    def stage(self, stage: str, ma: Manifest | None, mb: Manifest | None) -> StageDiff:
+        if ma is None or mb is None:
+            corrupt = [*self._check(self.src_a, ma), *self._check(self.src_b, mb)]
+            return StageDiff(stage, "removed" if mb is None else "added", counts=_counts(ma, mb), corrupt=corrupt)
+        result = StageDiff(stage, "identical", counts=_counts(ma, mb), why=why(ma, mb),
+                           execution=execution_differences(ma, mb))
+        splits = _splits(ma, mb)
+        plans = {split: self._plan(_shards(ma, split), _shards(mb, split)) for split in splits}
+        if self.verify:
+            for side, src, m in ((0, self.src_a, ma), (1, self.src_b, mb)):
+                for plan in plans.values():
+                    result.corrupt += self._check(src, m, plan["bytes"][side], rows=False)
+                    result.corrupt += self._check(src, m, plan["full"][side])
+                    result.corrupt += self._check(src, m, plan["compare"][side], rows=False)
+        if result.corrupt:  # bytes that do not match their manifest are not data to compare
+            result.status = "corrupt"
+            return result
         try:
-            src.file(manifest.stage, info)  # type: ignore[union-attr]
-        except VerificationError as exc:
-            problems.append(str(exc))
-    return problems
+            result.splits = {split: self._split(stage, split, ma, mb, plans[split]) for split in splits}
+        except VerificationError as exc:  # rows that do not match their manifest, found while comparing them
+            result.corrupt, result.splits, result.status = [str(exc)], {}, "corrupt"
+            return result
+        statuses = {s.status for s in result.splits.values()}
+        result.status = ("identical" if statuses <= {"identical"} else "files-only" if statuses <= set(SAME_DATA)
+                         else "changed")
+        return result
+
+    @staticmethod
+    def _plan(sa: dict[str, FileRecord], sb: dict[str, FileRecord]) -> dict[str, Any]:
+        """Which files of a split are compared, which only need their bytes checked, and which need a full check
+        (as pairs of lists: side a, side b)."""
+        twins = {f for f in sa if f in sb and sa[f].sha256 == sb[f].sha256}
+        if not sa or not sb:
+            return {"twins": twins, "bytes": ([], []), "full": (list(sa.values()), list(sb.values())),
+                    "compare": ([], [])}
+        # A file whose rows the other side also holds (same content digest, under any name) is never compared.
+        held_a, held_b = {f.content for f in sa.values()}, {f.content for f in sb.values()}
+        rest_a = [sa[f] for f in sorted(sa) if f not in twins]
+        rest_b = [sb[f] for f in sorted(sb) if f not in twins]
+        return {"twins": twins, "bytes": ([sa[f] for f in sorted(twins)], [sb[f] for f in sorted(twins)]),
+                "full": ([f for f in rest_a if f.content in held_b], [f for f in rest_b if f.content in held_a]),
+                "compare": ([f for f in rest_a if f.content not in held_b], [f for f in rest_b if f.content not in held_a])}
+
+    def _check(self, src: Source, manifest: Manifest | None, files: list[FileRecord] | None = None,
+               rows: bool = True) -> list[str]:
+        if not self.verify or manifest is None:
+            return []
+        problems = []
+        for info in manifest.files().values() if files is None else files:
+            try:
+                src.file(manifest.stage, info, rows=rows)
+            except VerificationError as exc:
+                problems.append(str(exc))
+        return problems
+
+    def _split(self, stage: str, split: str, ma: Manifest, mb: Manifest, plan: dict[str, Any]) -> SplitDiff:
+        sa, sb = _shards(ma, split), _shards(mb, split)
+        changed = sorted((set(sa) | set(sb)) - plan["twins"])
+        result = SplitDiff(split, "identical", (len(sa), len(sb)), changed, (ma.rows(split), mb.rows(split)))
+        if not sa or not sb:
+            result.status = "added" if sb else "removed"
+            return result
+        if not changed:
+            return result
+        files_a, files_b = plan["compare"]
+        if not files_a and not files_b:  # the same rows everywhere: only the files differ
+            result.status = "files-only"
+            result.file_causes = _file_causes(stage, self.src_a, self.src_b, sa, sb)
+            return result
+        found = self.compare(stage, files_a, files_b, keep=True)
+        result.schema, result.rows, result.stats = found.schema, found.rows, found.stats
+        flagged = self.flagged.get(stage)
+        if flagged is not None:
+            import pyarrow as pa
+
+            found.flagged = pa.concat_tables([flagged, found.flagged], promote_options="permissive")
+        self.flagged[stage] = found.flagged
+        result.status = "changed" if found.differs else "files-only"
+        if not found.differs:
+            result.file_causes = found.file_causes or ["the same rows and types, encoded differently in Parquet"]
+        return result
+
+    def compare(self, stage: str, files_a: list[FileRecord], files_b: list[FileRecord], keep: bool = False,
+                sample: int | None = None):
+        """The rows of these files, each side's rows checked against their records as they are decoded."""
+        from .rows import compare_shards
+
+        paths_a = {self.src_a.file(stage, f, rows=False).path: f for f in files_a}
+        paths_b = {self.src_b.file(stage, f, rows=False).path: f for f in files_b}
+        return compare_shards(list(paths_a), list(paths_b), self.sample if sample is None else sample,
+                              self.max_ids, keep, _count_check(self.src_a, paths_a), _count_check(self.src_b, paths_b))
+
+    def keyed(self, stage: str):
+        """The lineage of the `train` rows of `stage` that differ between the sides (for the attribution); None
+        when a side has no such stage."""
+        ma, mb = self.src_a.manifests().get(stage), self.src_b.manifests().get(stage)
+        if ma is None or mb is None:
+            return None
+        sa, sb = _shards(ma), _shards(mb)
+        plan = self._plan(sa, sb)
+        for side, src, m in ((0, self.src_a, ma), (1, self.src_b, mb)):
+            problems = [*self._check(src, m, plan["full"][side]), *self._check(src, m, plan["compare"][side], False)]
+            if problems:
+                raise VerificationError(problems[0])
+        return self.compare(stage, *plan["compare"], keep=True, sample=0)
 
 
-def _stage_diff(stage: str, src_a: Source, src_b: Source, ma: Manifest | None, mb: Manifest | None, sample: int,
-                max_ids: int, verify: bool = True) -> StageDiff:
-    corrupt = [*_verify(src_a, ma), *_verify(src_b, mb)] if verify else []
-    if ma is None or mb is None:
-        return StageDiff(stage, "removed" if mb is None else "added", counts=_counts(ma, mb), corrupt=corrupt)
-    result = StageDiff(stage, "identical", counts=_counts(ma, mb), why=why(ma, mb),
-                       execution=execution_differences(ma, mb), corrupt=corrupt)
-    if corrupt:  # bytes that do not match their manifest are not data to compare
-        result.status = "corrupt"
-        return result
-    result.splits = {split: _split_diff(stage, split, src_a, src_b, ma, mb, sample, max_ids)
-                     for split in _splits(ma, mb)}
-    statuses = {s.status for s in result.splits.values()}
-    result.status = ("identical" if statuses <= {"identical"} else "files-only" if statuses <= set(SAME_DATA)
-                     else "changed")
-    return result
-
-
-def _split_diff(stage: str, split: str, src_a: Source, src_b: Source, ma: Manifest, mb: Manifest, sample: int,
-                max_ids: int) -> SplitDiff:
-    sa, sb = _shards(ma, split), _shards(mb, split)
-    changed = sorted(f for f in set(sa) | set(sb) if f not in sa or f not in sb or sa[f].sha256 != sb[f].sha256)
-    result = SplitDiff(split, "identical", (len(sa), len(sb)), changed, (ma.rows(split), mb.rows(split)))
-    if not sa or not sb:
-        result.status = "added" if sb else "removed"
-        return result
-    if not changed:
-        return result
-    # A file whose rows the other side also holds (same content digest, under any name) is never read.
-    held_a, held_b = {f.content for f in sa.values()}, {f.content for f in sb.values()}
-    files_a = [sa[f] for f in sorted(sa) if sa[f].content not in held_b]
-    files_b = [sb[f] for f in sorted(sb) if sb[f].content not in held_a]
-    if not files_a and not files_b:  # the same rows everywhere: only the files differ
-        result.status = "files-only"
-        result.file_causes = _file_causes(stage, src_a, src_b, sa, sb)
-        return result
-    found = compare_shards([src_a.file(stage, f).path for f in files_a],
-                           [src_b.file(stage, f).path for f in files_b], sample, max_ids)
-    result.schema, result.rows, result.stats = found.schema, found.rows, found.stats
-    result.status = "changed" if found.differs else "files-only"
-    if not found.differs:
-        result.file_causes = found.file_causes or ["the same rows and types, encoded differently in Parquet"]
-    return result
+def _count_check(src: Source, records: dict[Any, FileRecord]):
+    def check(path, table) -> None:
+        info = records[path]
+        if table.num_rows != info.rows:
+            raise VerificationError(f"{src.label}: {info.file} holds {table.num_rows} rows, its manifest says "
+                                    f"{info.rows}")
+    return check
 
 
 def _file_causes(stage: str, src_a: Source, src_b: Source, sa: dict[str, FileRecord], sb: dict[str, FileRecord]
                  ) -> list[str]:
     """Why files with the same rows differ in bytes: the writers the records name, else the files' footers
     (schema metadata), else their encoding. Only footers are read."""
+    from .rows import file_causes, read_footer
+
     if sorted(f.sha256 for f in sa.values()) == sorted(f.sha256 for f in sb.values()):
         return ["the same files under other names"]
     by_content = {f.content: f for f in sb.values()}

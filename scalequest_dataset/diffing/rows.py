@@ -22,8 +22,10 @@ from __future__ import annotations
 
 import difflib
 import math
-from collections.abc import Iterator
-from concurrent.futures import Executor, ThreadPoolExecutor
+import os
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +38,12 @@ import pyarrow.parquet as pq
 from .stats import Distributions
 
 ID = "id"
+
+
+def is_lineage(column: str) -> bool:
+    """A column naming where a row came from: its id and the ids it derives from (`question_id`, ...). Every
+    stage's `origin` and `group_key` is one (tests/stages check it)."""
+    return column == ID or column.endswith("_id")
 SAMPLE_CHARS = 2_000  # a sample's strings are cut here (the html shows a word diff of what is kept)
 
 
@@ -52,6 +60,7 @@ class Shard:
     hi: Any
     schema: pa.Schema
     created_by: str
+    meta: Any = field(default=None, repr=False)  # the footer (pq.FileMetaData)
 
 
 def read_footer(path: Path) -> Shard:
@@ -63,7 +72,7 @@ def read_footer(path: Path) -> Shard:
     if meta.metadata.num_rows and (lo is None or hi is None):  # no statistics: read the id column alone
         bounds = pc.min_max(pq.read_table(path, columns=[ID]).column(ID)).as_py()
         lo, hi = bounds["min"], bounds["max"]
-    return Shard(Path(path), meta.metadata.num_rows, lo, hi, schema, meta.metadata.created_by or "")
+    return Shard(Path(path), meta.metadata.num_rows, lo, hi, schema, meta.metadata.created_by or "", meta.metadata)
 
 
 def _id_range_from_statistics(meta: pq.FileMetaData) -> tuple[Any, Any]:
@@ -95,13 +104,29 @@ def id_ordered_groups(shards: list[Shard]) -> list[list[Shard]]:
     return groups
 
 
-def _load(group: list[Shard]) -> pa.Table:
-    tables = [pq.read_table(s.path) for s in group]
+Check = Callable[[Path, pa.Table], None]  # verifies a shard's decoded rows (raises), before they are compared
+
+
+def _load(group: list[Shard], check: Check | None = None) -> tuple[pa.Table, Distributions]:
+    """A group's table, sorted by id, each shard's rows checked first; and the group's distributions (measured
+    here, on a loader thread, so the comparing thread only compares)."""
+    table = _sorted_by_id(_read(group, check), group)
+    dists = Distributions()
+    dists.add(table)
+    return table, dists
+
+
+def _read(group: list[Shard], check: Check | None, columns: list[str] | None = None) -> pa.Table:
+    # One thread per table: pyarrow's own pool on top of the loaders' costs several times the CPU (it spins)
+    tables = [pq.read_table(s.path, columns=columns, use_threads=False) for s in group]
+    for shard, t in zip(group, tables, strict=True):
+        if check is not None:
+            check(shard.path, t)
     table = tables[0] if len(tables) == 1 else pa.concat_tables(tables, promote_options="permissive")
-    ids = table.column(ID)
-    if pa.types.is_dictionary(ids.type):  # ids are sorted and searched by value
+    if ID in table.column_names and pa.types.is_dictionary(table.schema.field(ID).type):  # sorted, searched by value
+        ids = table.column(ID)
         table = table.set_column(table.schema.get_field_index(ID), ID, ids.cast(ids.type.value_type))
-    return _sorted_by_id(table, group)
+    return table
 
 
 def _sorted_by_id(table: pa.Table, group: list[Shard]) -> pa.Table:
@@ -119,13 +144,89 @@ def _sorted_by_id(table: pa.Table, group: list[Shard]) -> pa.Table:
     return table
 
 
-def _prefetched(groups: list[list[Shard]], pool: Executor) -> Iterator[pa.Table]:
-    """Each group's table, the next one read on `pool` while the caller works on this one."""
-    pending = pool.submit(_load, groups[0]) if groups else None
+def same_columns(a: Shard, b: Shard) -> frozenset[str]:
+    """Columns whose values are the same, row for row, in two shards, told from their bytes without decoding: the
+    files have the same Arrow schema and row groups, their `id` column chunks are byte-identical (the same ids in
+    the same places), and so are the column's chunks. A deterministic writer writes the same values to the same
+    bytes, and the same bytes decode to the same values; a column written otherwise is simply decoded."""
+    ma, mb = a.meta, b.meta
+    if (ma is None or mb is None or not a.schema.equals(b.schema) or ma.num_row_groups != mb.num_row_groups
+            or ma.num_columns != mb.num_columns or any(ma.row_group(g).num_rows != mb.row_group(g).num_rows
+                                                      for g in range(ma.num_row_groups))):
+        return frozenset()
+    leaves: dict[str, bool] = {}  # top-level column -> every leaf chunk identical
+    with open(a.path, "rb") as fa, open(b.path, "rb") as fb:
+        for g in range(ma.num_row_groups):
+            ga, gb = ma.row_group(g), mb.row_group(g)
+            for c in range(ga.num_columns):
+                ca, cb = ga.column(c), gb.column(c)
+                top = ca.path_in_schema.split(".")[0]
+                leaves[top] = leaves.get(top, True) and ca.path_in_schema == cb.path_in_schema and \
+                    _chunk(fa, ca) == _chunk(fb, cb)
+    return frozenset(name for name, same in leaves.items() if same) if leaves.get(ID) else frozenset()
+
+
+def _chunk(fh, column) -> bytes:
+    start = column.dictionary_page_offset if column.has_dictionary_page else column.data_page_offset
+    return os.pread(fh.fileno(), column.total_compressed_size, start)
+
+
+def _load_pair(a: Shard, b: Shard, checks: tuple[Check | None, Check | None]
+               ) -> tuple[pa.Table, pa.Table, Distributions, Distributions, frozenset[str]]:
+    """Two shards that cover the same ids, each read once; b's columns that are byte-identical to a's are taken
+    from a's table, not decoded again (and not compared, nor measured twice)."""
+    same = same_columns(a, b)
+    if not same:
+        (ta, da), (tb, db) = _load([a], checks[0]), _load([b], checks[1])
+        return ta, tb, da, db, same
+    raw_a = _read([a], checks[0])
+    own = [name for name in b.schema.names if name not in same]
+    part = _read([b], None, own) if own else None
+    raw_b = pa.table({name: part.column(name) if name in own else raw_a.column(name) for name in b.schema.names},
+                     schema=b.schema)
+    if checks[1] is not None:
+        checks[1](b.path, raw_b)
+    # sorted alike (their ids are the same, in the same places), so a's measures of the shared columns are b's
+    ta, tb = _sorted_by_id(raw_a, [a]), _sorted_by_id(raw_b, [b])
+    da, db = Distributions(), Distributions()
+    da.add(ta)
+    db.add(tb.select(own))
+    db.merge(da.only(same))
+    return ta, tb, da, db, same
+
+
+def _paired(groups_a: list[list[Shard]], groups_b: list[list[Shard]], pool: Executor,
+            checks: tuple[Check | None, Check | None], dists: dict[str, Distributions], depth: int = 2
+            ) -> Iterator[tuple[pa.Table, pa.Table, frozenset[str]]]:
+    """Aligned shard plans (one shard per group, the same id range on both sides, in order): each pair read as
+    one job (`_load_pair`), the next `depth` pairs ahead on `pool`."""
+    pending: deque[Future] = deque()
+    for i in range(len(groups_a)):
+        while len(pending) < depth and i + len(pending) < len(groups_a):
+            j = i + len(pending)
+            pending.append(pool.submit(_load_pair, groups_a[j][0], groups_b[j][0], checks))
+        ta, tb, da, db, same = pending.popleft().result()
+        dists["a"].merge(da)
+        dists["b"].merge(db)
+        yield ta, tb, same
+
+
+def _aligned(groups_a: list[list[Shard]], groups_b: list[list[Shard]]) -> bool:
+    return len(groups_a) == len(groups_b) and all(
+        len(ga) == 1 and len(gb) == 1 and (ga[0].lo, ga[0].hi) == (gb[0].lo, gb[0].hi)
+        for ga, gb in zip(groups_a, groups_b, strict=True))
+
+
+def _prefetched(groups: list[list[Shard]], pool: Executor, check: Check | None, into: Distributions,
+                depth: int = 2) -> Iterator[pa.Table]:
+    """Each group's table in order, the next `depth` read (decoded, checked, measured) on `pool` while the caller
+    compares this one. Their distributions are merged here, in order, so the report does not depend on timing."""
+    pending: deque[Future] = deque()
     for i in range(len(groups)):
-        assert pending is not None
-        table = pending.result()
-        pending = pool.submit(_load, groups[i + 1]) if i + 1 < len(groups) else None
+        while len(pending) < depth and i + len(pending) < len(groups):
+            pending.append(pool.submit(_load, groups[i + len(pending)], check))
+        table, dists = pending.popleft().result()
+        into.merge(dists)
         yield table
 
 
@@ -167,6 +268,7 @@ class SplitComparison:
     rows: dict[str, Any]
     stats: dict[str, Any]
     file_causes: list[str] = field(default_factory=list)  # why the files differ, when the rows do not
+    flagged: pa.Table | None = None  # with `keep`: the lineage columns of every row added, removed or changed
 
     @property
     def differs(self) -> bool:
@@ -175,23 +277,34 @@ class SplitComparison:
                     or s.get("retyped"))
 
 
-def compare_shards(paths_a: list[Path], paths_b: list[Path], sample: int = 5, max_ids: int = 100
+def compare_shards(paths_a: list[Path], paths_b: list[Path], sample: int = 5, max_ids: int = 100,
+                   keep: bool = False, check_a: Check | None = None, check_b: Check | None = None
                    ) -> SplitComparison:
-    """Compare the rows of two sets of shards (one split of one stage, on each side) by id."""
+    """Compare the rows of two sets of shards (one split of one stage, on each side) by id.
+
+    `check_a`/`check_b` see every shard's rows as decoded, before they are compared (the caller's verification:
+    one decode serves both). `keep`: also return every added, removed or changed row's lineage (`id` and the
+    other `*_id` columns: `SplitComparison.flagged`), for the diff's attribution of changes."""
     shards_a, shards_b = [read_footer(p) for p in paths_a], [read_footer(p) for p in paths_b]
     schema_a = shards_a[0].schema if shards_a else None
     schema_b = shards_b[0].schema if shards_b else None
-    rows = RowChanges(sample, max_ids)
+    schema = schema_diff(schema_a, schema_b)
+    # a column added or removed changes every row of the split, for the attribution (not for the row counts)
+    rows = RowChanges(sample, max_ids, keep, every_row=bool(schema.get("added") or schema.get("removed")))
     dists = {"a": Distributions(), "b": Distributions()}
-    with ThreadPoolExecutor(max_workers=2) as pool:  # pyarrow releases the GIL while decoding
-        side_a = _prefetched(id_ordered_groups(shards_a), pool)
-        side_b = _prefetched(id_ordered_groups(shards_b), pool)
-        for ta, tb in matched_pairs(side_a, side_b, _empty(schema_a), _empty(schema_b)):
-            dists["a"].add(ta)
-            dists["b"].add(tb)
-            rows.add(ta, tb)
-    return SplitComparison(schema_diff(schema_a, schema_b), rows.result(),
-                           Distributions.summarise(dists["a"], dists["b"]), file_causes(shards_a, shards_b))
+    # pyarrow decodes, hashlib hashes and numpy counts without the GIL: loaders on every core, comparing here
+    groups_a, groups_b = id_ordered_groups(shards_a), id_ordered_groups(shards_b)
+    with ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 1)) as pool:
+        if _aligned(groups_a, groups_b):  # the usual case: the same shard plan on both sides
+            for ta, tb, same in _paired(groups_a, groups_b, pool, (check_a, check_b), dists):
+                rows.add(ta, tb, same)
+        else:
+            side_a = _prefetched(groups_a, pool, check_a, dists["a"])
+            side_b = _prefetched(groups_b, pool, check_b, dists["b"])
+            for ta, tb in matched_pairs(side_a, side_b, _empty(schema_a), _empty(schema_b)):
+                rows.add(ta, tb)
+    return SplitComparison(schema, rows.result(), Distributions.summarise(dists["a"], dists["b"]),
+                           file_causes(shards_a, shards_b), rows.flagged())
 
 
 def _empty(schema: pa.Schema | None) -> pa.Table:
@@ -227,26 +340,35 @@ def file_causes(shards_a: list[Shard], shards_b: list[Shard]) -> list[str]:
 class RowChanges:
     """Rows added, removed and changed (per column), accumulated over matched pairs of tables."""
 
-    def __init__(self, sample: int, max_ids: int) -> None:
+    def __init__(self, sample: int, max_ids: int, keep: bool = False, every_row: bool = False) -> None:
         self.sample, self.max_ids = sample, max_ids
+        self.keep, self.every_row = keep, every_row
+        self._flagged: list[pa.Table] = []
         self.counts = {"added": 0, "removed": 0, "changed": 0, "compared": 0}
         self.by_column: dict[str, int] = {}
         self.ids: dict[str, list[Any]] = {"added_ids": [], "removed_ids": [], "changed_ids": []}
         self.samples: list[dict[str, Any]] = []
 
-    def add(self, ta: pa.Table, tb: pa.Table) -> None:
+    def add(self, ta: pa.Table, tb: pa.Table, same: frozenset[str] = frozenset()) -> None:
+        """`same`: columns known to hold the same values row for row (byte-identical chunks): not compared."""
         ids_a, ids_b = ta.column(ID), tb.column(ID)
+        if self.every_row:
+            self._flag(ta)
+            self._flag(tb)
         if not ids_a.equals(ids_b):
             in_b, in_a = pc.is_in(ids_a, value_set=ids_b), pc.is_in(ids_b, value_set=ids_a)
             self._note("removed", ids_a.filter(pc.invert(in_b)))
             self._note("added", ids_b.filter(pc.invert(in_a)))
+            if not self.every_row:
+                self._flag(ta.filter(pc.invert(in_b)))
+                self._flag(tb.filter(pc.invert(in_a)))
             ta, tb = ta.filter(in_b), tb.filter(in_a)  # both still sorted by id: they now align
         self.counts["compared"] += ta.num_rows
         if not ta.num_rows:
             return
         changed_in: dict[str, np.ndarray] = {}
         for name in ta.column_names:
-            if name != ID and name in tb.column_names:
+            if name != ID and name in tb.column_names and name not in same:
                 differs = column_differs(ta.column(name), tb.column(name))
                 if differs.any():
                     changed_in[name] = differs
@@ -255,6 +377,8 @@ class RowChanges:
             return
         changed = np.logical_or.reduce(list(changed_in.values()))
         rows = np.flatnonzero(changed)
+        if not self.every_row:
+            self._flag(ta.take(pa.array(rows, pa.int64())))
         self._note("changed", ta.column(ID).take(pa.array(rows[: self.max_ids], pa.int64())), len(rows))
         for i in rows[: max(0, self.sample - len(self.samples))]:
             self.samples.append(_sample(ta, tb, int(i), [c for c, d in changed_in.items() if d[i]]))
@@ -264,6 +388,17 @@ class RowChanges:
         kept = self.ids[f"{kind}_ids"]
         if len(kept) < self.max_ids:
             kept.extend(ids.slice(0, self.max_ids - len(kept)).to_pylist())
+
+    def _flag(self, table: pa.Table) -> None:
+        if self.keep and table.num_rows:
+            self._flagged.append(table.select([c for c in table.column_names if is_lineage(c)]))
+
+    def flagged(self) -> pa.Table | None:
+        if not self.keep:
+            return None
+        if not self._flagged:
+            return pa.table({ID: pa.array([], pa.string())})
+        return pa.concat_tables(self._flagged, promote_options="permissive")
 
     def result(self) -> dict[str, Any]:
         return {**self.counts, "changed_by_column": dict(sorted(self.by_column.items())), **self.ids,

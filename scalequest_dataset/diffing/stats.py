@@ -42,6 +42,25 @@ class Distributions:
                 values = pc.drop_null(column).to_numpy().astype(float)
                 self.numbers.setdefault(name, []).append(values[np.isfinite(values)])
 
+    def only(self, columns: frozenset[str]) -> Distributions:
+        """These columns' numbers (shared, not copied)."""
+        out = Distributions()
+        out.lengths = {k: v for k, v in self.lengths.items() if k in columns}
+        out.numbers = {k: v for k, v in self.numbers.items() if k in columns}
+        out.categories = {k: dict(v) for k, v in self.categories.items() if k in columns}
+        return out
+
+    def merge(self, other: Distributions) -> None:
+        """Another part's numbers after this one's (the order of the parts is the order of the rows)."""
+        for name, parts in other.lengths.items():
+            self.lengths.setdefault(name, []).extend(parts)
+        for name, parts in other.numbers.items():
+            self.numbers.setdefault(name, []).extend(parts)
+        for name, counts in other.categories.items():
+            mine = self.categories.setdefault(name, {})
+            for key, n in counts.items():
+                mine[key] = mine.get(key, 0) + n
+
     @staticmethod
     def summarise(a: Distributions, b: Distributions) -> dict[str, Any]:
         """Both sides, column by column; a column with no values on either side (all null) is left out."""

@@ -92,21 +92,30 @@ class Source:
 
     def __init__(self) -> None:
         self._checked: dict[tuple[str, str], Checked] = {}
+        self._rows_checked: set[tuple[str, str]] = set()  # files whose rows' digest was recomputed, not only bytes
 
     def manifests(self) -> dict[str, Manifest]:
         raise NotImplementedError
 
-    def file(self, stage: str, info: FileRecord) -> Checked:
+    def file(self, stage: str, info: FileRecord, rows: bool = True) -> Checked:
         """One file of `stage`, as a local path whose bytes passed every check: its path is safe, its size and
         sha256 match its record, and its rows' content digest, recomputed here, matches the record's. Raises
-        UnsafeRevision or VerificationError naming the file. Checked once per source."""
+        UnsafeRevision or VerificationError naming the file. Checked once per source.
+
+        `rows=False`: the bytes only (size, sha256), for a reader that decides nothing from the record's content
+        digest: it compares the rows themselves, or only that two files' bytes hash alike (then they hold the same
+        rows, whatever a record says about them). A file fetched from a store is checked in full all the same."""
         key = (stage, info.file)
-        if key not in self._checked:
+        if key not in self._checked or (rows and key not in self._rows_checked):
             path = check_path(RepoLayout.data(stage, info.file), RepoLayout.data_folder(stage), self.label)
-            self._checked[key] = self._fetch(path, info)
+            self._checked[key] = self._fetch(path, info, rows)
+            if rows or self._fetch_checks_rows:
+                self._rows_checked.add(key)
         return self._checked[key]
 
-    def _fetch(self, path: str, info: FileRecord) -> Checked:
+    _fetch_checks_rows = False  # a store's fetch always checks the rows (before the copy gets its cached name)
+
+    def _fetch(self, path: str, info: FileRecord, rows: bool = True) -> Checked:
         raise NotImplementedError
 
     def _manifest(self, stage: str, blob: bytes, where: str) -> Manifest:
@@ -129,11 +138,11 @@ class RunSource(Source):
                 self._manifests[s] = self._manifest(s, path.read_bytes(), str(path))
         return self._manifests
 
-    def _fetch(self, path: str, info: FileRecord) -> Checked:
+    def _fetch(self, path: str, info: FileRecord, rows: bool = True) -> Checked:
         local = self.layout.root / path
         if local.parent.resolve() != (self.layout.root.resolve() / Path(path).parent):
             raise VerificationError(f"{self.label}: {path} is reached through a symlink; not read")
-        problem, checked = file_problem(local, info)
+        problem, checked = file_problem(local, info, content=rows)
         if problem:
             raise VerificationError(f"{self.label}: {path} {problem} (the run's bytes and manifest disagree)")
         return checked  # type: ignore[return-value]
@@ -184,7 +193,9 @@ class StoreSource(Source):
         """The same store at another commit (where a manifest says its input was published)."""
         return StoreSource(self.store, commit)
 
-    def _fetch(self, path: str, info: FileRecord) -> Checked:
+    _fetch_checks_rows = True
+
+    def _fetch(self, path: str, info: FileRecord, rows: bool = True) -> Checked:
         """From the cache if its copy passes the check; else fetched to a temporary name, checked, renamed. A copy
         that fails is fetched again once (fresh) before the store is blamed; a damaged cache is said, by path."""
         dest = self.store.cache_folder("verified", self.commit) / path

@@ -5,29 +5,46 @@ pass to `load_dataset`."""
 
 from __future__ import annotations
 
-from .base import ShardResult, Stage, StageContext
-from .decontamination import DecontaminationStage
-from .dedup import DedupStage
-from .default import SelectStage
-from .difficulty import DifficultyStage
-from .language import LanguageStage
-from .questions import QuestionsStage
-from .responses import ResponsesStage
-from .reward import RewardStage
-from .solvability import SolvabilityStage
+import importlib
+from typing import TYPE_CHECKING, Any
 
-REGISTRY: tuple[type[Stage], ...] = (
-    QuestionsStage,
-    LanguageStage,
-    DedupStage,
-    DecontaminationStage,
-    SolvabilityStage,
-    DifficultyStage,
-    ResponsesStage,
-    RewardStage,
-    SelectStage,
-)
-STAGES: dict[str, type[Stage]] = {cls.name: cls for cls in REGISTRY}
-STAGE_ORDER: tuple[str, ...] = tuple(STAGES)
+if TYPE_CHECKING:
+    from .base import ShardResult, Stage, StageContext
 
-__all__ = ["REGISTRY", "STAGES", "STAGE_ORDER", "ShardResult", "Stage", "StageContext"]
+# The pipeline's order: one module per stage, named as the stage. Readers that only need the order (diff, load,
+# the locator) get it without importing the stages (and `datasets`, which their Features need).
+STAGE_ORDER: tuple[str, ...] = ("questions", "language", "dedup", "decontamination", "solvability", "difficulty",
+                                "responses", "reward", "default")
+
+
+def stage_order() -> tuple[str, ...]:
+    return STAGE_ORDER
+
+
+def _registry() -> tuple[type[Stage], ...]:
+    from .base import Stage
+
+    def one(name: str) -> type[Stage]:
+        module = importlib.import_module(f".{name}", __name__)
+        (cls,) = [c for c in vars(module).values()
+                  if isinstance(c, type) and issubclass(c, Stage) and c.__module__ == module.__name__]
+        assert cls.name == name, f"stages/{name}.py holds stage {cls.name!r}"
+        return cls
+
+    return tuple(one(name) for name in STAGE_ORDER)
+
+
+def __getattr__(name: str) -> Any:
+    """REGISTRY (the stage classes in order), STAGES (name -> class) and the base types, on first use."""
+    if name in ("REGISTRY", "STAGES"):
+        registry = _registry()
+        globals().update(REGISTRY=registry, STAGES={cls.name: cls for cls in registry})
+        return globals()[name]
+    if name in ("ShardResult", "Stage", "StageContext"):
+        from . import base
+
+        return getattr(base, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = ["REGISTRY", "STAGES", "STAGE_ORDER", "ShardResult", "Stage", "StageContext", "stage_order"]

@@ -14,7 +14,7 @@ import pytest
 from support.runs import tiny_run
 
 import scalequest_dataset
-from scalequest_dataset.diffing import compare
+from scalequest_dataset.diffing import rows as rowdiff
 from scalequest_dataset.diffing.compare import render
 from scalequest_dataset.engines import EnginePool
 from scalequest_dataset.files import content_digest, read_json, sha256_file, write_json
@@ -104,13 +104,13 @@ def test_identical_revisions_exit_0_and_compare_no_rows(run_a, tmp_path, monkeyp
              (str(run_a), f"{tmp_path / 'store'}@main"))
     fetched = []
     real = sources.Source.file
-    monkeypatch.setattr(sources.Source, "file", lambda self, stage, info: fetched.append(info.file)
-                        or real(self, stage, info))
+    monkeypatch.setattr(sources.Source, "file", lambda self, stage, info, **kw: fetched.append(info.file)
+                        or real(self, stage, info, **kw))
 
     def no_reads(*args, **kwargs):
         raise AssertionError("an identical diff must not compare rows")
 
-    monkeypatch.setattr(compare, "compare_shards", no_reads)
+    monkeypatch.setattr(rowdiff, "compare_shards", no_reads)
     for a, b in pairs:  # verified: every file's bytes checked against its manifest, no row compared
         fetched.clear()
         report = scalequest_dataset.diff(a, b)

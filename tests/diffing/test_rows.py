@@ -189,3 +189,15 @@ def test_ids_of_another_string_type_still_match(tmp_path, id_type):
     b = [write(tmp_path / "b" / "s.parquet", b_rows[::-1], b_schema)]
     r = compare_shards(a, b).rows
     assert (r["added_ids"], r["removed_ids"], r["changed_ids"]) == (["r006"], ["r000"], ["r001"])
+
+
+def test_every_stage_names_its_origin_and_group_by_a_lineage_column_the_diff_keeps():
+    from scalequest_dataset.diffing.rows import is_lineage
+    from scalequest_dataset.stages import REGISTRY, STAGE_ORDER
+
+    assert tuple(cls.name for cls in REGISTRY) == STAGE_ORDER
+    for before, cls in zip((None, *REGISTRY), REGISTRY, strict=False):
+        assert is_lineage(cls.origin) and is_lineage(cls.group_key or "id"), cls.name
+        # the origin is a column of the stage's rows; the group key one of its input's (the stage before it)
+        assert cls.origin in cls.features, cls.name
+        assert cls.group_key is None or cls.group_key in before.features, cls.name
