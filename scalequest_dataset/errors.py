@@ -28,8 +28,11 @@ def explain(exc: BaseException, args: Namespace | None = None) -> tuple[int, str
     """(exit code, one-line message) for an exception that ended a command."""
     from .recipe.params import ConfigError
     from .revisions.stores import StoreError
+    from .revisions.stores.base import PartialPublish
     from .run.plan import ShardFailed, StageError
 
+    if isinstance(exc, PartialPublish) and exc.__cause__ is not None:  # the cause's exit code, the whole story
+        return explain(exc.__cause__, args)[0], str(exc)
     if (space := _no_space(exc)) is not None:
         return USAGE, no_space_message(space, args)
     if isinstance(exc, ShardFailed):

@@ -28,7 +28,7 @@ from .card import render_card
 from .figures import IMAGES, OVERVIEW, is_stage_image, overview_figures, stage_figures
 from .locator import StoreSource
 from .stores import RepoLayout, StaleParentError, Store, StoreError, VerificationError, open_store
-from .stores.base import expect_transfer, transferred
+from .stores.base import PartialPublish, expect_transfer, transferred
 from .verify import Attestation, parse_record
 
 ATTEMPTS = 8  # commits on a branch that others move: re-read and rebuild, waiting longer each time
@@ -85,14 +85,65 @@ def publish(run_dir: str | Path, target: str | Path, stages: list[str] | None = 
     for manifest in manifests.values():  # every byte checked before anything is written
         verify_run_files(layout, manifest)  # type: ignore[arg-type]
     store = open_store(target, create=True)
-    results = []
+    start = store.head()
+    checks = {s: check_committable(layout, store, manifests[s], tag_prefix, force,  # type: ignore[arg-type]
+                                   final=(s == STAGE_ORDER[-1])) for s in todo}  # every stage before any commit
+    results: list[PublishResult] = []
     for stage in todo:
-        result = publish_stage(layout, store, manifests[stage], tag_prefix, force,  # type: ignore[arg-type]
-                               final=(stage == STAGE_ORDER[-1]))
+        try:
+            result = publish_stage(layout, store, manifests[stage], tag_prefix, force,  # type: ignore[arg-type]
+                                   final=(stage == STAGE_ORDER[-1]), check=checks[stage])
+        except Exception as exc:
+            raise _partial(store, start, results, todo, stage, exc) from exc
         results.append(result)
         if say:
             say(result.describe())
     return results
+
+
+def _partial(store: Store, start: str | None, done: list[PublishResult], todo: list[str], stage: str,
+             exc: Exception) -> Exception:
+    """`exc` as it is when nothing was written yet; else a PartialPublish saying what is in the store."""
+    try:
+        moved = store.head() != start
+    except Exception:
+        moved = True
+    if not done and not moved:
+        return exc
+    rest = todo[todo.index(stage):]
+    have = ", ".join(f"{r.stage} ({', '.join(r.tags)})" for r in done) or "none"
+    return PartialPublish(f"{store.location}: the version is half published: published {have}; stage {stage!r} "
+                          f"failed ({type(exc).__name__}: {str(exc).strip()[:300]}); not published: "
+                          f"{', '.join(rest)}. Re-run the same command to complete it (what is published makes no "
+                          "new commit)")
+
+
+@dataclass
+class StageCheck:
+    """What a stage's publication found in the store before the first commit: the tags it will set, where they
+    point, and for each the store's manifest if it holds the same data there."""
+
+    tags: list[str]
+    existing: dict[str, str]
+    same: dict[str, Manifest | None]
+
+
+def check_committable(layout: RunLayout, store: Store, manifest: Manifest, prefix: str, force: bool, final: bool
+                      ) -> StageCheck:
+    """Refuse, before anything is written, what would stop this stage half way: a file name a reader of the
+    revision would refuse (the path check every reader applies) and a tag that holds other content."""
+    from .verify import check_path
+
+    stage = manifest.stage
+    for name in manifest.files():
+        check_path(RepoLayout.data(stage, name), RepoLayout.data_folder(stage), f"{layout.root} stage {stage!r}")
+    tags = [f"{prefix}-{stage}"] + ([prefix] if final else [])
+    existing = store.tags()
+    same = {tag: same_data(store, existing.get(tag), manifest) for tag in tags}
+    for tag in tags:
+        if tag in existing and not force and same[tag] is None:
+            raise _clash(store, tag, existing[tag], stage)
+    return StageCheck(tags, existing, same)
 
 
 def verify_run_files(layout: RunLayout, manifest: Manifest) -> None:
@@ -133,15 +184,11 @@ def same_data(store: Store, commit: str | None, manifest: Manifest) -> Manifest 
     return theirs
 
 
-def publish_stage(layout: RunLayout, store: Store, manifest: Manifest, prefix: str, force: bool, final: bool
-                  ) -> PublishResult:
+def publish_stage(layout: RunLayout, store: Store, manifest: Manifest, prefix: str, force: bool, final: bool,
+                  check: StageCheck | None = None) -> PublishResult:
     stage = manifest.stage
-    tags = [f"{prefix}-{stage}"] + ([prefix] if final else [])
-    existing = store.tags()
-    same = {tag: same_data(store, existing.get(tag), manifest) for tag in tags}
-    for tag in tags:  # refuse a clash before writing anything
-        if tag in existing and not force and same[tag] is None:
-            raise _clash(store, tag, existing[tag], stage)
+    check = check or check_committable(layout, store, manifest, prefix, force, final)
+    tags, existing, same = check.tags, check.existing, check.same
     tagged = same[tags[0]]
     if tagged is not None:
         result = PublishResult(stage, existing[tags[0]], False, reproduced=environment_differences(tagged, manifest))

@@ -67,6 +67,11 @@ class StaleParentError(StoreError):
     """The branch moved since we read it: someone else committed in between."""
 
 
+class PartialPublish(StoreError):
+    """A version left half published: some stages are in the store, the rest not; the message says which, and
+    that the same command completes it (stages already there make no new commit)."""
+
+
 class RevisionNotFound(StoreError):
     pass
 

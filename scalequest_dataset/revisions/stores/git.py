@@ -6,9 +6,12 @@ atomic compare-and-swap: a half-written commit is never on the branch, and a sta
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import tempfile
+import uuid
 from pathlib import Path
+from typing import BinaryIO
 
 from .base import (
     CommitInfo,
@@ -30,6 +33,17 @@ REGULAR = ("100644", "100755")  # blob modes of regular files; 120000 (symlink) 
 ZERO = "0" * 40
 _IDENTITY = {"GIT_AUTHOR_NAME": "scalequest", "GIT_AUTHOR_EMAIL": "scalequest@localhost",
              "GIT_COMMITTER_NAME": "scalequest", "GIT_COMMITTER_EMAIL": "scalequest@localhost"}
+
+
+# Parquet shards are zstd-compressed already: zlib over them costs CPU for ~nothing (BENCHMARKS.md, stores), and
+# delta search between unrelated shards likewise; every blob is stored as is, in one pack per commit.
+PACK_SETTINGS = ("-c", "core.compression=0", "-c", "pack.compression=0", "-c", "core.bigFileThreshold=1")
+
+
+def _quote(path: str) -> bytes:
+    """A path as fast-import reads it: C-style quoted, so no name can end a command early."""
+    escaped = path.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return f'"{escaped}"'.encode()
 
 
 def is_git_store(path: Path) -> bool:
@@ -135,28 +149,64 @@ class LocalGitStore(Store):
                                  f"({stderr.decode(errors='replace').strip()[:300] or 'unreadable'})")
 
     def commit(self, add: dict[str, Path | bytes], delete: list[str], message: str, parent: str | None) -> str:
+        """The stage as ONE `git fast-import` stream (blobs, then the commit with its deletions and additions) into
+        one new pack, written without zlib recompression (Parquet is compressed already: `PACK_SETTINGS`), under a
+        private ref; then one `update-ref --stdin` transaction moves the branch (compare-and-swap on `parent`) and
+        drops the private ref. Any removal or rename is a `D` line: no work tree, no index."""
         expect_transfer(sum(content_size(c) for c in add.values()), len(add))
+        private = f"refs/scalequest/commit-{os.getpid()}-{uuid.uuid4().hex}"
         with tempfile.TemporaryDirectory() as tmp:
-            env = {"GIT_INDEX_FILE": str(Path(tmp) / "index")}
-            if parent:
-                self._git("read-tree", parent, env=env)
-            for path in delete:
-                self._git("update-index", "--force-remove", "--", path, env=env)
-            for path, content in sorted(add.items()):
-                if isinstance(content, bytes):
-                    blob = self._git("hash-object", "-w", "--stdin", input=content).stdout.decode().strip()
-                else:
-                    blob = self._git("hash-object", "-w", "--", str(content)).stdout.decode().strip()
-                self._git("update-index", "--add", "--cacheinfo", f"100644,{blob},{path}", env=env)
-                transferred(content_size(content))
-            tree = self._git("write-tree", env=env).stdout.decode().strip()
-        args = ["commit-tree", tree, "-m", message] + (["-p", parent] if parent else [])
-        commit = self._git(*args).stdout.decode().strip()
-        res = self._git("update-ref", f"refs/heads/{self.branch}", commit, parent or ZERO, check=False)
-        if res.returncode != 0:
+            marks = Path(tmp) / "marks"
+            cmd = ["git", "--git-dir", str(self.path), *PACK_SETTINGS, "fast-import", "--quiet", "--done",
+                   "--date-format=now", f"--export-marks={marks}"]
+            with subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                  env={**os.environ, **_IDENTITY}) as proc:
+                try:
+                    self._stream(proc.stdin, add, delete, message, parent, private)  # type: ignore[arg-type]
+                    proc.stdin.close()  # type: ignore[union-attr]
+                except BrokenPipeError:
+                    pass  # fast-import stopped: its stderr says why
+                err = proc.stderr.read()  # type: ignore[union-attr]
+            if proc.returncode != 0:
+                self._git("update-ref", "-d", private, check=False)
+                raise StoreError(f"git fast-import failed in {self.path}: {err.decode(errors='replace').strip()[:500]}")
+            commit = dict(line.split() for line in marks.read_text().splitlines())[f":{len(add) + 1}"]
+        moved = self._git("update-ref", "--stdin", check=False,
+                          input=f"start\nupdate refs/heads/{self.branch} {commit} {parent or ZERO}\n"
+                                f"delete {private}\nprepare\ncommit\n".encode())
+        if moved.returncode != 0:
+            self._git("update-ref", "-d", private, check=False)
             raise StaleParentError(f"{self.path}: branch {self.branch!r} moved since it was read "
                                    f"(expected {parent or 'no commit'}, now {self.head()})")
+        self._git(*PACK_SETTINGS, "-c", "gc.autoDetach=false", "gc", "--auto", "--quiet", check=False)  # packs the packs once there are many (gc.autoPackLimit)
         return commit
+
+    @staticmethod
+    def _stream(out: BinaryIO, add: dict[str, Path | bytes], delete: list[str], message: str, parent: str | None,
+                ref: str) -> None:
+        """The fast-import commands: each blob with a mark (1..n), then the commit (mark n+1)."""
+        names = sorted(add)
+        for mark, path in enumerate(names, 1):
+            content = add[path]
+            out.write(b"blob\nmark :%d\ndata %d\n" % (mark, content_size(content)))
+            if isinstance(content, bytes):
+                out.write(content)
+            else:
+                with open(content, "rb") as fh:
+                    shutil.copyfileobj(fh, out, 1 << 20)
+            out.write(b"\n")
+            transferred(content_size(content))
+        body = message.encode()
+        out.write(b"commit %s\nmark :%d\ncommitter %s <%s> now\ndata %d\n%s\n" % (
+            ref.encode(), len(names) + 1, _IDENTITY["GIT_COMMITTER_NAME"].encode(),
+            _IDENTITY["GIT_COMMITTER_EMAIL"].encode(), len(body), body))
+        if parent:
+            out.write(b"from %s\n" % parent.encode())
+        for path in sorted(set(delete) - set(add)):
+            out.write(b"D %s\n" % _quote(path))
+        for mark, path in enumerate(names, 1):
+            out.write(b"M 100644 :%d %s\n" % (mark, _quote(path)))
+        out.write(b"\ndone\n")
 
     def tags(self) -> dict[str, str]:
         out = self._git("for-each-ref", "--format=%(refname:short) %(objectname)", "refs/tags").stdout.decode()
