@@ -82,7 +82,7 @@ def test_open_source_opens_what_locate_names(places):
     assert isinstance(open_source(places["run"]), RunSource)
     with pytest.raises(StoreError):  # an empty store has no main yet
         open_source(f"{places['store']}@main")
-    with pytest.raises(StoreError, match="not a scalequest store"):
+    with pytest.raises(StoreError, match="neither a run directory nor a scalequest store"):
         open_source(places["run"].parent)  # exists, neither a run directory nor a store
 
 
