@@ -106,19 +106,45 @@ class RunConfig(Strict):
 
 
 def load_preset(name: str) -> dict[str, Any]:
+    """A preset's YAML (a built-in name or a .yaml path) as a mapping; anything unreadable is a ConfigError naming
+    the file and, for bad YAML, the line."""
     path = Path(name)
     if path.suffix in {".yaml", ".yml"} and path.exists():
-        text = path.read_text(encoding="utf-8")
+        blob, where = _read_capped(path), str(path)
     else:
         res = resources.files(__package__).joinpath("presets", f"{name}.yaml")
         if not res.is_file():
             raise ConfigError(f"unknown preset {name!r}: allowed are {', '.join(preset_names())} or a path to a .yaml file")
-        text = res.read_text(encoding="utf-8")
-    data = yaml.safe_load(text) or {}
+        blob, where = res.read_bytes(), f"preset {name!r}"
+    data = parse_yaml(blob, where) or {}
     if not isinstance(data, dict):
-        raise ConfigError(f"preset {name!r} must be a YAML mapping at top level")
+        raise ConfigError(f"{where}: a preset must be a YAML mapping at top level")
     data.setdefault("preset", path.stem if path.exists() else name)
     return data
+
+
+MAX_PRESET_BYTES = 1 << 20  # a preset is a page of YAML; a bigger file is not one
+
+
+def _read_capped(path: Path) -> bytes:
+    if not path.is_file():
+        raise ConfigError(f"{path}: not a file (a preset is a .yaml file)")
+    if path.stat().st_size > MAX_PRESET_BYTES:
+        raise ConfigError(f"{path}: {path.stat().st_size:,} bytes is not a preset (at most {MAX_PRESET_BYTES:,})")
+    return path.read_bytes()
+
+
+def parse_yaml(blob: bytes, where: str) -> Any:
+    """YAML from UTF-8 bytes (safe_load); invalid UTF-8 or YAML is a ConfigError naming `where` and the place."""
+    try:
+        return yaml.safe_load(blob.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{where}: not UTF-8 text (byte {exc.start + 1}: {blob[exc.start:exc.start + 1]!r})") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{where}: not valid YAML{at} ({problem})") from None
 
 
 def apply_override(data: dict[str, Any], assignment: str) -> None:
@@ -126,7 +152,7 @@ def apply_override(data: dict[str, Any], assignment: str) -> None:
     key, sep, raw = assignment.partition("=")
     if not sep or not key:
         raise ConfigError(f"--set expects key=value, got {assignment!r}")
-    value = yaml.safe_load(raw) if raw != "" else ""
+    value = parse_yaml(raw.encode("utf-8", "surrogateescape"), f"--set {key}: the value {raw!r}") if raw != "" else ""
     node: Any = data
     parts = key.split(".")
     for i, part in enumerate(parts[:-1]):

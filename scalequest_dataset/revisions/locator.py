@@ -198,6 +198,8 @@ class StoreSource(Source):
     def _fetch(self, path: str, info: FileRecord, rows: bool = True) -> Checked:
         """From the cache if its copy passes the check; else fetched to a temporary name, checked, renamed. A copy
         that fails is fetched again once (fresh) before the store is blamed; a damaged cache is said, by path."""
+        if path not in self.files():  # the manifest names a file its own revision lacks
+            raise VerificationError(f"{self.label}: {path} is named by its manifest but is not in the revision")
         dest = self.store.cache_folder("verified", self.commit) / path
         damaged = None
         if dest.exists() or dest.is_symlink():

@@ -183,8 +183,7 @@ def load_benchmark(benchmark: Benchmark, pinned: ResolvedModel, field: str, simu
         if found != pinned.revision:
             raise ConfigError(f"{field}.path: {benchmark.path} has content {found}, but the run was planned with "
                               f"{pinned.revision}: restore it, or start a new run")
-        builder = _FILE_SUFFIXES[path.suffix]
-        parts = [(None, datasets.load_dataset(builder, data_files=str(path), split="train"))]
+        parts = [(None, _load_file(path, f"{field}.path"))]
     else:
         parts = [(config, datasets.load_dataset(benchmark.repo, config, split=benchmark.split,
                                                 revision=pinned.revision))
@@ -208,6 +207,28 @@ def load_benchmark(benchmark: Benchmark, pinned: ResolvedModel, field: str, simu
     if len(set(ids)) != len(ids):
         raise ConfigError(f"{field}: item ids are not unique (id_column {benchmark.id_column!r})")
     return LoadedBenchmark(benchmark, pinned.revision, ids, texts)
+
+
+def _load_file(path: Path, field: str) -> datasets.Dataset:
+    """A local benchmark file through `datasets`; an empty, non-UTF-8 or malformed one is a ConfigError naming it
+    (the user's input, not a failure of ours)."""
+    if path.stat().st_size == 0:
+        raise ConfigError(f"{field}: {path} is empty (a benchmark needs items)")
+    builder = _FILE_SUFFIXES[path.suffix]
+    if builder == "json":  # datasets' JSON reader would fail deep inside on bytes that are not text
+        with path.open("rb") as fh:
+            for number, line in enumerate(fh, 1):
+                try:
+                    line.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    raise ConfigError(f"{field}: {path} line {number} is not UTF-8 text (byte {exc.start + 1}: "
+                                      f"{line[exc.start:exc.start + 1]!r})") from None
+    try:
+        return datasets.load_dataset(builder, data_files=str(path), split="train")
+    except Exception as exc:  # the reader's own error, said in one line naming the file
+        cause = exc.__cause__ or exc
+        first = (str(cause).strip().splitlines() or [""])[0][:200]
+        raise ConfigError(f"{field}: {path} cannot be read as {builder} ({type(cause).__name__}: {first})") from exc
 
 
 # ---------------------------------------------------------------------------------------------- index and scan

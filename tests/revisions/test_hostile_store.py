@@ -216,6 +216,15 @@ def corrupt_manifest_object(store: Path, env: dict[str, Path]) -> None:
 ATTACKS = [traversing_tree_entries, traversing_manifest_name, absolute_manifest_name, symlinked_shard, card_outside,
            card_absolute, card_unparsable, altered_rows, absurd_numbers, negative_index, oversized_manifest,
            malformed_attestation, corrupt_object, corrupt_manifest_object]
+# What every refusal must name (the file, field or value), in one line.
+NAMES = {traversing_tree_entries.__name__: "evil.pth", traversing_manifest_name.__name__: "evil.pth",
+         absolute_manifest_name.__name__: "home/read", symlinked_shard.__name__: "train-00000-of-00005.parquet",
+         card_outside.__name__: "README.md", card_absolute.__name__: "README.md", card_unparsable.__name__: "README.md",
+         altered_rows.__name__: "train-00000-of-00005.parquet", absurd_numbers.__name__: "shards.0.rows_in",
+         negative_index.__name__: "shards.index", oversized_manifest.__name__: "manifests/questions.json",
+         malformed_attestation.__name__: "attestations/questions/2026-01-01-x.json",
+         corrupt_object.__name__: "train-00000-of-00005.parquet: corrupt git object",
+         corrupt_manifest_object.__name__: "manifests/questions.json: corrupt git object"}
 # `log` lists tags from manifests and reads no data file: for attacks on a data file's bytes alone it has nothing
 # to refuse (it claims nothing about the bytes).
 DATA_ONLY = {altered_rows.__name__, corrupt_object.__name__}
@@ -287,6 +296,11 @@ def test_a_hostile_revision_is_refused_by_every_reader(attack, good, tmp_path, m
         lowered = text.lower()
         assert "same data" not in lowered and "identical" not in lowered and "reproduce:" not in lowered, text
         assert " 1/1 shards reproduce" not in text, text
+        if code == 2 and not (command == "publish" and attack.__name__ in DATA_ONLY):  # (publish: a tag clash)
+            errors = [line for line in text.splitlines() if line.startswith("error:")]
+            assert len(errors) == 1 and NAMES[attack.__name__] in errors[0], text
+        elif code == 1:  # diff or regenerate: a verdict naming the file as corrupt
+            assert "corrupt" in text.lower() and NAMES[attack.__name__] in text, text
     assert not any(code == 3 for code, _ in results.values())
     assert snapshot(tmp_path, good["run"], good["store"], skip=skip) == before
     assert list((tmp_path / "home" / "sentinel").iterdir()) == []

@@ -73,7 +73,7 @@ class LocalGitStore(Store):
         res = subprocess.run(["git", "--git-dir", str(self.path), *args], input=input, capture_output=True,
                              env=full_env)
         if check and res.returncode != 0:
-            raise StoreError(f"git {' '.join(args[:2])} failed in {self.path}: {res.stderr.decode().strip()}")
+            raise StoreError(f"git {' '.join(args[:2])} failed in {self.path}: {_one_line(res.stderr)}")
         return res
 
     def head(self) -> str | None:
@@ -98,7 +98,7 @@ class LocalGitStore(Store):
         res = self._git("ls-tree", "-r", "-z", commit, check=False)
         if res.returncode != 0:
             raise VerificationError(f"{self.path}@{revision}: corrupt revision: its tree cannot be read "
-                                    f"({res.stderr.decode(errors='replace').strip()[:300]})")
+                                    f"({_one_line(res.stderr)})")
         entries = {}
         for item in filter(None, res.stdout.split(b"\0")):
             meta, raw = item.split(b"\t", 1)
@@ -138,15 +138,21 @@ class LocalGitStore(Store):
         return res.stdout
 
     def _object(self, path: str, revision: str) -> str:
-        """`COMMIT:PATH`, once git knows the path at that commit (FileNotFoundError naming it otherwise)."""
-        spec = f"{self.resolve(revision)}:{path}"
-        if self._git("cat-file", "-t", spec, check=False).stdout.strip() != b"blob":
+        """The blob id of PATH at the revision: FileNotFoundError when the revision's tree has no such file, a
+        VerificationError ("corrupt git object") when it has one whose object cannot be read."""
+        named = self._git("rev-parse", "--verify", "-q", f"{self.resolve(revision)}:{path}", check=False)  # trees only
+        if named.returncode != 0:
             raise FileNotFoundError(f"{path} not found at revision {revision!r} of {self.path}")
-        return spec
+        blob = named.stdout.decode().strip()
+        kind = self._git("cat-file", "-t", blob, check=False)
+        if kind.returncode != 0:
+            raise self._corrupt(path, revision, kind.stderr)
+        if kind.stdout.strip() != b"blob":
+            raise FileNotFoundError(f"{path} at revision {revision!r} of {self.path} is a folder, not a file")
+        return blob
 
     def _corrupt(self, path: str, revision: str, stderr: bytes) -> VerificationError:
-        return VerificationError(f"{self.path}@{revision} {path}: corrupt git object "
-                                 f"({stderr.decode(errors='replace').strip()[:300] or 'unreadable'})")
+        return VerificationError(f"{self.path}@{revision} {path}: corrupt git object ({_one_line(stderr)})")
 
     def commit(self, add: dict[str, Path | bytes], delete: list[str], message: str, parent: str | None) -> str:
         """The stage as ONE `git fast-import` stream (blobs, then the commit with its deletions and additions) into
@@ -242,6 +248,12 @@ class LocalGitStore(Store):
                 raise self._corrupt(path, revision, res.stderr)
         transferred(dest.stat().st_size)
         return dest
+
+
+def _one_line(stderr: bytes) -> str:
+    """git's complaint as one line of an error message (it writes several)."""
+    lines = [line.strip() for line in stderr.decode(errors="replace").splitlines() if line.strip()]
+    return "; ".join(lines)[:300] or "unreadable"
 
 
 STORE = LocalGitStore
