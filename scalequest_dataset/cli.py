@@ -200,15 +200,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     # whose output belongs in the log: it is made there.
     local = make_backend(args) if args.backend == "local" else None
     runner = Runner(args.out, config, show_progress=not args.no_progress, source=origin)
-    runner.prepare(args.stage)  # the run directory exists from here on (or nothing was written): it holds the log
+    runner.prepare(args.stage, shard)  # the run directory exists (and is locked) from here on (or nothing was written): it holds the log
     stages = args.stage or config.stage_names()
-    _say_setup(args.out, f"preset {config.preset}, seed {config.seed}, engine {config.engine.name}, "
-               f"{len(stages)} stage{'s' * (len(stages) != 1)}"
-               + (f", built on {origin.label}" if origin is not None else ""))
-    with logged(args, console.run_log(args.out)):
-        with local or make_backend(args) as backend:
-            runner.backend = backend
-            runner.run(args.stage or None, shard, args.plan_only)
+    try:
+        _say_setup(args.out, f"preset {config.preset}, seed {config.seed}, engine {config.engine.name}, "
+                   f"{len(stages)} stage{'s' * (len(stages) != 1)}"
+                   + (f", built on {origin.label}" if origin is not None else ""))
+        with logged(args, console.run_log(args.out)):
+            with local or make_backend(args) as backend:
+                runner.backend = backend
+                runner.run(args.stage or None, shard, args.plan_only)
+    finally:
+        runner.release()  # (`run` releases it; a backend that failed to start must too)
     _print_results(args.out, stages)
     _print_where(args.out)
     return OK

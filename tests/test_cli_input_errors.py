@@ -82,6 +82,7 @@ def test_an_input_error_exits_2_in_one_line_naming_it(case, upstream, tmp_path, 
 
 def _files(root: Path) -> dict[str, bytes]:
     """A run directory's data, plans, records and manifests (its log grows; its config.yaml may take a stage
-    that has not run yet)."""
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
-            if p.is_file() and "logs" not in p.parts and p.name != "config.yaml"} if root.exists() else {}
+    that has not run yet; its lock says who runs in it now)."""
+    kept = [p for p in sorted(root.rglob("*")) if p.is_file() and "logs" not in p.parts
+            and p.name != "config.yaml" and not p.name.startswith("lock")] if root.exists() else []
+    return {str(p.relative_to(root)): p.read_bytes() for p in kept}

@@ -7,6 +7,7 @@
     RUN/state/<stage>/shard-XXXXX.json              completion record: files with digests, counts, execution
     RUN/state/<stage>/reuse.json, prior*.parquet    `run --from`: what the stage takes from the source version
     RUN/manifests/<stage>.json                      written once every shard is complete and verified
+    RUN/state/lock, RUN/state/lock-slice-I-of-N     who runs stages in the directory now (lock.py)
     RUN/logs/                                       engine and library logs, one file per worker
     RUN/.cache/                                     engine compile caches (vLLM)
     RUN/.cache/shared/<token>                       a distributed driver's marker: a worker that sees it sees this run

@@ -17,6 +17,7 @@ from .backends import Backend, Reporter, StageJob
 from .backends.local import LocalBackend
 from .finalize import StageState, finalize_stage, stage_state
 from .layout import RunLayout
+from .lock import RunLock
 from .plan import StageError, adopt_config, load_config, plan_stage
 from .records import Manifest, ShardRecord
 from .worker import verified_record
@@ -57,16 +58,33 @@ class Runner:
         self.backend = backend or LocalBackend()
         self.show_progress = show_progress
         self.say = say or console.err
-        self._prepared = False
+        self._lock: RunLock | None = None
 
-    def prepare(self, stages: list[str] | None = None) -> None:
-        """Check the stage names and make the config the run directory's (or refuse it, writing nothing). `run`
-        does it first; a caller that wants the run directory to exist before the run (for its log) calls it."""
-        for name in stages or self.config.stage_names():
+    def prepare(self, stages: list[str] | None = None, shard: ShardSlice | None = None) -> None:
+        """Check the stage names, lock the run directory (see `lock`: refused, naming the holder, while another
+        process runs in it) and make the config the run directory's (or refuse it, writing nothing). `run` does it
+        first; a caller that wants the run directory to exist before the run (for its log) calls it. The lock is
+        held until `run` returns."""
+        names = stages or self.config.stage_names()
+        for name in names:
             self.config.input_of(name)  # unknown stage names fail before anything is written
-        for note in adopt_config(self.layout, self.config):
-            self.say(note)
-        self._prepared = True
+        if self._lock is None:
+            slice_name = f"{shard.rank}-of-{shard.world}" if shard else None
+            what = f"`run` of {', '.join(names)}" + (f" (slice {shard.rank}/{shard.world})" if shard else "")
+            self._lock = RunLock(self.layout, what, slice_name).acquire(self.say)
+        try:
+            for note in adopt_config(self.layout, self.config):
+                self.say(note)
+            self._lock.announce()
+        except BaseException:
+            self.release()
+            raise
+
+    def release(self) -> None:
+        """Unlock the run directory (`run` does it when it returns)."""
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     def run(self, stages: list[str] | None = None, shard: ShardSlice | None = None, plan_only: bool = False
             ) -> dict[str, Manifest | None]:
@@ -74,8 +92,14 @@ class Runner:
         another slice has not finished stops the run (the Slurm array's next job goes on from there). With
         `plan_only`, the stages are planned (models pinned, shards cut, whole-input passes done) and not run."""
         names = stages or self.config.stage_names()
-        if not self._prepared:
-            self.prepare(names)
+        if self._lock is None:
+            self.prepare(names, shard)
+        try:
+            return self._run(names, shard, plan_only)
+        finally:
+            self.release()
+
+    def _run(self, names: list[str], shard: ShardSlice | None, plan_only: bool) -> dict[str, Manifest | None]:
         saved = load_config(self.layout)  # what the manifests record (the run directory's config)
         done: dict[str, Manifest | None] = {}
         for name in names:
@@ -121,11 +145,17 @@ def status(layout: RunLayout) -> list[StageState]:
 
 def finalize(run_dir: str | Path) -> list[StageState]:
     """Verify every shard of every planned stage and write the manifests of the complete ones (`scalequest
-    finalize`, after a Slurm array). Stages not planned yet are skipped; the result says what is missing."""
+    finalize`, after a Slurm array). Stages not planned yet are skipped; the result says what is missing. Refused
+    (naming the holder) while a run or a slice still runs in the directory."""
     layout = RunLayout(run_dir).require()
     config = load_config(layout)
-    for name in config.stage_names():
-        finalize_stage(layout, config, name)
+    lock = RunLock(layout, "`finalize`").acquire(console.err)
+    lock.announce()
+    try:
+        for name in config.stage_names():
+            finalize_stage(layout, config, name)
+    finally:
+        lock.release()
     return status(layout)
 
 

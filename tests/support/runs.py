@@ -29,9 +29,11 @@ def data_files(root: Path) -> dict[str, bytes]:
 
 
 def every_file(root: Path) -> dict[str, tuple[bytes, int]]:
-    """Every file of a run directory with its bytes and mtime: what "changes nothing" compares."""
+    """Every file of a run directory with its bytes and mtime: what "changes nothing" compares (not its locks,
+    which say who runs in it now: every run takes them)."""
     return {str(p.relative_to(root)): (p.read_bytes(), p.stat().st_mtime_ns)
-            for p in sorted(Path(root).rglob("*")) if p.is_file() and ".cache" not in p.parts}
+            for p in sorted(Path(root).rglob("*")) if p.is_file() and ".cache" not in p.parts
+            and not (p.parent.name == "state" and p.name.startswith("lock"))}
 
 
 def cli_env(**extra: str) -> dict[str, str]:
