@@ -58,7 +58,8 @@ def _add_run(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     src.add_argument("--from", dest="from_source", default=None, metavar="SOURCE",
                      help="build on a version (STORE@REV, ORG/NAME@REV or a run directory): its config, changed by "
                      "--set; what is unchanged is taken from it")
-    p.add_argument("--out", required=True, type=Path, help="run directory (created; resumed if it exists)")
+    p.add_argument("--out", required=True, help="run directory (created; resumed if it exists): a path or a URL "
+                   "such as s3://bucket/run (any fsspec filesystem)")
     p.add_argument("--stage", action="append", help="run only this stage (repeatable); default: all, in order")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set seed=7 --set stages.responses.samples=3")
@@ -109,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p = sub.add_parser("publish", parents=[common],
                        help="publish a run's complete stages: one commit and one tag per stage")
-    p.add_argument("run_dir", type=Path)
+    p.add_argument("run_dir", help="a run directory (a path or a URL)")
     p.add_argument("--to", required=True, help="a local store path (a git repository, created on first use) "
                    "or hf://datasets/ORG/NAME")
     p.add_argument("--stage", action="append", help="publish only this stage (repeatable)")
@@ -147,10 +148,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p = sub.add_parser("status", parents=[common],
                        help="stages, shards done/total and rows of a run directory (reads only)")
-    p.add_argument("run_dir", type=Path)
+    p.add_argument("run_dir", help="a run directory (a path or a URL)")
     p = sub.add_parser("finalize", parents=[common],
                        help="verify every shard of every stage and write the manifests (after a Slurm array)")
-    p.add_argument("run_dir", type=Path)
+    p.add_argument("run_dir", help="a run directory (a path or a URL)")
     sub.add_parser("doctor", parents=[common], help="check this machine: engines, devices, caches, the Hub, a token")
     p = sub.add_parser("tiny-model", parents=[common],
                        help="build the tiny random Qwen2 test model (byte-identical per seed)")
@@ -217,12 +218,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     return OK
 
 
-def _say_setup(run_dir: Path, what: str) -> None:
+def _say_setup(run_dir: str | Path, what: str) -> None:
     console.err(f"run directory {run_dir} ({what})")
     console.err(f"engine and library output: {console.run_log(run_dir)} (-v shows it here)")
 
 
-def _print_results(run_dir: Path, stages: list[str]) -> None:
+def _print_results(run_dir: str | Path, stages: list[str]) -> None:
     """From the manifests of the run's complete stages, read once: their funnel, the status table when some stage
     is not complete, and what this invocation's `stages` cost."""
     from .funnel import format_cost, format_funnel, funnel
@@ -244,8 +245,10 @@ def _print_results(run_dir: Path, stages: list[str]) -> None:
         console.out(format_cost(cost))  # type: ignore[arg-type]
 
 
-def _print_where(run_dir: Path) -> None:
-    root = Path(run_dir).resolve()
+def _print_where(run_dir: str | Path) -> None:
+    from .urlpath import as_path
+
+    root = as_path(run_dir).resolve()
     console.out(f"\nrun directory: {root}  (data/<stage>/*.parquet, manifests/<stage>.json)")
     console.out(f"log:           {console.run_log(root)}")
 
@@ -383,7 +386,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     return OK
 
 
-def _print_status(run_dir: Path) -> None:
+def _print_status(run_dir: str | Path) -> None:
     """Stages, shards done of planned, rows, and state. Reads only."""
     from .run import RunLayout, load_config, status
 

@@ -7,10 +7,14 @@ A shard has two identities. Its file sha256 covers every byte, and so also the P
 the embedded metadata. Its content digest covers only its rows - the schema's names and logical types and
 every value, in a canonical encoding of our own - so the same rows written by another pyarrow, with another
 compression, or read back from a file, have the same content digest. Both are computed while the file is
-written (the sha256 on the bytes as they go to disk, the content from the table in memory): no second read."""
+written (the sha256 on the bytes as they go to disk, the content from the table in memory): no second read.
+
+Every function takes a local Path or a `UrlPath` (a run directory on object storage): a local file is written to a
+temporary sibling and renamed; an object is built in a local temporary file and uploaded whole (no rename)."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import io
@@ -26,6 +30,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+
+from .urlpath import UrlPath, spool
 
 # Pinned writer options, as `datasets`' own ParquetWriter (the one `push_to_hub` uses) writes: a page index (readers
 # skip pages by their min/max) and content-defined chunking (data pages cut where the values say, not every N bytes,
@@ -58,7 +64,7 @@ def arrow_schema(features) -> pa.Schema:
     return schema.with_metadata(meta)
 
 
-def write_rows(path: Path, rows: list[dict[str, Any]], features) -> dict[str, Any]:
+def write_rows(path: Path | UrlPath, rows: list[dict[str, Any]], features) -> dict[str, Any]:
     """Write rows (sorted by id) to `path` atomically: temp file, fsync, rename. Returns what a FileRecord
     holds: file name, rows, bytes, sha256 of the file, content digest of the rows, the writer, the Arrow size."""
     rows = sorted(rows, key=lambda r: r["id"])
@@ -73,13 +79,16 @@ def write_rows(path: Path, rows: list[dict[str, Any]], features) -> dict[str, An
     return write_table(path, table)
 
 
-def write_table(path: Path, table: pa.Table) -> dict[str, Any]:
+def write_table(path: Path | UrlPath, table: pa.Table) -> dict[str, Any]:
     # The content digest is computed on another thread while the file is written: both release the GIL
     # (hashlib on large buffers, Arrow's encoders and zstd), so on two cores it costs little wall time.
     table = table.combine_chunks()  # one chunk per column: the bytes never depend on how the rows were batched
     digest = _digests().submit(content_digest, table)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    if isinstance(path, UrlPath):  # built locally, then uploaded as one whole object
+        fd, tmp = spool(".parquet")
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
             sink = _HashingFile(fh)
@@ -90,12 +99,18 @@ def write_table(path: Path, table: pa.Table) -> dict[str, Any]:
                 if HAS_CDC:  # as `datasets` marks its files, so readers know how the pages were cut
                     writer.add_key_value_metadata({"content_defined_chunking": json.dumps(CDC_OPTIONS)})
             fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+            if not isinstance(path, UrlPath):
+                os.fsync(fh.fileno())
+        if isinstance(path, UrlPath):
+            path.put(Path(tmp))
+            Path(tmp).unlink()
+        else:
+            os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    if not isinstance(path, UrlPath):
+        _fsync_dir(path.parent)
     return {"file": path.name, "rows": table.num_rows, "bytes": sink.size, "sha256": sink.hash.hexdigest(),
             "content": digest.result(), "writer": f"parquet-cpp-arrow version {pa.__version__}",
             "arrow_bytes": table.nbytes}
@@ -130,22 +145,37 @@ class _HashingFile(io.RawIOBase):
         return self.size
 
 
-def iter_batches(paths: Iterable[Path], columns: list[str] | None = None, batch_size: int = 8192
+def iter_batches(paths: Iterable[Path | UrlPath], columns: list[str] | None = None, batch_size: int = 8192
                  ) -> Iterator[pa.RecordBatch]:
     """Stream record batches over shards in order: memory stays at one batch, not one stage."""
     for path in paths:
-        yield from pq.ParquetFile(path).iter_batches(batch_size=batch_size, columns=columns)
+        with _source(path) as src:
+            yield from pq.ParquetFile(src).iter_batches(batch_size=batch_size, columns=columns)
 
 
-def sha256_file(path: Path) -> str:
+def read_table(path: Path | UrlPath) -> pa.Table:
+    with _source(path) as src:
+        return pq.read_table(src)
+
+
+def _source(path: Path | UrlPath):
+    """What pyarrow reads: a local path itself, an object through its filesystem's (seekable) file."""
+    return path.open("rb") if isinstance(path, UrlPath) else contextlib.nullcontext(path)
+
+
+def _open(path: Path | UrlPath):
+    return path.open("rb") if isinstance(path, UrlPath) else open(path, "rb")
+
+
+def sha256_file(path: Path | UrlPath) -> str:
     h = hashlib.sha256()
-    with open(path, "rb") as fh:
+    with _open(path) as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
 
 
-def file_problem(path: Path, sha256: str) -> str | None:
+def file_problem(path: Path | UrlPath, sha256: str) -> str | None:
     """None if the file at `path` has this sha256; else what is wrong ("missing", or both digests), for the
     caller's message. The one place every boundary (plan, publish, load, diff, regenerate) checks bytes."""
     if not path.is_file():
@@ -154,9 +184,10 @@ def file_problem(path: Path, sha256: str) -> str | None:
     return None if actual == sha256 else f"does not match its record: expected sha256 {sha256}, found {actual}"
 
 
-def file_writer(path: Path) -> str | None:
+def file_writer(path: Path | UrlPath) -> str | None:
     """The Parquet footer's `created_by`: which writer (and version) made the file."""
-    return pq.ParquetFile(path).metadata.created_by
+    with _source(path) as src:
+        return pq.ParquetFile(src).metadata.created_by
 
 
 # ---------------------------------------------------------------------------------------------- content
@@ -263,9 +294,9 @@ def column_digests(table: pa.Table) -> dict[str, str]:
     return out
 
 
-def file_content_digest(path: Path) -> str:
+def file_content_digest(path: Path | UrlPath) -> str:
     """The content digest of a Parquet file's rows, as `write_rows` computed it."""
-    return content_digest(pq.read_table(path))
+    return content_digest(read_table(path))
 
 
 # ---------------------------------------------------------------------------------------------- JSON
@@ -276,13 +307,17 @@ def json_bytes(data: Any) -> bytes:
     return (json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")
 
 
-def write_json(path: Path, data: Any) -> None:
+def write_json(path: Path | UrlPath, data: Any) -> None:
     """Atomic JSON write."""
     write_bytes(path, json_bytes(data))
 
 
-def write_bytes(path: Path, blob: bytes) -> None:
-    """Atomic write: a unique temporary sibling, fsync, rename. A reader never sees half a file."""
+def write_bytes(path: Path | UrlPath, blob: bytes) -> None:
+    """Atomic write: a unique temporary sibling, fsync, rename (an object: one whole PUT). A reader never sees
+    half a file."""
+    if isinstance(path, UrlPath):
+        path.write_bytes(blob)
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -296,9 +331,8 @@ def write_bytes(path: Path, blob: bytes) -> None:
         raise
 
 
-def read_json(path: Path) -> Any:
-    with open(path, encoding="utf-8") as fh:
-        return json.load(fh)
+def read_json(path: Path | UrlPath) -> Any:
+    return json.loads(path.read_bytes().decode("utf-8"))
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -127,3 +127,27 @@ def run_client(hub: HubServer, tmp_path_factory: pytest.TempPathFactory) -> Clie
         return json.loads(out.read_text())
 
     return run
+
+
+# A real S3 API server (moto's standalone server) for run directories on object storage: started once per session
+# when a test asks for it; this process and its children (workers, CLI subprocesses) reach it through the usual
+# environment (AWS_ENDPOINT_URL and a key pair), set for the rest of the session.
+
+
+@pytest.fixture(scope="session")
+def s3() -> Iterator[Any]:
+    pytest.importorskip("moto.server")
+    pytest.importorskip("s3fs")
+    from support.s3_server import S3Server
+
+    with S3Server() as server:
+        saved = {k: os.environ.get(k) for k in server.env()}
+        os.environ.update(server.env())
+        try:
+            yield server
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 from pydantic import Field, ValidationError, create_model, model_validator
@@ -21,6 +21,9 @@ __all__ = ["STAGE_ORDER", "ConfigError", "EngineConfig", "ModelSpec", "RunConfig
            "canonical_json", "fingerprint", "load_preset", "preset_names", "resolve_config"]
 
 Dtype = Literal["auto", "float32", "bfloat16", "float16"]
+
+if TYPE_CHECKING:
+    from ..urlpath import UrlPath
 
 
 class _EngineBase(Strict):
@@ -108,8 +111,10 @@ class RunConfig(Strict):
 def load_preset(name: str) -> dict[str, Any]:
     """A preset's YAML (a built-in name or a .yaml path) as a mapping; anything unreadable is a ConfigError naming
     the file and, for bad YAML, the line."""
-    path = Path(name)
-    if path.suffix in {".yaml", ".yml"} and path.exists():
+    from ..urlpath import as_path
+
+    path = as_path(name) if "://" in name else Path(name)  # a run directory's config may be an object (s3://)
+    if name.endswith((".yaml", ".yml")) and path.exists():
         blob, where = _read_capped(path), str(path)
     else:
         res = resources.files(__package__).joinpath("presets", f"{name}.yaml")
@@ -119,14 +124,14 @@ def load_preset(name: str) -> dict[str, Any]:
     data = parse_yaml(blob, where) or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: a preset must be a YAML mapping at top level")
-    data.setdefault("preset", path.stem if path.exists() else name)
+    data.setdefault("preset", Path(path.name).stem if path.exists() else name)
     return data
 
 
 MAX_PRESET_BYTES = 1 << 20  # a preset is a page of YAML; a bigger file is not one
 
 
-def _read_capped(path: Path) -> bytes:
+def _read_capped(path: Path | UrlPath) -> bytes:
     if not path.is_file():
         raise ConfigError(f"{path}: not a file (a preset is a .yaml file)")
     if path.stat().st_size > MAX_PRESET_BYTES:

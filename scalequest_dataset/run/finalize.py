@@ -65,9 +65,9 @@ def finalize_stage(layout: RunLayout, config: RunConfig, name: str) -> Manifest 
         return None
     report = None
     if plan.prepared is not None:
-        import pyarrow.parquet as pq
+        from ..files import read_table
 
-        report = STAGES[name].summarize(pq.read_table(layout.prepared(name)))
+        report = STAGES[name].summarize(read_table(layout.prepared(name)))
     manifest = build_manifest(config, plan, recs, report)  # type: ignore[arg-type]
     if layout.reuse(name).is_file():
         manifest = _with_reuse(manifest, layout, name, recs)  # type: ignore[arg-type]

@@ -12,7 +12,9 @@
     RUN/.cache/                                     engine compile caches (vLLM)
     RUN/.cache/shared/<token>                       a distributed driver's marker: a worker that sees it sees this run
 
-A run directory on shared storage is all a worker on another node needs."""
+A run directory on shared storage is all a worker on another node needs. It is a local path or a URL on any
+fsspec filesystem (`s3://bucket/run`, see urlpath.py): for a URL, what is each machine's own - its logs and
+engine caches - lives in that machine's local folder for the run (`local`), not in the run directory."""
 
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..revisions.stores.base import RepoLayout
+from ..urlpath import UrlPath, as_path, local_folder
 
 SPLITS: tuple[str, ...] = ("train", "dropped")
 
@@ -31,14 +34,25 @@ def shard_name(split: str, index: int, total: int) -> str:
 
 @dataclass(frozen=True)
 class RunLayout:
-    root: Path
+    root: Path | UrlPath
 
-    def __init__(self, root: str | Path) -> None:
-        object.__setattr__(self, "root", Path(root))
+    def __init__(self, root: str | Path | UrlPath) -> None:
+        object.__setattr__(self, "root", as_path(root))
 
     @staticmethod
-    def is_run_dir(path: str | Path) -> bool:
-        return (Path(path) / "config.yaml").is_file()
+    def is_run_dir(path: str | Path | UrlPath) -> bool:
+        return (as_path(path) / "config.yaml").is_file()
+
+    @property
+    def remote(self) -> bool:
+        """On an object store (a URL), not a local path."""
+        return isinstance(self.root, UrlPath)
+
+    @property
+    def local(self) -> Path:
+        """This machine's own folder for the run: the run directory itself, or for a URL a folder under the
+        cache named by the URL's digest."""
+        return local_folder(self.root) if isinstance(self.root, UrlPath) else self.root
 
     def require(self) -> RunLayout:
         """This layout, or a clear error when the folder is not a run directory."""
@@ -50,57 +64,57 @@ class RunLayout:
         return self
 
     @property
-    def config(self) -> Path:
+    def config(self) -> Path | UrlPath:
         return self.root / "config.yaml"
 
-    def data_dir(self, stage: str) -> Path:
+    def data_dir(self, stage: str) -> Path | UrlPath:
         return self.root / RepoLayout.DATA / stage
 
-    def shard_file(self, stage: str, split: str, index: int, total: int) -> Path:
+    def shard_file(self, stage: str, split: str, index: int, total: int) -> Path | UrlPath:
         return self.data_dir(stage) / shard_name(split, index, total)
 
-    def state_dir(self, stage: str) -> Path:
+    def state_dir(self, stage: str) -> Path | UrlPath:
         return self.root / "state" / stage
 
-    def plan(self, stage: str) -> Path:
+    def plan(self, stage: str) -> Path | UrlPath:
         return self.state_dir(stage) / "plan.json"
 
-    def prepared(self, stage: str) -> Path:
+    def prepared(self, stage: str) -> Path | UrlPath:
         return self.state_dir(stage) / "prepared.parquet"
 
-    def reuse(self, stage: str) -> Path:
+    def reuse(self, stage: str) -> Path | UrlPath:
         """`run --from`: what the stage takes from the source version (written once the stage is staged)."""
         return self.state_dir(stage) / "reuse.json"
 
-    def prior(self, stage: str) -> Path:
+    def prior(self, stage: str) -> Path | UrlPath:
         """`run --from`: the source's outputs of the rows whose input is unchanged (read by the workers)."""
         return self.state_dir(stage) / "prior.parquet"
 
-    def prior_keys(self, stage: str) -> Path:
+    def prior_keys(self, stage: str) -> Path | UrlPath:
         """`run --from`: the input rows (or groups) whose outputs `prior.parquet` holds."""
         return self.state_dir(stage) / "prior-keys.parquet"
 
-    def record(self, stage: str, index: int) -> Path:
+    def record(self, stage: str, index: int) -> Path | UrlPath:
         return self.state_dir(stage) / f"shard-{index:05d}.json"
 
-    def manifest(self, stage: str) -> Path:
+    def manifest(self, stage: str) -> Path | UrlPath:
         return self.root / RepoLayout.manifest(stage)
 
     @property
     def logs(self) -> Path:
-        return self.root / "logs"
+        return self.local / "logs"
 
     def log(self, name: str) -> Path:
         return self.logs / f"{name}.log"
 
     @property
     def cache(self) -> Path:
-        return self.root / ".cache"
+        return self.local / ".cache"
 
-    def shared_marker(self, token: str) -> Path:
+    def shared_marker(self, token: str) -> Path | UrlPath:
         """A file a driver writes for its workers on other nodes: seeing it proves a worker reads this run
         directory, not a folder of the same name on its own disk."""
-        return self.cache / "shared" / token
+        return self.root / ".cache" / "shared" / token
 
     def complete_stages(self, order: tuple[str, ...] | list[str]) -> list[str]:
         """Stages (in `order`) whose manifest exists: finalize writes it only once every shard is verified."""

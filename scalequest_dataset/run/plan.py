@@ -17,14 +17,13 @@ import itertools
 import os
 from pathlib import Path
 
-import pyarrow.parquet as pq
-
 from ..engines import loads_models
-from ..files import file_problem, iter_batches, write_bytes, write_table
+from ..files import file_problem, iter_batches, read_table, write_bytes, write_table
 from ..recipe.config import RunConfig, build_config, load_preset
 from ..recipe.model_identity import ResolvedModel, locate_model
 from ..recipe.params import ConfigError, fingerprint, flatten
 from ..stages import STAGES, Stage
+from ..urlpath import UrlPath
 from . import records
 from .layout import RunLayout
 from .records import FileRecord, InputRef, Manifest, PinnedModel, Plan, ShardSpec
@@ -143,8 +142,15 @@ def plan_stage(layout: RunLayout, config: RunConfig, name: str, pinned: dict[str
     return _write_once(layout.plan(name), plan)
 
 
-def _write_once(path: Path, plan: Plan) -> Plan:
-    """First writer wins: concurrent planners (Slurm array tasks) all end up with the same plan."""
+def _write_once(path: Path | UrlPath, plan: Plan) -> Plan:
+    """First writer wins: concurrent planners (Slurm array tasks) all end up with the same plan. A local file is
+    linked into place (link fails if the name exists); an object is an exclusive create."""
+    if isinstance(path, UrlPath):
+        try:
+            path.create(records.to_bytes(plan))
+        except FileExistsError:
+            return records.read(Plan, path)
+        return plan
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp.write_bytes(records.to_bytes(plan))
@@ -157,7 +163,7 @@ def _write_once(path: Path, plan: Plan) -> Plan:
     return plan
 
 
-def _cut(stage: Stage, manifest: Manifest, paths: list[Path], size: int) -> list[ShardSpec]:
+def _cut(stage: Stage, manifest: Manifest, paths: list[Path | UrlPath], size: int) -> list[ShardSpec]:
     """The input's rows, in order, in runs of `size`; a `group_key` group is never split."""
     total = manifest.rows("train")
     if stage.group_key is None:
@@ -175,7 +181,7 @@ def _cut(stage: Stage, manifest: Manifest, paths: list[Path], size: int) -> list
             for i, (a, b) in enumerate(itertools.pairwise(bounds)) if b > a or total == 0]
 
 
-def verified_inputs(layout: RunLayout, manifest: Manifest) -> list[Path]:
+def verified_inputs(layout: RunLayout, manifest: Manifest) -> list[Path | UrlPath]:
     """The input stage's `train` files, each checked against its manifest (size and sha256)."""
     paths = []
     for info in manifest.split_files("train"):
@@ -185,7 +191,7 @@ def verified_inputs(layout: RunLayout, manifest: Manifest) -> list[Path]:
     return paths
 
 
-def check_file(path: Path, info: FileRecord, what: str) -> None:
+def check_file(path: Path | UrlPath, info: FileRecord, what: str) -> None:
     problem = file_problem(path, info.sha256)
     if problem:
         raise StageError(f"{path} ({what}) {problem}; re-run `scalequest run` to repair it")
@@ -200,5 +206,5 @@ def open_stage(layout: RunLayout, config: RunConfig, plan: Plan) -> Stage:
     if plan.prepared is not None:
         path = layout.prepared(plan.stage)
         check_file(path, plan.prepared, f"the prepared state of stage {plan.stage!r}")
-        stage.load_prepared(pq.read_table(path))
+        stage.load_prepared(read_table(path))
     return stage

@@ -15,11 +15,14 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from pydantic import BaseModel, Field, ValidationError
 
 from ..recipe.params import ConfigError, Strict
+
+if TYPE_CHECKING:
+    from ..urlpath import UrlPath
 
 Model = TypeVar("Model", bound=BaseModel)
 
@@ -299,15 +302,17 @@ def parse(model: type[Model], data: bytes | str | dict[str, Any], source: str) -
         raise ConfigError(f"{source} is not a valid {model.__name__.lower()} record: {problems}") from None
 
 
-def read(model: type[Model], path: Path) -> Model:
+def read(model: type[Model], path: Path | UrlPath) -> Model:
+    from ..urlpath import as_path
+
     try:
-        blob = Path(path).read_bytes()
+        blob = as_path(path).read_bytes()
     except FileNotFoundError:
         raise FileNotFoundError(f"{path} does not exist") from None
     return parse(model, blob, str(path))
 
 
-def write(path: Path, record: BaseModel) -> None:
+def write(path: Path | UrlPath, record: BaseModel) -> None:
     from ..files import write_json
 
     write_json(path, record.model_dump(mode="json"))

@@ -26,6 +26,7 @@ from ..files import sha256_file, write_rows
 from ..recipe.config import RunConfig
 from ..recipe.model_identity import ResolvedModel
 from ..stages import ShardResult, Stage, StageContext
+from ..urlpath import UrlPath
 from . import records
 from .layout import RunLayout, shard_name
 from .plan import StageError, load_config, open_stage, read_manifest
@@ -47,7 +48,7 @@ class WorkerContext:
     gpus: int = 0  # GPUs this worker holds (for the cost's GPU-seconds)
 
 
-def run_shard(run_dir: str | Path, stage: str, index: int, context: WorkerContext | None = None, *,
+def run_shard(run_dir: str | Path | UrlPath, stage: str, index: int, context: WorkerContext | None = None, *,
               config: RunConfig | None = None, attempt: int = 1) -> ShardRecord:
     """Run shard `index` of `stage` (or return its record if it is already complete and verified).
 
@@ -186,7 +187,7 @@ def _read_range(layout: RunLayout, manifest: Manifest, start: int, stop: int) ->
 def _remove_leftovers(layout: RunLayout, stage: str, index: int, total: int) -> None:
     """Temporary files of this shard that a worker killed mid-write left behind (only one worker runs a shard)."""
     folder = layout.data_dir(stage)
-    if not folder.is_dir():
+    if isinstance(folder, UrlPath) or not folder.is_dir():  # objects are uploaded whole: nothing is left over
         return
     for split in ("train", "dropped"):
         for tmp in folder.glob(f".{shard_name(split, index, total)}.*.tmp"):

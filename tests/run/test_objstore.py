@@ -1,0 +1,132 @@
+"""Run directories on object storage, against a real S3 API server on 127.0.0.1 (moto's, tests/support/s3_server.py)
+reached through the usual environment (AWS_ENDPOINT_URL and keys): the `tiny` stages with their run directory on
+S3, run by 2 local worker processes, write the local run's bytes, as whole objects, with the plan claimed by an
+exclusive create; `status`, `finalize`, `diff`, `load` and `publish` read such a run directory; a URL whose
+filesystem is not installed exits 2 naming the package, and no local folder named after a URL ever appears."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+from support.runs import CLI, cli_env, data_files, tiny_run
+
+from scalequest_dataset.recipe.config import resolve_config
+from scalequest_dataset.recipe.params import ConfigError
+from scalequest_dataset.run import RunLayout
+from scalequest_dataset.run import records as rec
+from scalequest_dataset.run.plan import plan_stage
+from scalequest_dataset.run.records import Manifest, Plan, ShardRecord
+from scalequest_dataset.urlpath import UrlPath, as_path
+
+pytest.importorskip("s3fs")
+STAGES = ["questions", "language", "dedup", "solvability"]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, pool) -> Path:
+    root = tmp_path_factory.mktemp("reference")
+    tiny_run(root, pool, stages=STAGES)
+    return root
+
+
+@pytest.fixture(scope="module")
+def bucket(s3) -> str:
+    return s3.make_bucket("runs")
+
+
+def s3_files(url: str) -> dict[str, bytes]:
+    """Every Parquet object of a run directory on S3, by path relative to it (as `data_files` names them)."""
+    root = as_path(url)
+    assert isinstance(root, UrlPath)
+    names = root.fs.find(f"{root.path}/data")
+    return {n[len(root.path) + 1:]: root.fs.cat_file(n) for n in sorted(names) if n.endswith(".parquet")}
+
+
+def url_folders(where: Path) -> list[Path]:
+    """Local folders named after a URL scheme ("s3:", "gs:") anywhere under `where`."""
+    return [p for p in where.rglob("*") if p.is_dir() and p.name.endswith(":")]
+
+
+def cli(*args: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([*CLI, *args], env=cli_env(), cwd=cwd, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def s3_run(bucket, tmp_path_factory) -> tuple[str, Path]:
+    """The tiny stages run by 2 local worker processes into s3://runs/w2 (from the CLI, in a fresh folder)."""
+    cwd = tmp_path_factory.mktemp("cwd")
+    url = f"{bucket}/w2"
+    res = cli("run", "--preset", "tiny", "--out", url, "--workers", "2", "--no-progress",
+              *[a for s in STAGES for a in ("--stage", s)], cwd=cwd)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return url, cwd
+
+
+def test_two_local_workers_on_s3_write_the_local_bytes_as_objects(s3_run, reference):
+    url, cwd = s3_run
+    assert s3_files(url) == data_files(reference)
+    layout = RunLayout(url)
+    for stage in STAGES:
+        assert rec.read(Manifest, layout.manifest(stage)).identity() == \
+            rec.read(Manifest, RunLayout(reference).manifest(stage)).identity()
+    workers = {rec.read(ShardRecord, p).execution.worker for p in layout.state_dir("questions").glob("shard-*.json")}
+    assert workers == {"local-0", "local-1"}  # both processes wrote shards to S3
+    root = layout.root
+    leftovers = [n for n in root.fs.find(root.path) if n.endswith(".tmp") or "/." in n.split(root.path, 1)[1]]
+    assert leftovers == []  # no temporary objects: every object was written once, whole
+    assert url_folders(cwd) == [] and not (cwd / "s3:").exists()
+    assert (layout.local / "logs" / "worker-0.log").is_file()  # this machine's logs: under its cache, by digest
+
+
+def test_status_and_finalize_read_an_s3_run(s3_run, tmp_path):
+    url, _ = s3_run
+    layout = RunLayout(url)
+    manifest = layout.manifest("solvability")
+    blob = manifest.read_bytes()
+    manifest.unlink()  # as after a Slurm array: every shard done, no manifest yet
+    res = cli("status", url, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    lines = {line.split()[0]: line.split() for line in res.stdout.splitlines()[2:]}
+    assert lines["questions"][1:] == ["5/5", "40", "complete"]
+    assert lines["solvability"][-1] == "partial" and lines["solvability"][1] == "5/5"
+    res = cli("finalize", url, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert manifest.read_bytes() == blob  # the same manifest, byte for byte
+    assert url_folders(tmp_path) == []
+
+
+def test_a_plan_on_s3_is_claimed_by_an_exclusive_create(bucket):
+    """Concurrent planners agree: the first plan object wins, a later planner adopts it (an exclusive create
+    refuses to overwrite, where a plain PUT would have replaced it)."""
+    url = f"{bucket}/claim"
+    layout = RunLayout(url)
+    config = resolve_config("tiny")
+    from scalequest_dataset.run.plan import adopt_config
+
+    adopt_config(layout, config)
+    first = plan_stage(layout, config, "questions")
+    planted = first.model_copy(update={"shards": first.shards[:1]})  # another planner's (different) plan
+    layout.plan("questions").unlink()
+    layout.plan("questions").create(rec.to_bytes(planted))
+    with pytest.raises(FileExistsError):
+        layout.plan("questions").create(rec.to_bytes(first))
+    assert plan_stage(layout, config, "questions") == planted
+    assert rec.read(Plan, layout.plan("questions")) == planted
+
+
+@pytest.mark.parametrize("url, package", [("gs://bucket/run", "gcsfs"), ("az://container/run", "adlfs")])
+def test_a_url_whose_filesystem_is_not_installed_exits_2_naming_the_package(tmp_path, url, package):
+    for args in (["run", "--preset", "tiny", "--out", url, "--no-progress"], ["status", url], ["finalize", url]):
+        res = cli(*args, cwd=tmp_path, timeout=120)
+        assert res.returncode == 2, res.stderr
+        assert f"pip install {package}" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []  # nothing written, least of all a folder named "gs:"
+
+
+def test_a_url_that_lost_a_slash_in_a_local_path_is_refused():
+    with pytest.raises(ConfigError, match="s3://bucket/run"):
+        as_path(Path("s3://bucket/run"))  # pathlib makes it "s3:/bucket/run": never a local folder "s3:"
+    assert as_path("file:///tmp/x") == Path("/tmp/x")
+    assert str(as_path("s3://bucket/run/")) == "s3://bucket/run"
