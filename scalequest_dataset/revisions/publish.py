@@ -26,7 +26,7 @@ from ..run.records import FileRecord, Manifest, environment_differences
 from ..stages import STAGE_ORDER
 from .card import render_card
 from .figures import IMAGES, OVERVIEW, is_stage_image, overview_figures, stage_figures
-from .locator import StoreSource
+from .locator import RunSource, StoreSource
 from .stores import RepoLayout, StaleParentError, Store, StoreError, VerificationError, open_store
 from .stores.base import PartialPublish, expect_transfer, transferred
 from .verify import Attestation, parse_record
@@ -84,6 +84,8 @@ def publish(run_dir: str | Path, target: str | Path, stages: list[str] | None = 
     expect_transfer(sum(f.bytes for f in checked), len(checked))
     for manifest in manifests.values():  # every byte checked before anything is written
         verify_run_files(layout, manifest)  # type: ignore[arg-type]
+    if layout.remote:  # on an object store: its files were fetched and checked into this machine's folder for it
+        layout = RunLayout(layout.local / "verified")
     store = open_store(target, create=True)
     start = store.head()
     checks = {s: check_committable(layout, store, manifests[s], tag_prefix, force,  # type: ignore[arg-type]
@@ -147,7 +149,17 @@ def check_committable(layout: RunLayout, store: Store, manifest: Manifest, prefi
 
 
 def verify_run_files(layout: RunLayout, manifest: Manifest) -> None:
-    """Every file the manifest names, as it is on disk now, against the manifest (size and sha256)."""
+    """Every file the manifest names, as it is on disk now, against the manifest (size and sha256). A run directory
+    on an object store has each file fetched (`RunSource.file`: a local copy, checked) under `layout.local`."""
+    if layout.remote:
+        source = RunSource(layout.root)
+        for info in manifest.files().values():
+            try:
+                source.file(manifest.stage, info)
+            except VerificationError as exc:
+                raise VerificationError(f"{exc}; nothing was published") from None
+            transferred(info.bytes)
+        return
     for info in manifest.files().values():
         path = layout.data_dir(manifest.stage) / info.file
         check_bytes(path, info, f"{layout.root} stage {manifest.stage!r}")

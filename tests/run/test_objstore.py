@@ -14,7 +14,7 @@ from support.runs import CLI, cli_env, data_files, tiny_run
 
 from scalequest_dataset.recipe.config import resolve_config
 from scalequest_dataset.recipe.params import ConfigError
-from scalequest_dataset.run import RunLayout
+from scalequest_dataset.run import RunLayout, Runner
 from scalequest_dataset.run import records as rec
 from scalequest_dataset.run.plan import plan_stage
 from scalequest_dataset.run.records import Manifest, Plan, ShardRecord
@@ -97,6 +97,42 @@ def test_status_and_finalize_read_an_s3_run(s3_run, tmp_path):
     assert url_folders(tmp_path) == []
 
 
+def test_diff_load_and_publish_read_an_s3_run(s3_run, reference, tmp_path):
+    url, _ = s3_run
+    res = cli("diff", str(reference), url, cwd=tmp_path)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]  # 0: the same data
+    rows = rec.read(Manifest, RunLayout(reference).manifest("solvability")).rows()
+    res = cli("load", url, "solvability", "--head", "1", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert f"num_rows: {rows}" in res.stdout
+    store = tmp_path / "store"
+    res = cli("publish", url, "--to", str(store), cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "solvability" in res.stdout and "committed" in res.stdout
+    res = cli("diff", f"{store}@v1-solvability", str(reference), "--stage", "solvability", cwd=tmp_path)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    assert url_folders(tmp_path) == []
+
+
+def test_a_damaged_object_is_refused_by_the_readers(s3_run, tmp_path):
+    """A byte changed in an object after its stage completed: load and publish name the file, publish writes
+    nothing (a reader never trusts a copy it fetched before either: the copy is checked against the record)."""
+    url, _ = s3_run
+    layout = RunLayout(url)
+    info = rec.read(Manifest, layout.manifest("questions")).split_files("train")[0]
+    obj = layout.data_dir("questions") / info.file
+    blob = obj.read_bytes()
+    try:
+        obj.write_bytes(blob[:-1] + bytes([blob[-1] ^ 1]))
+        for args in (["load", url, "questions"], ["publish", url, "--to", str(tmp_path / "store")]):
+            res = cli(*args, cwd=tmp_path)
+            assert res.returncode == 2, res.stderr[-2000:]
+            assert info.file in res.stderr
+        assert not (tmp_path / "store").exists()
+    finally:
+        obj.write_bytes(blob)
+
+
 def test_a_plan_on_s3_is_claimed_by_an_exclusive_create(bucket):
     """Concurrent planners agree: the first plan object wins, a later planner adopts it (an exclusive create
     refuses to overwrite, where a plain PUT would have replaced it)."""
@@ -130,3 +166,21 @@ def test_a_url_that_lost_a_slash_in_a_local_path_is_refused():
         as_path(Path("s3://bucket/run"))  # pathlib makes it "s3:/bucket/run": never a local folder "s3:"
     assert as_path("file:///tmp/x") == Path("/tmp/x")
     assert str(as_path("s3://bucket/run/")) == "s3://bucket/run"
+
+
+def test_two_ray_actors_on_s3_write_the_local_bytes(ray_cluster, s3, bucket, reference, tmp_path, monkeypatch):
+    """The actors reach S3 with the credentials of their own environment (here: the job's runtime_env, as on a
+    cluster this driver did not start), and check the driver's marker object before their first shard."""
+    pytest.importorskip("ray")
+    from scalequest_dataset.run.backends.ray import RayBackend
+
+    monkeypatch.chdir(tmp_path)
+    url = f"{bucket}/ray"
+    with RayBackend(workers=2, runtime_env={"env_vars": s3.env()}) as backend:
+        Runner(url, resolve_config("tiny"), backend, show_progress=False, say=lambda _: None).run(STAGES)
+    assert s3_files(url) == data_files(reference)
+    layout = RunLayout(url)
+    runs = [rec.read(ShardRecord, p).execution for s in STAGES for p in layout.state_dir(s).glob("shard-*.json")]
+    assert {e.worker for e in runs} == {"ray-actor-0", "ray-actor-1"}
+    assert layout.root.fs.find(f"{layout.root.path}/.cache") == []  # the driver's marker went with the backend
+    assert url_folders(tmp_path) == []

@@ -12,7 +12,8 @@ it batches and reorders rows across our shards (see the README, "Scaling out on 
 Failures, as in the local backend: a shard whose actor died (process killed, node lost, out of memory) is
 given to a fresh actor, a bounded number of times, the attempt recorded; a Python error in a stage (a
 RayTaskError) fails the stage, naming the shard, the actor and the node. The run directory must be on storage
-every node mounts at the same path: each actor checks, before its first shard, that it sees the run
+every node mounts at the same path, or on an object store every node reaches by the same URL (s3://..., with
+the credentials and endpoint of each node's own environment, or of the job's runtime_env): each actor checks, before its first shard, that it sees the run
 directory and a marker the driver wrote there, and that it runs the driver's code (the same digest of the
 package's Python files: other code could write other bytes), and fails with a message naming its node."""
 
@@ -50,6 +51,7 @@ except ImportError:  # pragma: no cover - depends on the installation
     raise ConfigError('the ray backend needs Ray: pip install "scalequest-dataset[ray]"') from None
 
 from ...engines import EnginePool
+from ...urlpath import is_url
 from ..layout import RunLayout
 from ..plan import StageError
 from ..records import ShardRecord
@@ -98,7 +100,8 @@ class RayBackend(Backend):
     def run(self, job: StageJob, reporter: Reporter) -> None:
         if not job.indices:
             return
-        run_dir = os.path.abspath(job.run_dir)  # an actor's working directory is not the driver's
+        # an actor's working directory is not the driver's; a URL is the same everywhere
+        run_dir = job.run_dir if is_url(job.run_dir) else os.path.abspath(job.run_dir)
         self._start()
         self._mark(run_dir)
         config = job.config.model_dump(mode="json")
@@ -340,11 +343,19 @@ class _ShardActor:
         where = f"{self.name} on node {ray.util.get_node_ip_address()} ({socket.gethostname()})"
         advice = ("the run directory must be on storage every node mounts at the same path (NFS, Lustre, a shared "
                   "volume)")
+        if layout.remote:
+            advice = ("every node needs the object store's endpoint and credentials in its environment "
+                      "(AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID or AWS_PROFILE, ...; or the job's runtime_env)")
         if code != code_digest():
             raise ActorSetupError(f"{where} runs other scalequest_dataset code ({Path(__file__).parents[2]}) than "
                                   "the driver: install the same version on every node, or submit the job with "
                                   "`ray job submit --working-dir .` so that every actor runs the driver's copy")
-        if not layout.is_run_dir(run_dir):
+        try:
+            seen = layout.is_run_dir(run_dir)
+        except Exception as exc:  # an object store refused or could not be reached from this node
+            raise ActorSetupError(f"{where} cannot read the run directory {run_dir} ({type(exc).__name__}: "
+                                  f"{_first_line(exc)}): {advice}") from None
+        if not seen:
             raise ActorSetupError(f"{where} cannot see the run directory {run_dir} (no config.yaml there): {advice}")
         if not layout.shared_marker(token).is_file():
             marker = layout.shared_marker(token).relative_to(layout.root)
