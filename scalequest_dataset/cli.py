@@ -254,7 +254,8 @@ def _print_where(run_dir: str | Path) -> None:
 
 
 def cmd_finalize(args: argparse.Namespace) -> int:
-    from .run import finalize
+    # not `from .run`: once imported, its submodule `finalize` shadows the function of that name there
+    from .run.runner import finalize
 
     states = finalize(args.run_dir)
     _print_status(args.run_dir)
