@@ -47,6 +47,10 @@ class RunLock:
 
     def acquire(self, warn: Callable[[str], None] | None = None) -> RunLock:
         """Take the lock (shared for a slice, exclusive otherwise) or raise RunDirectoryBusy naming the holder."""
+        if self.layout.remote:  # an object store has no flock: two runs there still write whole, identical objects
+            (warn or (lambda _: None))(f"warning: {self.layout.root} is on an object store, which has no file locks; "
+                                       "running unlocked (do not start a second run on this directory)")
+            return self
         self._folder.mkdir(parents=True, exist_ok=True)
         try:
             main = self._take("lock", fcntl.LOCK_SH if self.slice_name else fcntl.LOCK_EX)
