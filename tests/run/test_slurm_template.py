@@ -51,7 +51,7 @@ for job_env in jobs:  # like Slurm, a job's output goes to its own file, not to 
     cmd = ["bash", "-c", wrap] if wrap else ["bash", script]
     with open(f"{log}.job-{job_id}-{job_env.get('SLURM_ARRAY_TASK_ID', 0)}.out", "w") as out:
         subprocess.run(cmd, env=job_env, check=True, stdout=out, stderr=subprocess.STDOUT)
-print(job_id)
+print(f"{job_id};cluster-a")  # what --parsable prints on a federated cluster: the id is before the ";"
 '''
 
 
@@ -76,7 +76,14 @@ def test_submit_script_runs_every_stage_through_plan_array_and_finalize(tmp_path
     calls = log.read_text().splitlines()
     assert len(calls) == 9  # plan, array, finalize for each of the three stages
     assert sum("--array=0-2" in c for c in calls) == 3
-    assert all("--dependency=afterok:" in c for c in calls[1:])  # every job waits for the one before
+    # Each job waits for the right one (the fake's job ids are 101, 102, ... in submission order): a stage's
+    # array for its plan, its finalize for the array (not the plan), the next stage's plan for that finalize.
+    ids = [str(101 + k) for k in range(len(calls))]
+    for k, call in enumerate(calls[1:], start=1):
+        waits_for = [a.split(":", 1)[1] for a in call.split() if a.startswith("--dependency=afterok:")]
+        assert waits_for == [ids[k - 1]], (k, call)
+    finals = [c for c in calls if "scalequest-finalize-" in c]
+    assert all(f"afterok:{ids[calls.index(c) - 1]}" in c and "--array" in calls[calls.index(c) - 1] for c in finals)
     from scalequest_dataset.run import records
     from scalequest_dataset.run.records import ShardRecord
 

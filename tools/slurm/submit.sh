@@ -23,11 +23,14 @@ dependency=()
 for stage in "${stages[@]}"; do
   plan=$(sbatch --parsable "${dependency[@]}" --job-name "scalequest-plan-$stage" --ntasks=1 --cpus-per-task=4 \
          --wrap "scalequest run $source_args --out $run_q --stage $stage --plan-only --no-progress")
+  plan=${plan%%;*}  # --parsable prints "id" or "id;cluster": a dependency names the id
   source_args="--config $run_q/config.yaml"
   array=$(sbatch --parsable --dependency="afterok:$plan" --array="0-$((TASKS - 1))" \
           --job-name "scalequest-$stage" --export="ALL,RUN=$RUN,STAGE=$stage" "$here/stage.sbatch")
+  array=${array%%;*}
   final=$(sbatch --parsable --dependency="afterok:$array" --job-name "scalequest-finalize-$stage" --ntasks=1 \
           --wrap "scalequest finalize $run_q")
+  final=${final%%;*}
   echo "$stage: plan $plan, array $array (${TASKS} tasks), finalize $final"
   dependency=(--dependency="afterok:$final")
 done
