@@ -819,6 +819,21 @@ class _Hub:
 # ---------------------------------------------------------------------------------------------- server
 
 
+def _request_kind(path: str) -> str:
+    """What a request path does, without repo, revision or file: "api/tree", "resolve", "lfs-upload", ..."""
+    segs = [s for s in urlsplit(path).path.split("/") if s]
+    if segs[:1] == ["api"] and len(segs) >= 5:
+        return f"api/{segs[4]}"
+    if segs[:1] == ["api"] and len(segs) == 4:
+        return "api/repo"
+    if segs[:1] == ["lfs-upload"]:
+        return "lfs-upload"
+    for kind in ("resolve", "info"):
+        if kind in segs:
+            return kind if kind == "resolve" else "/".join(segs[segs.index(kind):])
+    return "/".join(segs[:2])
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as the clients' connection pools expect
     timeout = 120  # idle keep-alive connections end eventually
@@ -853,7 +868,11 @@ class _Handler(BaseHTTPRequestHandler):
         body = self._read_body()  # always drain it, so the connection stays usable after an error
         host = self.headers.get("Host") or f"{self.server.server_address[0]}:{self.server.server_address[1]}"
         try:
-            response = self.server.hub.handle(method, self.path, self.headers, body, f"http://{host}")
+            injected = self.server.owner.take_fault(method, self.path)
+            if injected is not None:
+                response = injected
+            else:
+                response = self.server.hub.handle(method, self.path, self.headers, body, f"http://{host}")
         except HubError as e:
             response = e.response()
         except Exception as e:  # a bug here, not the client's: keep the traceback for the test to report
@@ -918,9 +937,35 @@ class HubServer:
         self.host, self.port, self.user, self.verbose = host, port, user, verbose
         self.requests: deque[tuple[str, str, int]] = deque(maxlen=100_000)
         self.errors: list[str] = []
+        self._faults: list[list[Any]] = []  # [method, path part, status, retry_after, times left]
+        self._faults_lock = threading.Lock()
         self._hub = _Hub(user)
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
+
+    def fail(self, status: int, path_contains: str = "", method: str | None = None, times: int = 1,
+             retry_after: int | None = None) -> None:
+        """Answer the next `times` requests whose path contains `path_contains` (and of `method`, if given) with
+        `status` (429, 503, ...) and, if given, a `Retry-After: retry_after` header, before the Hub sees them."""
+        with self._faults_lock:
+            self._faults.append([method, path_contains, status, retry_after, times])
+
+    def take_fault(self, method: str, path: str) -> _Response | None:
+        with self._faults_lock:
+            for fault in self._faults:
+                if fault[4] > 0 and (fault[0] in (None, method)) and fault[1] in path:
+                    fault[4] -= 1
+                    headers = {"Retry-After": str(fault[3])} if fault[3] is not None else {}
+                    return _json({"error": f"injected {fault[2]}"}, fault[2], headers)
+        return None
+
+    def counts(self, since: int = 0) -> dict[str, int]:
+        """Requests logged after the first `since`, by kind: "METHOD /first/path/parts" (repo and revision
+        left out), so a test can count e.g. file downloads and uploads apart from API calls."""
+        out: dict[str, int] = {}
+        for method, path, _ in list(self.requests)[since:]:
+            out[f"{method} {_request_kind(path)}"] = out.get(f"{method} {_request_kind(path)}", 0) + 1
+        return out
 
     @property
     def url(self) -> str:
