@@ -66,8 +66,9 @@ def test_the_stage_content_digest_sees_order_split_and_every_shard():
     assert stage_content([b, a]) != digest                     # shard order is part of the data
     assert stage_content([a]) != digest
     assert stage_content([a, shard(1, "sha256:c")]) != digest  # one shard's rows changed
-    # The same digest under another split is other data (a row moved from train to dropped).
-    assert stage_content([shard(0, "sha256:a", dropped="sha256:b")]) != stage_content([shard(0, "sha256:b", "sha256:a")])
+    # The same rows under another split are other data (kept vs dropped).
+    kept, dropped = a, a.model_copy(update={"files": {"dropped": a.files["train"]}})
+    assert stage_content([dropped]) != stage_content([kept])
 
 
 def test_counts_and_tokens_add_up():
