@@ -354,7 +354,8 @@ def cmd_load(args: argparse.Namespace) -> int:
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
-    from .diffing.compare import diff, render
+    from .diffing.compare import diff
+    from .diffing.report import render
 
     with logged(args, console.command_log("diff")):
         report = diff(args.a, args.b, stage=args.stage, sample=args.sample, verify=not args.no_verify)

@@ -311,13 +311,3 @@ def why(ma: Manifest, mb: Manifest) -> list[dict[str, Any]]:
 
     keys = sorted(k for k in set(fa) | set(fb) if fa.get(k) != fb.get(k) and relevant(k))
     return [{"field": k.removeprefix("recipe."), "a": fa.get(k), "b": fb.get(k)} for k in keys]
-
-
-# ---------------------------------------------------------------------------------------------- formats
-
-
-def render(report: DiffReport, fmt: str) -> str:
-    """The report as `text`, `markdown`, `json` or `html` (one self-contained page with plots)."""
-    from .report import render as render_report
-
-    return render_report(report, fmt)

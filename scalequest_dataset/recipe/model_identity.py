@@ -59,12 +59,22 @@ def model_kind(model_id: str) -> str:
     return "hub"
 
 
+def builtin_identity(model_id: str, field: str = "model") -> tuple[Path, str]:
+    """A built-in model's folder (built on first use, cached) and its identity: the digest of the folder's
+    content for the tiny models (their build is byte-identical), the sha256 of the PyPI GGUF for the demo
+    model (its source; the converted folder is a function of it and the transformers version, recorded)."""
+    from .models import SMOLLM2, builtin_folder, smollm2_gguf_path
+
+    path = builtin_folder(model_id, field)
+    if model_id == SMOLLM2:
+        return path, "gguf-sha256:" + remembered_sha256(smollm2_gguf_path())
+    return path, folder_digest(path)
+
+
 def resolve_model(spec: ModelSpec, field: str = "model") -> ResolvedModel:
     """Pin a spec to the weights it means now (plan time). `field` names it in errors (stages.x.model)."""
     kind = model_kind(spec.id)
     if kind == "builtin":
-        from .models import builtin_identity
-
         path, revision = builtin_identity(spec.id, field)
         return ResolvedModel(spec.id, revision, str(path))
     if kind == "folder":

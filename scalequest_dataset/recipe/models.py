@@ -35,23 +35,15 @@ def cache_dir() -> Path:
     return Path(os.environ.get("SCALEQUEST_CACHE", Path.home() / ".cache" / "scalequest")).expanduser()
 
 
-def builtin_identity(model_id: str, field: str = "model") -> tuple[Path, str]:
-    """A built-in model's folder (built on first use, cached) and its identity: the digest of the folder's
-    content for the tiny models (their build is byte-identical), the sha256 of the PyPI GGUF for the demo
-    model (its source; the converted folder is a function of it and the transformers version, recorded)."""
-    from .model_identity import folder_digest
-
+def builtin_folder(model_id: str, field: str = "model") -> Path:
+    """A built-in model's folder, built on first use and cached (its identity: model_identity.builtin_identity)."""
     builders = {TINY: build_tiny_model, TINY_REWARD: build_tiny_reward_model,
                 TINY_INTERNLM2_REWARD: build_tiny_internlm2_reward_model, SMOLLM2: convert_demo_model}
     if model_id not in builders:
         raise ConfigError(f"{field}: unknown built-in model {model_id!r}: allowed are {', '.join(builders)}")
     path = cache_dir() / "models" / BUILTIN_VERSIONS[model_id]
     _ensure(path, builders[model_id])
-    if model_id == SMOLLM2:
-        from .model_identity import remembered_sha256
-
-        return path, "gguf-sha256:" + remembered_sha256(smollm2_gguf_path())
-    return path, folder_digest(path)
+    return path
 
 
 def _ensure(path: Path, build) -> None:

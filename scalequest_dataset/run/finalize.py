@@ -103,7 +103,7 @@ def build_manifest(config: RunConfig, plan: Plan, recs: list[ShardRecord], repor
 
 def _with_reuse(manifest: Manifest, layout: RunLayout, name: str, recs: list[ShardRecord]) -> Manifest:
     """`run --from`: the stage's execution says what was taken from which version and what was computed."""
-    from .derive import Staged
+    from .reuse import Staged
 
     reuse = records.read(Staged, layout.reuse(name)).reuse
     rows = sum(r.execution.reused_rows for r in recs)

@@ -108,7 +108,7 @@ def _process(layout: RunLayout, config: RunConfig, stage: Stage, rows: list[dict
              context: WorkerContext) -> tuple[ShardResult, int, Tokens]:
     """The stage on the shard's rows; in a run built on a version (`run --from`), rows whose input is unchanged
     take their outputs from the source (derive.py) and only the others reach the engine."""
-    from .derive import NotInvariant, Prior, process_with_prior
+    from .reuse import NotInvariant, Prior, process_with_prior
 
     prior = Prior.load(layout, stage.name)
     if prior is None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import datasets
 import pyarrow as pa
@@ -20,8 +20,17 @@ from ..engines import Completion, Engine, EngineInfo, ProgressFn
 from ..recipe.model_identity import ResolvedModel, as_written, resolve_model
 from ..recipe.params import ModelSpec, Strict, fingerprint
 
-if TYPE_CHECKING:
-    from ..recipe.config import RunConfig
+
+class StageConfig(Protocol):
+    """What a stage reads of the run's config (recipe.config.RunConfig, which is built from the stages' own
+    `Params`: so the stages name its shape here rather than import it)."""
+
+    seed: int
+    rows_per_shard: int
+    engine: Any  # the engine section: `.name`, `.output_relevant()`
+    stages: Any  # one attribute per stage: its Params, or None when disabled
+
+    def input_of(self, stage: str) -> str | None: ...
 
 
 def with_columns(features: datasets.Features, **columns: Any) -> datasets.Features:
@@ -64,7 +73,7 @@ class StageContext:
     """What a stage may use besides its rows: the run config and a way to get a loaded engine. A worker makes a
     fresh one per shard, so `engines_used` lists exactly the engines this shard used."""
 
-    config: RunConfig
+    config: StageConfig
     get_engine: Callable[..., Engine]  # (model, **overrides) -> a loaded engine
     progress: ProgressFn | None = None
     engines_used: dict[str, EngineInfo] = field(default_factory=dict)
@@ -160,7 +169,7 @@ class Stage:
         if cls.__dict__.get("dropped_features") is not None:
             cls.features = cls.dropped_features
 
-    def __init__(self, config: RunConfig, models: Mapping[str, ResolvedModel] | None = None) -> None:
+    def __init__(self, config: StageConfig, models: Mapping[str, ResolvedModel] | None = None) -> None:
         """`models`: the identities a plan pinned (role -> model); without them, specs are resolved on use."""
         self.config = config
         self.params: Any = getattr(config.stages, self.name)

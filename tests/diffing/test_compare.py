@@ -15,7 +15,7 @@ from support.runs import tiny_run
 
 import scalequest_dataset
 from scalequest_dataset.diffing import rows as rowdiff
-from scalequest_dataset.diffing.compare import render
+from scalequest_dataset.diffing.report import render
 from scalequest_dataset.engines import EnginePool
 from scalequest_dataset.files import content_digest, read_json, sha256_file, write_json
 from scalequest_dataset.revisions import locator as sources

@@ -21,7 +21,8 @@ import pytest
 from support.runs import tiny_run
 
 import scalequest_dataset
-from scalequest_dataset.diffing.compare import DiffReport, render
+from scalequest_dataset.diffing.compare import DiffReport
+from scalequest_dataset.diffing.report import render
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 CLI = [sys.executable, "-m", "scalequest_dataset.cli"]

@@ -150,7 +150,7 @@ def test_cli_refuses_an_altered_source_in_one_line_exit_2(v1, tmp_path):
 def test_rows_reused_skip_the_engine_and_take_the_new_rule_unless_the_engine_says_it_is_not_invariant():
     from stages.stagekit import FakeEngine, make_ctx, make_stage, question
 
-    from scalequest_dataset.run.derive import NotInvariant, Prior, process_with_prior
+    from scalequest_dataset.run.reuse import NotInvariant, Prior, process_with_prior
 
     stage = make_stage("solvability", {"model": "org/judge", "rule": "final-verdict"})
     kept, fresh = question("qwen2-math-qgen-00000000", "a"), question("qwen2-math-qgen-00000001", "b")
@@ -185,7 +185,8 @@ def test_row_reuse_needs_a_batch_invariant_engine():
 
 
 def test_diff_names_the_changed_recipe_field_first_and_why_each_later_stage_changed(v1, pool, tmp_path):
-    from scalequest_dataset.diffing.compare import diff, render
+    from scalequest_dataset.diffing.compare import diff
+    from scalequest_dataset.diffing.report import render
 
     built = derive(v1, tmp_path / "v2", pool, "stages.difficulty.keep.tiny-b=[0.2, 0.2, 0.9, 0.9, 0.9]")
     report = diff(str(v1), str(built.root))
