@@ -17,8 +17,8 @@ import numpy as np
 import pyarrow as pa
 from synthetic import _texts
 
-from scalequest_dataset import files as storage
-from scalequest_dataset.files import arrow_schema, content_digest, write_table
+from scalequest_dataset.run import files as storage
+from scalequest_dataset.run.files import arrow_schema, content_digest, write_table
 from scalequest_dataset.stages import STAGES
 
 

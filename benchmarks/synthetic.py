@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from scalequest_dataset.files import write_rows
 from scalequest_dataset.recipe.config import resolve_config
 from scalequest_dataset.run import records as rec
+from scalequest_dataset.run.files import write_rows
 from scalequest_dataset.run.layout import RunLayout, shard_name
 from scalequest_dataset.run.records import (
     Counts,

@@ -9,9 +9,9 @@ The Python API, one call per user job:
 
 They are imported on first use (PEP 562), so `import scalequest_dataset` stays cheap. The package reads as
 wings: `recipe/` (what a run computes), `engines/`, `stages/`, `run/` (the executor), `revisions/` (stores,
-publish, load, regenerate, the card), `diffing/`, and a thin shell (`cli`, `console`, `errors`, `doctor`,
-`funnel`) beside `files` (atomic writes, sha256 and the row-content digest). No wing is named like an API
-function: a submodule named `diff` would replace the function `diff` on the package once imported.
+publish, load, regenerate, the card), `diffing/`, and a thin shell (`cli`, `console`, `doctor`). No wing is
+named like an API function: a submodule named `diff` would replace the function `diff` on the package once
+imported.
 """
 
 from __future__ import annotations

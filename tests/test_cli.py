@@ -125,7 +125,7 @@ def tampered_copy(run: Path, dest: Path) -> Path:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from scalequest_dataset.files import content_digest, read_json, sha256_file, write_json
+    from scalequest_dataset.run.files import content_digest, read_json, sha256_file, write_json
     from scalequest_dataset.run.records import Manifest, stage_content
 
     shutil.copytree(run, dest)
@@ -215,7 +215,7 @@ def test_version_and_help_document_the_exit_codes():
     (FileNotFoundError(2, "No such file or directory", "/no/such"), 2, "/no/such: no such file"),
 ])
 def test_explain(exc, code, needle):
-    from scalequest_dataset.errors import explain
+    from scalequest_dataset.cli import explain
 
     got, message = explain(exc)
     assert got == code and needle in message and "\n" not in message
@@ -225,7 +225,7 @@ def test_explain_the_hub_errors():
     import httpx
     from huggingface_hub.errors import HfHubHTTPError
 
-    from scalequest_dataset.errors import explain
+    from scalequest_dataset.cli import explain
 
     try:
         try:

@@ -37,9 +37,9 @@ def render(fixtures: Path = FIXTURES) -> str:
 
 def refresh(fixtures: Path = FIXTURES) -> None:
     """Run the `tiny` preset and keep its manifests (as published: with the input's tag and commit unset)."""
-    from scalequest_dataset.files import write_bytes
     from scalequest_dataset.recipe.config import resolve_config
     from scalequest_dataset.run import Runner
+    from scalequest_dataset.run.files import write_bytes
 
     with tempfile.TemporaryDirectory() as tmp:
         runner = Runner(tmp, resolve_config("tiny"), show_progress=False)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..files import sha256_file
+from ..run.files import sha256_file
 from .params import ConfigError, ModelSpec
 
 BUILTIN_PREFIX = "builtin:"
@@ -221,7 +221,7 @@ class _DigestMemo:
     def save(self) -> None:
         if not self.changed:
             return
-        from ..files import write_json
+        from ..run.files import write_json
 
         try:
             write_json(self.path, self.entries)

@@ -388,7 +388,7 @@ def convert_demo_model(out: Path) -> Path:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    from ..files import sha256_file
+    from ..run.files import sha256_file
 
     gguf = smollm2_gguf_path()
     out = Path(out)

@@ -188,9 +188,9 @@ def overlap_table(report: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def funnel_rows(manifests: dict[str, Manifest]) -> list[dict[str, str]]:
-    """The card's funnel table, read by units as the terminal's (`funnel.py`): a stage that fans out shows what it
+    """The card's funnel table, read by units as the terminal's (`run/funnel.py`): a stage that fans out shows what it
     made, and kept is out of that."""
-    from ..funnel import funnel
+    from ..run.funnel import funnel
 
     def count(n: int, unit: str) -> str:
         return f"{n:,} {unit}{'' if n == 1 else 's'}"

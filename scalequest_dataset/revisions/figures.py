@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ..funnel import funnel
+from ..run.funnel import funnel
 from ..run.records import Manifest
 from .stores.base import RepoLayout
 

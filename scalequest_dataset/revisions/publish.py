@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..files import file_problem
 from ..recipe.params import ConfigError
 from ..run import RunLayout
 from ..run import records as rec
+from ..run.files import file_problem
 from ..run.plan import read_manifest
 from ..run.records import FileRecord, Manifest, environment_differences
 from ..stages import STAGE_ORDER
@@ -327,7 +327,7 @@ def attest(store: Store, revision: str, manifest: Manifest, report: Any, records
     import hashlib
     from datetime import datetime, timezone
 
-    from ..files import json_bytes
+    from ..run.files import json_bytes
 
     envs = [r.execution.environment for r in records]
     engines: dict[str, Any] = {}

@@ -21,11 +21,11 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from ..engines import EnginePool
-from ..files import write_bytes
 from ..recipe.config import RunConfig, build_config
 from ..recipe.params import ConfigError, flatten
 from ..run import RunLayout, StageError
 from ..run import records as rec
+from ..run.files import write_bytes
 from ..run.plan import adopt_config, plan_stage
 from ..run.records import FileRecord, Manifest, ShardRecord
 from ..run.worker import WorkerContext, environment, run_shard

@@ -114,7 +114,7 @@ def _content(path: Path) -> tuple[int | None, str]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from ..files import content_digest
+    from ..run.files import content_digest
 
     try:
         table = pq.read_table(path)

@@ -31,11 +31,11 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..files import arrow_schema, write_bytes, write_table
 from ..recipe.config import RunConfig, apply_override, build_config
 from ..recipe.params import ConfigError, canonical_json, flatten
 from ..stages import STAGE_ORDER, STAGES, Stage
 from . import records
+from .files import arrow_schema, write_bytes, write_table
 from .layout import RunLayout, shard_name
 from .records import Execution, FileRecord, Manifest, Plan, Reuse, ShardRecord, stage_content
 from .reuse import SPLIT, Staged

@@ -65,7 +65,7 @@ def finalize_stage(layout: RunLayout, config: RunConfig, name: str) -> Manifest 
         return None
     report = None
     if plan.prepared is not None:
-        from ..files import read_table
+        from .files import read_table
 
         report = STAGES[name].summarize(read_table(layout.prepared(name)))
     manifest = build_manifest(config, plan, recs, report)  # type: ignore[arg-type]
@@ -74,7 +74,7 @@ def finalize_stage(layout: RunLayout, config: RunConfig, name: str) -> Manifest 
     blob = records.to_bytes(manifest)
     path = layout.manifest(name)
     if not path.is_file() or path.read_bytes() != blob:
-        from ..files import write_bytes
+        from .files import write_bytes
 
         write_bytes(path, blob)
     return manifest

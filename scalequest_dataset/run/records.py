@@ -29,7 +29,7 @@ Model = TypeVar("Model", bound=BaseModel)
 
 class FileRecord(Strict):
     """One Parquet file of a shard. `sha256` is the file's bytes; `content` is a digest of its rows that does
-    not depend on the Parquet writer, its version, compression or embedded metadata (storage.content_digest)."""
+    not depend on the Parquet writer, its version, compression or embedded metadata (files.content_digest)."""
 
     file: str
     rows: int = Field(ge=0)
@@ -313,13 +313,13 @@ def read(model: type[Model], path: Path | UrlPath) -> Model:
 
 
 def write(path: Path | UrlPath, record: BaseModel) -> None:
-    from ..files import write_json
+    from .files import write_json
 
     write_json(path, record.model_dump(mode="json"))
 
 
 def to_bytes(record: BaseModel) -> bytes:
     """The exact bytes `write` puts on disk (what a store commits)."""
-    from ..files import json_bytes
+    from .files import json_bytes
 
     return json_bytes(record.model_dump(mode="json"))

@@ -22,12 +22,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..engines import Engine, EnginePool, ProgressFn
-from ..files import sha256_file, write_rows
 from ..recipe.config import RunConfig
 from ..recipe.model_identity import ResolvedModel
 from ..stages import ShardResult, Stage, StageContext
 from ..urlpath import UrlPath
 from . import records
+from .files import sha256_file, write_rows
 from .layout import RunLayout, shard_name
 from .plan import StageError, load_config, open_stage, read_manifest
 from .records import Execution, FileRecord, Manifest, Plan, ShardRecord, ShardSpec, Tokens

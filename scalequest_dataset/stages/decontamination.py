@@ -38,9 +38,9 @@ import numpy as np
 import pyarrow as pa
 from pydantic import Field, model_validator
 
-from ..files import sha256_file
 from ..recipe.model_identity import ResolvedModel, as_written, hub_commit
 from ..recipe.params import ConfigError, Strict, canonical_json
+from ..run.files import sha256_file
 from .base import ShardResult, Stage, StageContext, with_drop_reason
 from .dedup import normalize_question
 from .questions import QUESTION_FEATURES

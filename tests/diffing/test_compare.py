@@ -17,10 +17,10 @@ import scalequest_dataset
 from scalequest_dataset.diffing import rows as rowdiff
 from scalequest_dataset.diffing.report import render
 from scalequest_dataset.engines import EnginePool
-from scalequest_dataset.files import content_digest, read_json, sha256_file, write_json
 from scalequest_dataset.revisions import locator as sources
 from scalequest_dataset.run import RunLayout
 from scalequest_dataset.run import records as rec
+from scalequest_dataset.run.files import content_digest, read_json, sha256_file, write_json
 from scalequest_dataset.run.records import Manifest, ShardRecord, stage_content
 
 CLI = [sys.executable, "-m", "scalequest_dataset.cli"]

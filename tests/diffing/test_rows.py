@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from scalequest_dataset.diffing.rows import column_differs, compare_shards, widened
-from scalequest_dataset.files import PARQUET_OPTIONS
+from scalequest_dataset.run.files import PARQUET_OPTIONS
 
 NAN = math.nan
 UTC = dt.timezone.utc

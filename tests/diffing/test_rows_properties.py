@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from scalequest_dataset.diffing.rows import compare_shards
-from scalequest_dataset.files import PARQUET_OPTIONS
+from scalequest_dataset.run.files import PARQUET_OPTIONS
 
 CI = settings(derandomize=True, max_examples=150, deadline=None, database=None,
               suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

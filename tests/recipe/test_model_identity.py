@@ -147,8 +147,8 @@ def test_a_local_folder_is_identified_by_its_content_not_its_path(weights, tmp_p
 
 def test_the_demo_model_is_identified_by_its_gguf():
     pytest.importorskip("gguf")
-    from scalequest_dataset.files import sha256_file
     from scalequest_dataset.recipe.models import smollm2_gguf_path
+    from scalequest_dataset.run.files import sha256_file
 
     try:
         gguf = smollm2_gguf_path()

@@ -22,9 +22,9 @@ import pytest
 from support.runs import tiny_run
 
 from scalequest_dataset import cli
-from scalequest_dataset.files import sha256_file
 from scalequest_dataset.recipe.models import cache_dir
 from scalequest_dataset.revisions.publish import publish
+from scalequest_dataset.run.files import sha256_file
 
 STAGE = "questions"
 TAG = "v1-questions"

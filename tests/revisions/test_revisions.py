@@ -14,12 +14,12 @@ import pytest
 from support.runs import CLI, cli_env, data_files, tiny_run
 
 import scalequest_dataset
-from scalequest_dataset.files import sha256_file
 from scalequest_dataset.recipe.params import ConfigError
 from scalequest_dataset.revisions.publish import publish
 from scalequest_dataset.revisions.stores import VerificationError, open_store
 from scalequest_dataset.run import RunLayout
 from scalequest_dataset.run import records as rec
+from scalequest_dataset.run.files import sha256_file
 from scalequest_dataset.run.records import Manifest
 
 STAGES = ["questions", "language"]

@@ -13,7 +13,6 @@ import pytest
 from support.runs import CLI, cli_env, data_files, tiny_run
 
 from scalequest_dataset.engines import EnginePool
-from scalequest_dataset.files import sha256_file
 from scalequest_dataset.recipe.config import resolve_config
 from scalequest_dataset.recipe.models import build_tiny_reward_model
 from scalequest_dataset.revisions.locator import open_source
@@ -21,6 +20,7 @@ from scalequest_dataset.run import RunLayout, Runner
 from scalequest_dataset.run import records as rec
 from scalequest_dataset.run.backends.local import LocalBackend
 from scalequest_dataset.run.derive import SourceMismatch, batch_invariance_problem, source_config
+from scalequest_dataset.run.files import sha256_file
 from scalequest_dataset.run.records import Manifest
 
 

@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from hypothesis import HealthCheck, given, settings
 
-from scalequest_dataset.files import (
+from scalequest_dataset.run.files import (
     MAX_ROW_GROUP_BYTES,
     PARQUET_OPTIONS,
     content_digest,

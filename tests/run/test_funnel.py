@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from scalequest_dataset.funnel import format_cost, format_funnel, funnel
+from scalequest_dataset.run.funnel import format_cost, format_funnel, funnel
 from scalequest_dataset.run.records import Cost, Counts, Manifest, ManifestExecution, Tokens
 from scalequest_dataset.stages import STAGE_ORDER
 

@@ -14,8 +14,8 @@ import pytest
 from decontamkit import GSM, MATH, MATH500, QUESTIONS, clean_ratio, oracle, q, write_jsonl
 from stagekit import make_ctx, make_stage
 
-from scalequest_dataset.files import write_table
 from scalequest_dataset.recipe.params import ConfigError
+from scalequest_dataset.run.files import write_table
 from scalequest_dataset.stages import decontamination as dc
 from scalequest_dataset.stages.decontamination import read_report, words
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pyarrow as pa
 
 from scalequest_dataset.engines import EnginePool
-from scalequest_dataset.files import write_rows
 from scalequest_dataset.recipe.config import resolve_config
+from scalequest_dataset.run.files import write_rows
 from scalequest_dataset.stages import STAGES, StageContext
 
 

@@ -167,7 +167,7 @@ def test_the_card_carries_dataset_info_as_push_to_hub_writes_it(published, run_c
     from datasets import Features
     from huggingface_hub import DatasetCard
 
-    from scalequest_dataset.files import arrow_schema
+    from scalequest_dataset.run.files import arrow_schema
     from scalequest_dataset.stages import STAGES as REGISTRY
 
     card = DatasetCard(published["readme"])  # huggingface_hub's own parser

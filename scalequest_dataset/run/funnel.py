@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .run.records import Manifest
-from .stages import STAGES
+from ..stages import STAGES
+from .records import Manifest
 
 
 @dataclass
