@@ -94,7 +94,7 @@ def tree(store, revision: str) -> dict[str, str]:
 
 @pytest.mark.parametrize("fail", ["commit", "create_tag"])
 def test_a_version_failing_half_way_says_so_and_the_same_command_completes_it(runs, tmp_path, monkeypatch, fail):
-    from scalequest_dataset.errors import explain
+    from scalequest_dataset.cli import explain
     from scalequest_dataset.revisions.publish import publish
     from scalequest_dataset.revisions.stores import StoreError, open_store
     from scalequest_dataset.revisions.stores.base import PartialPublish
