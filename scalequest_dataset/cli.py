@@ -248,7 +248,7 @@ def _print_results(run_dir: str | Path, stages: list[str]) -> None:
 
 
 def _print_where(run_dir: str | Path) -> None:
-    from .urlpath import as_path
+    from .run.urlpath import as_path
 
     root = as_path(run_dir).resolve()
     console.out(f"\nrun directory: {root}  (data/<stage>/*.parquet, manifests/<stage>.json)")

@@ -23,7 +23,7 @@ __all__ = ["STAGE_ORDER", "ConfigError", "EngineConfig", "ModelSpec", "RunConfig
 Dtype = Literal["auto", "float32", "bfloat16", "float16"]
 
 if TYPE_CHECKING:
-    from ..urlpath import UrlPath
+    from ..run.urlpath import UrlPath
 
 
 class _EngineBase(Strict):
@@ -111,7 +111,7 @@ class RunConfig(Strict):
 def load_preset(name: str) -> dict[str, Any]:
     """A preset's YAML (a built-in name or a .yaml path) as a mapping; anything unreadable is a ConfigError naming
     the file and, for bad YAML, the line."""
-    from ..urlpath import as_path
+    from ..run.urlpath import as_path
 
     path = as_path(name) if "://" in name else Path(name)  # a run directory's config may be an object (s3://)
     if name.endswith((".yaml", ".yml")) and path.exists():

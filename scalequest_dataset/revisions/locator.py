@@ -21,8 +21,8 @@ from pathlib import Path
 from ..recipe.params import ConfigError
 from ..run.layout import RunLayout
 from ..run.records import FileRecord, Manifest
+from ..run.urlpath import UrlPath, as_path
 from ..stages import STAGE_ORDER
-from ..urlpath import UrlPath, as_path
 from .stores import KINDS, RepoLayout, Store, StoreError, VerificationError, open_store, store_kind
 from .verify import (
     Attestation,

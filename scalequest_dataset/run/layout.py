@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..revisions.stores.base import RepoLayout
-from ..urlpath import UrlPath, as_path, local_folder
+from .urlpath import UrlPath, as_path
 
 SPLITS: tuple[str, ...] = ("train", "dropped")
 
@@ -30,6 +30,16 @@ SPLITS: tuple[str, ...] = ("train", "dropped")
 def shard_name(split: str, index: int, total: int) -> str:
     """The Hub's own shard naming, so run directories publish without renaming."""
     return f"{split}-{index:05d}-of-{total:05d}.parquet"
+
+
+def local_folder(url: UrlPath) -> Path:
+    """This machine's own folder for a run directory on a URL (its logs, engine caches, verified copies): under
+    the cache, named by a digest of the URL - never a local folder named after the URL."""
+    import hashlib
+
+    from ..recipe.models import cache_dir
+
+    return cache_dir() / "remote-runs" / hashlib.sha256(str(url).encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)

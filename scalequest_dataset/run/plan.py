@@ -22,11 +22,11 @@ from ..recipe.config import RunConfig, build_config, load_preset
 from ..recipe.model_identity import ResolvedModel, locate_model
 from ..recipe.params import ConfigError, fingerprint, flatten
 from ..stages import STAGES, Stage
-from ..urlpath import UrlPath
 from . import records
 from .files import file_problem, iter_batches, read_table, write_bytes, write_table
 from .layout import RunLayout
 from .records import FileRecord, InputRef, Manifest, PinnedModel, Plan, ShardSpec
+from .urlpath import UrlPath
 
 
 class StageError(RuntimeError):

@@ -22,7 +22,7 @@ from pydantic import BaseModel, Field, ValidationError
 from ..recipe.params import ConfigError, Strict
 
 if TYPE_CHECKING:
-    from ..urlpath import UrlPath
+    from .urlpath import UrlPath
 
 Model = TypeVar("Model", bound=BaseModel)
 
@@ -303,7 +303,7 @@ def parse(model: type[Model], data: bytes | str | dict[str, Any], source: str) -
 
 
 def read(model: type[Model], path: Path | UrlPath) -> Model:
-    from ..urlpath import as_path
+    from .urlpath import as_path
 
     try:
         blob = as_path(path).read_bytes()

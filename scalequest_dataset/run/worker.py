@@ -25,12 +25,12 @@ from ..engines import Engine, EnginePool, ProgressFn
 from ..recipe.config import RunConfig
 from ..recipe.model_identity import ResolvedModel
 from ..stages import ShardResult, Stage, StageContext
-from ..urlpath import UrlPath
 from . import records
 from .files import sha256_file, write_rows
 from .layout import RunLayout, shard_name
 from .plan import StageError, load_config, open_stage, read_manifest
 from .records import Execution, FileRecord, Manifest, Plan, ShardRecord, ShardSpec, Tokens
+from .urlpath import UrlPath
 
 # Environment variables that can move numerics; recorded with every shard (DESIGN.md 2.6).
 NUMERICS_ENV = ("VLLM_BATCH_INVARIANT", "CUBLAS_WORKSPACE_CONFIG", "OMP_NUM_THREADS", "MKL_NUM_THREADS")

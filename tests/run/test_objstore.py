@@ -18,7 +18,7 @@ from scalequest_dataset.run import RunLayout, Runner
 from scalequest_dataset.run import records as rec
 from scalequest_dataset.run.plan import plan_stage
 from scalequest_dataset.run.records import Manifest, Plan, ShardRecord
-from scalequest_dataset.urlpath import UrlPath, as_path
+from scalequest_dataset.run.urlpath import UrlPath, as_path
 
 pytest.importorskip("s3fs")
 STAGES = ["questions", "language", "dedup", "solvability"]

@@ -51,10 +51,10 @@ except ImportError:  # pragma: no cover - depends on the installation
     raise ConfigError('the ray backend needs Ray: pip install "scalequest-dataset[ray]"') from None
 
 from ...engines import EnginePool
-from ...urlpath import is_url
 from ..layout import RunLayout
 from ..plan import StageError
 from ..records import ShardRecord
+from ..urlpath import is_url
 from ..worker import WorkerContext, run_shard
 from .base import Backend, Reporter, StageJob, check_workers
 from .local import MAX_ATTEMPTS

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePath, PurePosixPath
 from typing import IO, Any
 
-from .recipe.params import ConfigError
+from ..recipe.params import ConfigError
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 _MANGLED = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+):/(?!/)")  # Path("s3://b/k") == Path("s3:/b/k")
@@ -201,14 +201,4 @@ def spool(suffix: str = "") -> tuple[int, str]:
     return tempfile.mkstemp(prefix="scalequest-", suffix=suffix)
 
 
-def local_folder(url: UrlPath) -> Path:
-    """This machine's own folder for a run directory on a URL (its logs, engine caches, verified copies): under
-    the cache, named by a digest of the URL - never a local folder named after the URL."""
-    import hashlib
-
-    from .recipe.models import cache_dir
-
-    return cache_dir() / "remote-runs" / hashlib.sha256(str(url).encode()).hexdigest()[:16]
-
-
-__all__ = ["UrlPath", "as_path", "filesystem", "is_url", "local_folder", "spool"]
+__all__ = ["UrlPath", "as_path", "filesystem", "is_url", "spool"]
