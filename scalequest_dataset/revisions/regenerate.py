@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..engines import EnginePool
@@ -273,18 +274,31 @@ def _check(src: Source, layout: RunLayout, stage: str, published: dict[str, File
 
 
 def _first_differences(published: Path, now: Path, limit: int = 5) -> list[dict[str, Any]]:
-    a, b = pq.read_table(published).to_pylist(), pq.read_table(now).to_pylist()
-    out = []
-    by_id = {r["id"]: r for r in b}
-    for row in a:
-        other = by_id.get(row["id"])
-        if other is None:
-            out.append({"id": row["id"], "column": "<row>", "published": "present", "now": "missing"})
+    """The first rows (in published order) that differ, each with its first differing column, by the diff's own
+    bit-exact cell comparison (`diffing.rows.column_differs`: a NaN equals a NaN, -0.0 differs from 0.0)."""
+    import numpy as np
+
+    from ..diffing.rows import column_differs
+
+    a, b = pq.read_table(published), pq.read_table(now)
+    position = {row_id: i for i, row_id in enumerate(b.column("id").to_pylist())}
+    ids = a.column("id").to_pylist()
+    present = np.array([row_id in position for row_id in ids], dtype=bool)
+    taken = b.take(pa.array([position[row_id] for row_id in ids if row_id in position], pa.int64()))
+    mine = a.filter(pa.array(present))
+    changed = {col: column_differs(mine.column(col), taken.column(col)) if col in taken.column_names
+               else np.ones(mine.num_rows, dtype=bool) for col in a.column_names}
+    out: list[dict[str, Any]] = []
+    j = 0  # index among the rows present on both sides
+    for i, row_id in enumerate(ids):
+        if not present[i]:
+            out.append({"id": row_id, "column": "<row>", "published": "present", "now": "missing"})
         else:
-            for col, value in row.items():
-                if other.get(col) != value:
-                    out.append({"id": row["id"], "column": col, "published": value, "now": other.get(col)})
-                    break
+            col = next((c for c in a.column_names if changed[c][j]), None)
+            if col is not None:
+                out.append({"id": row_id, "column": col, "published": mine.column(col)[j].as_py(),
+                            "now": taken.column(col)[j].as_py() if col in taken.column_names else None})
+            j += 1
         if len(out) >= limit:
             break
     return out
