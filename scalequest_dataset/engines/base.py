@@ -49,7 +49,7 @@ ProgressFn = Callable[[int, int], None]  # (rows finished, completion tokens) si
 
 @dataclass
 class EngineInfo:
-    """What can still move outputs, recorded in every manifest (DESIGN.md 2.6). The same engine, model and
+    """What can still move outputs, recorded in every manifest (README: Determinism). The same engine, model and
     machine always give the same info (no timings, no addresses): two shards' infos differ only where
     something that can move numerics differs."""
 

@@ -1,4 +1,4 @@
-"""Facts about the machine an engine runs on that can move numerics (DESIGN.md 2.6): the CPU model and the
+"""Facts about the machine an engine runs on that can move numerics (README: Determinism): the CPU model and the
 instruction sets its kernels may use, the GPU and its compute capability, torch's thread count.
 
 Everything here is read from the machine, never timed or sampled, and returned in a fixed order, so the same

@@ -1,7 +1,7 @@
 """Plain transformers engine with its own sampling loop, so that every row draws from its own
 `torch.Generator` seeded with the row's seed: a row's tokens do not depend on its batch-mates.
 
-Numerics (DESIGN.md 2.7): on CPU a row's logits at every step, and a conversation's score, are the same bits
+Numerics (README: Determinism): on CPU a row's logits at every step, and a conversation's score, are the same bits
 whatever its batch-mates, the batch size and the caller's torch thread count. By construction, not by luck:
 
 1. Fixed GEMM shapes. Every `nn.Linear` of the model (attention and MLP projections, lm_head, score heads)

@@ -1,4 +1,4 @@
-"""Row ids and per-row seeds: the determinism contract (DESIGN.md section 2).
+"""Row ids and per-row seeds: the determinism contract (README: Determinism).
 
 Ids come from lineage, never from a row's position in a batch or a worker. Seeds come from a
 cryptographic hash of a canonical string, so they are the same in every process, on every machine,

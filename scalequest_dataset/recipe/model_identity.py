@@ -1,4 +1,4 @@
-"""Which weights a model spec means, pinned once at plan time (DESIGN.md 2.8).
+"""Which weights a model spec means, pinned once at plan time (README: Model identity).
 
 - a Hub model: the commit sha its revision (default `main`) points to, asked of the Hub once; with the Hub
   unreachable, the commit the local Hugging Face cache recorded for it; with neither, the run stops before

@@ -32,7 +32,7 @@ class ScaleQuestConfig(datasets.BuilderConfig):
 class ScaleQuest(datasets.GeneratorBasedBuilder):
     BUILDER_CONFIG_CLASS = ScaleQuestConfig
     BUILDER_CONFIGS = [  # noqa: RUF012 - the class attribute datasets reads
-        ScaleQuestConfig(name=s, description=STAGES[s].description) for s in STAGE_ORDER if s in STAGES
+        ScaleQuestConfig(name=s, description=STAGES[s].description) for s in STAGE_ORDER
     ]
     DEFAULT_CONFIG_NAME = "default"
 

@@ -34,7 +34,7 @@ def configs_yaml(manifests: dict[str, Manifest]) -> list[dict[str, Any]]:
     return configs
 
 
-# The paper's settings (../shared/reference/scalequest-paper.md), to say where a run's settings are the paper's.
+# The paper's settings (arXiv 2410.18693 and its released code), to say where a run's settings are the paper's.
 PAPER: dict[str, dict[str, Any]] = {
     "questions": {"temperature": 1.0, "top_p": 0.99},
     "solvability": {"model": "Qwen/Qwen2-Math-7B-Instruct", "system_prompt": "You are a helpful assistant.",

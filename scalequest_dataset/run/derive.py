@@ -137,7 +137,7 @@ def _why_not_rows(config: RunConfig, plan: Plan, source: Source, theirs: Manifes
 def batch_invariance_problem(config: RunConfig) -> str | None:
     """Why the configured engine may give a row another result with other batch-mates (None: it does not).
     The transformers engine is batch-invariant by construction; vLLM only in its batch-invariant mode on a GPU
-    that supports it (DESIGN.md 2.7)."""
+    that supports it (README: Determinism)."""
     if config.engine.name == "transformers":
         return None
     if config.engine.name == "vllm":

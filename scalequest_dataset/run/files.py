@@ -184,12 +184,6 @@ def file_problem(path: Path | UrlPath, sha256: str) -> str | None:
     return None if actual == sha256 else f"does not match its record: expected sha256 {sha256}, found {actual}"
 
 
-def file_writer(path: Path | UrlPath) -> str | None:
-    """The Parquet footer's `created_by`: which writer (and version) made the file."""
-    with _source(path) as src:
-        return pq.ParquetFile(src).metadata.created_by
-
-
 # ---------------------------------------------------------------------------------------------- content
 
 
@@ -281,17 +275,6 @@ def _feed_values(h, arr: pa.Array) -> None:
         _feed(h, arr.flatten())
     else:
         raise TypeError(f"no content digest for Arrow type {t}")
-
-
-def column_digests(table: pa.Table) -> dict[str, str]:
-    """Each column's content digest alone (to say which columns of two files differ without comparing rows)."""
-    out = {}
-    for field, column in zip(table.schema, table.columns, strict=True):
-        h = hashlib.sha256()
-        h.update(f"{canonical_type(field.type)}\0".encode())
-        _feed(h, column.combine_chunks() if column.num_chunks != 1 else column.chunk(0))
-        out[field.name] = h.hexdigest()
-    return out
 
 
 def file_content_digest(path: Path | UrlPath) -> str:

@@ -2,7 +2,7 @@
 and the manifest of a finished stage. Everything else (publish, diff, regenerate, the card, status) reads
 these types, never string keys.
 
-A manifest has two parts (DESIGN.md section 4): what defines the data - the recipe (config without throughput
+A manifest has two parts (README: Publishing every stage as a dataset revision): what defines the data - the recipe (config without throughput
 knobs, fingerprint, pinned models, the input's fingerprint and content digest) and its result (per shard: rows
 and content digests; counts, drop reasons, tokens) - and how this execution went (per shard: seconds, host,
 worker, engines, library versions; the stage's cost). `Manifest.identity()` is the first part alone: equal

@@ -1,5 +1,5 @@
 """Where a run directory's files live: a local `Path`, or a `UrlPath` on an fsspec filesystem (`s3://`, `gs://`,
-`az://`, ...), so that nodes that share no POSIX mount work on one run (DESIGN.md section 5).
+`az://`, ...), so that nodes that share no POSIX mount work on one run (README: On object storage).
 
 `as_path` is the one place a user's string becomes either. A `UrlPath` offers the few `pathlib` methods the run
 code uses, with object-store semantics: a file is written once as a whole object (one PUT, or a multipart upload

