@@ -211,31 +211,34 @@ def publish_stage(layout: RunLayout, store: Store, manifest: Manifest, prefix: s
         if old == result.commit or (old is not None and not force and same[tag] is not None):
             result.tags[tag] = "unchanged"
         elif old is None:
-            result.tags[tag] = _create_tag(store, tag, result.commit, manifest)
+            result.tags[tag] = _create_tag(store, tag, result, manifest)
         else:
             store.move_tag(tag, result.commit, old)  # compare-and-swap: refused if it moved since it was read
             result.tags[tag] = f"moved from {old[:12]}"
     return result
 
 
-def _clash(store: Store, tag: str, commit: str, stage: str) -> StoreError:
+def _clash(store: Store, tag: str, commit: str, stage: str, note: str = "") -> StoreError:
     return StoreError(f"tag {tag!r} already exists in {store.location} at {commit[:12]} with other content for "
-                      f"stage {stage!r}; use another --tag-prefix, or --force to move it")
+                      f"stage {stage!r}{note}; use another --tag-prefix, or --force to move it")
 
 
-def _create_tag(store: Store, tag: str, commit: str, manifest: Manifest) -> str:
+def _create_tag(store: Store, tag: str, result: PublishResult, manifest: Manifest) -> str:
     """Create-only (the store refuses an existing tag atomically), so the clash check above cannot be overtaken by
-    another publisher: if one created the tag in between, what it points at now decides, checked again."""
+    another publisher: if one created the tag in between, what it points at now decides, checked again. Tags are
+    created in a fixed order, stopping at the first clash, so one publisher wins them all."""
     try:
-        store.create_tag(tag, commit, f"stage {manifest.stage}")
+        store.create_tag(tag, result.commit, f"stage {manifest.stage}")
         return "created"
     except StoreError:
         now = store.tags().get(tag)
         if now is None:
             raise
-        if now == commit or same_data(store, now, manifest) is not None:
+        if now == result.commit or same_data(store, now, manifest) is not None:
             return "unchanged (created by another publisher meanwhile)"
-        raise _clash(store, tag, now, manifest.stage) from None
+        note = (f" (another publisher created it meanwhile; this stage's commit {result.commit[:12]} is on the "
+                "branch, untagged)") if result.created else " (another publisher created it meanwhile)"
+        raise _clash(store, tag, now, manifest.stage, note) from None
 
 
 def _commit_stage(layout: RunLayout, store: Store, manifest: Manifest, prefix: str) -> PublishResult:

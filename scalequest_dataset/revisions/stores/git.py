@@ -58,10 +58,24 @@ class LocalGitStore(Store):
             if not create:
                 raise StoreError(f"{self.path} is not a scalequest store (a bare git repository); "
                                  "`scalequest publish RUN --to PATH` creates one")
-            if self.path.exists() and any(self.path.iterdir()):
-                raise StoreError(f"{self.path} exists and is not an empty directory or a git store")
-            self.path.mkdir(parents=True, exist_ok=True)
-            self._git("init", "--bare", "-q", "-b", self.branch)
+            self._create()
+
+    def _create(self) -> None:
+        """A new bare repository at `path`, made under a temporary sibling name and renamed into place (a rename onto
+        a missing or empty folder is atomic), so two publishers creating one store at once both end up using it."""
+        if self.path.exists() and any(self.path.iterdir()):
+            raise StoreError(f"{self.path} exists and is not an empty directory or a git store")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.", dir=self.path.parent))
+        try:
+            subprocess.run(["git", "init", "--bare", "-q", "-b", self.branch, str(tmp)], check=True,
+                           capture_output=True)
+            os.rename(tmp, self.path)
+        except OSError:
+            if not is_git_store(self.path):  # not another publisher's store: something else is there now
+                raise StoreError(f"{self.path} exists and is not an empty directory or a git store") from None
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
 
     @property
     def location(self) -> str:
