@@ -6,7 +6,8 @@ Slices of a Slurm array (`run --shard i/N`) share the directory on purpose: each
 own slice exclusively, so slices run side by side, a slice runs once at a time, and a whole run (or `finalize`,
 or `--plan-only`) waits for none of them but is refused while any holds it.
 
-The lock is `flock` on a file under RUN/state/ (released by the kernel when its process ends, however it ends,
+The lock is `flock` on a file under RUN/state/ (for a run directory on an object store, under this machine's
+local folder for it; released by the kernel when its process ends, however it ends,
 so a killed run never leaves a stale lock). A file system without locks (some NFS mounts) runs unlocked, with a
 warning. Who holds it is written into the lock file (`announce`, once the holder's config is adopted) for the
 refusal to name, and wiped when it lets go: a run refused for its config leaves every byte as it was."""
@@ -40,7 +41,10 @@ class RunLock:
 
     @property
     def _folder(self) -> Path:
-        return self.layout.root / "state"
+        # An object store has no locks: a run directory on one (a URL) is locked in this machine's local folder
+        # for it, so two runs on one machine exclude each other (on two machines, whole-object writes of the same
+        # bytes and the plan's exclusive create keep the run sound).
+        return self.layout.local / "state"
 
     def _path(self, name: str) -> Path:
         return self._folder / name
