@@ -27,12 +27,12 @@ from support.runs import cli_env, tiny_run
 
 import scalequest_dataset
 from scalequest_dataset.diffing.rows import column_differs
-from scalequest_dataset.files import content_digest, read_json, sha256_file, write_json
 from scalequest_dataset.revisions.publish import publish
 from scalequest_dataset.revisions.stores import StoreError, open_store
 from scalequest_dataset.revisions.verify import Attestation
 from scalequest_dataset.run import RunLayout, StageError, finalize, load_config, status
 from scalequest_dataset.run import records as rec
+from scalequest_dataset.run.files import content_digest, read_json, sha256_file, write_json
 from scalequest_dataset.run.plan import plan_stage
 from scalequest_dataset.run.records import Manifest, stage_content
 
@@ -111,7 +111,7 @@ KILL_INSIDE_A_WRITE = '''
 import os, signal, sys
 from pathlib import Path
 import pyarrow as pa
-from scalequest_dataset import files
+from scalequest_dataset.run import files
 real = files._HashingFile.write
 def write(self, data):
     if self.size > 4096:  # the file is half written
