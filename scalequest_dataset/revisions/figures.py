@@ -15,7 +15,6 @@ re-publishing identical data changes no image."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,8 @@ import pyarrow.parquet as pq
 
 from ..run.funnel import funnel
 from ..run.records import Manifest
+from ..stages import STAGES
+from ..stages.base import Figure
 from .stores.base import RepoLayout
 
 IMAGES = RepoLayout.IMAGES
@@ -33,35 +34,9 @@ BINS = 20
 BATCH_ROWS = 8192
 
 
-@dataclass(frozen=True)
-class Figure:
-    """One picture of a stage: a column drawn one way."""
+def figure_path(stage: str, figure: Figure) -> str:
+    return f"{IMAGES}/{stage}/{figure.name}.png"
 
-    name: str  # file name without .png
-    kind: str  # "length" | "unit" (a score in [0, 1]) | "number" | "category"
-    column: str
-    title: str  # the alt text in the card
-
-    def path(self, stage: str) -> str:
-        return f"{IMAGES}/{stage}/{self.name}.png"
-
-
-def _length(column: str) -> Figure:
-    return Figure(f"{column}-length", "length", column, f"Length of {column} (characters)")
-
-
-DIFFICULTY = Figure("difficulty", "unit", "difficulty", "Difficulty score")
-REWARD = Figure("reward", "number", "reward", "Reward")
-GENERATORS = Figure("generator-mix", "category", "generator", "Rows per generator")
-
-# Which pictures each stage gets: what it adds, or for `default` what a user of the released data looks at.
-STAGE_FIGURES: dict[str, tuple[Figure, ...]] = {
-    "questions": (_length("query"), GENERATORS),
-    "difficulty": (DIFFICULTY,),
-    "responses": (_length("response"),),
-    "reward": (REWARD,),
-    "default": (_length("query"), _length("response"), DIFFICULTY, REWARD, GENERATORS),
-}
 
 OVERVIEW = {f"{IMAGES}/funnel.png": "Rows in and out of every stage",
             f"{IMAGES}/drop-reasons.png": "Rows dropped, by stage and reason"}
@@ -93,11 +68,11 @@ def stage_figures(stage: str, files: Mapping[str, Iterable[Path]]) -> dict[str, 
     """The stage's own pictures (`images/<stage>/*.png`) from its shards, `files` by split ("train", "dropped")."""
     files = {split: list(paths) for split, paths in files.items()}
     out = {}
-    for figure in STAGE_FIGURES.get(stage, ()):
+    for figure in STAGES[stage].figures:
         series = {_series(split): files[split] for split in ("train", "dropped")
                   if files.get(split) and _rows(files[split], figure.column)}
         if series:
-            out[figure.path(stage)] = _draw(figure, series)
+            out[figure_path(stage, figure)] = _draw(figure, series)
     return out
 
 
@@ -241,8 +216,8 @@ def card_figures(manifests: Mapping[str, Manifest], images: Iterable[str]) -> li
     if overview:
         sections.append({"stage": None, "images": overview})
     for stage in manifests:
-        shown = [{"path": f.path(stage), "alt": f"{stage}: {f.title}"} for f in STAGE_FIGURES.get(stage, ())
-                 if f.path(stage) in present]
+        shown = [{"path": figure_path(stage, f), "alt": f"{stage}: {f.title}"} for f in STAGES[stage].figures
+                 if figure_path(stage, f) in present]
         if shown:
             sections.append({"stage": stage, "images": shown})
     return sections

@@ -33,6 +33,33 @@ class StageConfig(Protocol):
     def input_of(self, stage: str) -> str | None: ...
 
 
+# ---------------------------------------------------------------------------------------------- what is said about a stage
+# A stage owns what the card says about it (its notes and figures) and what a diff counts of the columns it adds:
+# the card, its figures and the diff statistics read these, never a stage's name.
+
+EXACT, GAP, DEPARTURE = "exact", "gap", "departure"  # as the paper or its release / our rule for a gap / we depart
+Note = tuple[str, str]  # (kind, text)
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One picture of a stage on the card: a column drawn one way."""
+
+    name: str  # file name without .png
+    kind: str  # "length" | "unit" (a score in [0, 1]) | "number" | "category"
+    column: str
+    title: str  # the alt text in the card
+
+
+def length_figure(column: str) -> Figure:
+    return Figure(f"{column}-length", "length", column, f"Length of {column} (characters)")
+
+
+DIFFICULTY_FIGURE = Figure("difficulty", "unit", "difficulty", "Difficulty score")
+REWARD_FIGURE = Figure("reward", "number", "reward", "Reward")
+GENERATORS_FIGURE = Figure("generator-mix", "category", "generator", "Rows per generator")
+
+
 def with_columns(features: datasets.Features, **columns: Any) -> datasets.Features:
     """A stage's schema as its input's plus its own columns. Stage order is fixed, so every column an earlier
     stage may add is known: columns of stages absent from a run are null."""
@@ -150,6 +177,11 @@ class Stage:
     dropped_features: ClassVar[Any | None] = None  # stages that remove rows also write a `dropped` split
     group_key: ClassVar[str | None] = None  # a shard never splits rows that share this column's value
     reads: ClassVar[tuple[str, ...]] = ()  # the input columns this stage needs
+    # The card: the paper's settings of this stage (a run's other values are listed as departures), its pictures,
+    # and whether it is the dataset's default config on the Hub.
+    paper: ClassVar[dict[str, Any]] = {}
+    figures: ClassVar[tuple[Figure, ...]] = ()
+    hub_default: ClassVar[bool] = False
     # What a row is, coming in and going out (the funnel reads fan-out and fan-in from these).
     unit_in: ClassVar[str] = "question"
     unit_out: ClassVar[str] = "question"
@@ -168,6 +200,29 @@ class Stage:
         super().__init_subclass__(**kwargs)
         if cls.__dict__.get("dropped_features") is not None:
             cls.features = cls.dropped_features
+
+    @classmethod
+    def card_notes(cls, p: dict[str, Any]) -> list[Note]:
+        """What of this stage follows the paper or its release exactly, which rule we chose where they leave a
+        gap, and where we depart and why - from the parameters a manifest recorded (`p`), so the card says what
+        this run did."""
+        return cls.departures(p)
+
+    @classmethod
+    def paper_differences(cls, p: dict[str, Any]) -> list[str]:
+        """The settings in `p` that are not the paper's (`paper`), as "key value (the paper: value)"."""
+        out = []
+        for key, paper in cls.paper.items():
+            value = p.get(key)
+            value = value.get("id") if isinstance(value, dict) else value
+            if value != paper:
+                out.append(f"{key} {value!r} (the paper: {paper!r})")
+        return out
+
+    @classmethod
+    def departures(cls, p: dict[str, Any]) -> list[Note]:
+        diffs = cls.paper_differences(p)
+        return [(DEPARTURE, "; ".join(diffs))] if diffs else []
 
     def __init__(self, config: StageConfig, models: Mapping[str, ResolvedModel] | None = None) -> None:
         """`models`: the identities a plan pinned (role -> model); without them, specs are resolved on use."""

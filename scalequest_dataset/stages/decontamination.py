@@ -41,7 +41,7 @@ from pydantic import Field, model_validator
 from ..recipe.model_identity import ResolvedModel, as_written, hub_commit
 from ..recipe.params import ConfigError, Strict, canonical_json
 from ..run.files import sha256_file
-from .base import ShardResult, Stage, StageContext, with_drop_reason
+from .base import DEPARTURE, GAP, Note, ShardResult, Stage, StageContext, with_drop_reason
 from .dedup import normalize_question
 from .questions import QUESTION_FEATURES
 
@@ -453,6 +453,17 @@ CONTAMINATION_COLUMNS = {
 
 class DecontaminationStage(Stage):
     name = "decontamination"
+
+    @classmethod
+    def card_notes(cls, p: dict[str, Any]) -> list[Note]:
+        names = ", ".join(b["name"] for b in p.get("benchmarks") or [])
+        what = ("overlapping questions are marked, none removed (as the paper's data)" if p.get("mode") == "report"
+                else "overlapping questions are removed (`dropped`, reason `contaminated`)")
+        return [(DEPARTURE, f"ours: the paper only measured 13-gram overlap with test sets (its Table 6) and "
+                            f"filtered nothing. Word {p.get('ngram')}-grams of every question against {names}: "
+                            f"{what}; see Benchmark overlap"),
+                (GAP, "the overlap's text normalisation, which the paper does not state: NFKC, case-folded, runs "
+                      "of word characters, the same for questions and benchmark items")]
     version = "2"  # 2: n-grams shared by more than max_items_per_ngram items are boilerplate (flag nothing)
     description = ("Questions checked for word n-gram overlap with benchmark test sets; in `remove` mode the "
                    "overlapping ones are in `dropped`.")

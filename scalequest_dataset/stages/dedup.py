@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..recipe.params import Strict
-from .base import ShardResult, Stage, StageContext, with_drop_reason
+from .base import DEPARTURE, Note, ShardResult, Stage, StageContext, with_drop_reason
 from .questions import QUESTION_FEATURES
 
 DIGEST_BYTES = 16
@@ -63,6 +63,12 @@ class Params(Strict):
 
 class DedupStage(Stage):
     name = "dedup"
+
+    @classmethod
+    def card_notes(cls, p: dict[str, Any]) -> list[Note]:
+        return [(DEPARTURE, "ours: neither the paper nor its released code deduplicates (an exact-text grouping "
+                            "exists only in the repository's pre-release history). Exact duplicates of normalised "
+                            "question text (NFKC, case-folded, whitespace collapsed) are removed, the lowest id kept")]
     version = "2"
     description = "Questions with exact duplicates (normalised text) removed; the lowest id of each text is kept."
     Params = Params

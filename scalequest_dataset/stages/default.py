@@ -11,7 +11,17 @@ from typing import Any, Literal
 import datasets
 
 from ..recipe.params import Strict
-from .base import ShardResult, Stage, StageContext
+from .base import (
+    DIFFICULTY_FIGURE,
+    GAP,
+    GENERATORS_FIGURE,
+    REWARD_FIGURE,
+    Note,
+    ShardResult,
+    Stage,
+    StageContext,
+    length_figure,
+)
 
 
 class Params(Strict):
@@ -42,6 +52,13 @@ def best_response(candidates: list[dict[str, Any]]) -> dict[str, Any]:
 
 class SelectStage(Stage):
     name = "default"
+    hub_default = True  # `load_dataset(repo)` without a config name loads this one
+    figures = (length_figure("query"), length_figure("response"), DIFFICULTY_FIGURE, REWARD_FIGURE,
+               GENERATORS_FIGURE)
+
+    @classmethod
+    def card_notes(cls, p: dict[str, Any]) -> list[Note]:
+        return [(GAP, "best-of-k by reward; the paper leaves ties open: the lowest response id wins")]
     version = "1"
     Params = Params
     unit_in, unit_out = "response", "question"

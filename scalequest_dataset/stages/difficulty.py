@@ -31,6 +31,10 @@ from ..recipe.prompts import (
     response_prompt,
 )
 from .base import (
+    DEPARTURE,
+    DIFFICULTY_FIGURE,
+    GAP,
+    Note,
     ShardResult,
     Stage,
     StageContext,
@@ -102,6 +106,20 @@ def self_consistency_difficulty(answers: list[str | None]) -> float:
 
 class DifficultyStage(Stage):
     name = "difficulty"
+    figures = (DIFFICULTY_FIGURE,)
+
+    @classmethod
+    def card_notes(cls, p: dict[str, Any]) -> list[Note]:
+        sampling = (GAP, f"the paper's sampling rule is not released: a row is kept iff a seeded per-row uniform "
+                         f"draw < keep[generator][bucket], bucket edges {p.get('buckets')}, keep table "
+                         f"{p.get('keep') or 'none (all kept)'}")
+        if p.get("method") == "self-consistency":
+            return [(DEPARTURE, f"difficulty = 1 - (largest group of equivalent final answers) / {p.get('samples')} "
+                                f"samples of `{(p.get('model') or {}).get('id')}`, in place of the paper's scorer "
+                                "(a DeepSeekMath-7B-Base regression head), which is not released: it measures the "
+                                "fail rate that scorer was trained to predict, at the cost of sampling"), sampling]
+        return [(GAP, f"a sequence-classification scorer `{(p.get('scorer') or {}).get('id')}` stands in for the "
+                      "paper's unreleased scorer"), sampling]
     version = "3"  # 3: the samples' tokens per row
     description = "Questions with a difficulty score in [0, 1], sampled by generator and difficulty bucket."
     Params = Params

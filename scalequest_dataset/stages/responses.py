@@ -5,7 +5,7 @@ answer-format filter: a response is kept iff it contains one of "boxed", "he ans
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import datasets
 from pydantic import Field
@@ -15,7 +15,18 @@ from ..engines.base import generate_guarded
 from ..recipe.ids import derive_seed, response_id
 from ..recipe.params import ModelSpec, Strict
 from ..recipe.prompts import RESPONSE_PROMPT, response_prompt
-from .base import ShardResult, Stage, StageContext, rejected, token_counts, token_sum, with_drop_reason
+from .base import (
+    EXACT,
+    Note,
+    ShardResult,
+    Stage,
+    StageContext,
+    length_figure,
+    rejected,
+    token_counts,
+    token_sum,
+    with_drop_reason,
+)
 from .difficulty import CHATML_STOP
 
 
@@ -48,6 +59,20 @@ FEATURES = datasets.Features({
 
 class ResponsesStage(Stage):
     name = "responses"
+    paper: ClassVar[dict[str, Any]] = {
+        "model": "Qwen/Qwen2-Math-7B-Instruct", "samples": 5, "temperature": 0.7, "top_p": 0.95, "max_tokens": 2048,
+        "answer_markers": ["boxed", "he answer is", "final answer is"]}
+    figures = (length_figure("response"),)
+
+    @classmethod
+    def card_notes(cls, p: dict[str, Any]) -> list[Note]:
+        departs = cls.departures(p)
+        exact = [] if departs else [(EXACT, "5 samples per question (one request each), T=0.7, top_p=0.95, max 2048 "
+                                            "tokens, the paper's prompt verbatim")]
+        return [*exact, *departs,
+                (EXACT, "each response stripped as the release (`response[0].strip()`) before the answer-format "
+                        "filter, the scoring and the output; kept iff it contains one of "
+                        f"{', '.join(repr(m) for m in p.get('answer_markers') or [])}")]
     version = "3"  # 2: responses are stripped, as the release does; 3: prompt tokens per response
     Params = Params
     unit_in, unit_out = "question", "response"

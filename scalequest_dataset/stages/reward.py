@@ -8,7 +8,7 @@ question's sibling responses together, so the stage groups by `question_id` (a s
 from __future__ import annotations
 
 from itertools import groupby
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import datasets
 from pydantic import model_validator
@@ -16,7 +16,18 @@ from pydantic import model_validator
 from ..engines.base import Score, score_guarded
 from ..recipe.answers import agreement_shares, extract_answer
 from ..recipe.params import ModelSpec, Strict
-from .base import ShardResult, Stage, StageContext, rejected, with_columns, with_drop_reason
+from .base import (
+    DEPARTURE,
+    EXACT,
+    REWARD_FIGURE,
+    Note,
+    ShardResult,
+    Stage,
+    StageContext,
+    rejected,
+    with_columns,
+    with_drop_reason,
+)
 from .responses import FEATURES as RESPONSE_FEATURES
 
 
@@ -48,6 +59,19 @@ def conversation(query: str, response: str) -> list[dict[str, str]]:
 
 class RewardStage(Stage):
     name = "reward"
+    paper: ClassVar[dict[str, Any]] = {"model": "internlm/internlm2-7b-reward", "dtype": "float16"}
+    figures = (REWARD_FIGURE,)
+
+    @classmethod
+    def card_notes(cls, p: dict[str, Any]) -> list[Note]:
+        if p.get("method") != "reward-model":
+            return [(DEPARTURE, "no reward model: a response's reward is the share of its sibling responses with an "
+                                "equivalent final answer (math-verify)")]
+        departs = cls.departures(p)
+        exact = [] if departs else [(EXACT, "internlm2-7b-reward in float16 scores (raw question, response) as a "
+                                            "user/assistant chat, as the paper")]
+        return [*exact, *departs, (DEPARTURE, "pairs are scored in batches (the release: one at a time), for "
+                                              "throughput; a pair's score does not depend on its batch-mates")]
     version = "2"
     description = "Every kept response with its reward (reward model, or agreement with its siblings)."
     Params = Params

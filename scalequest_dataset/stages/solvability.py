@@ -8,7 +8,7 @@ which also keeps "...yesterday... No"); `final-verdict` reads the last standalon
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import datasets
 from pydantic import Field
@@ -19,6 +19,9 @@ from ..recipe.ids import derive_seed
 from ..recipe.params import ModelSpec, Strict
 from ..recipe.prompts import QWEN_SYSTEM, SOLVABILITY_PROMPT, solvability_prompt
 from .base import (
+    DEPARTURE,
+    EXACT,
+    Note,
     ShardResult,
     Stage,
     StageContext,
@@ -65,6 +68,19 @@ FEATURES = with_columns(
 
 class SolvabilityStage(Stage):
     name = "solvability"
+    paper: ClassVar[dict[str, Any]] = {"model": "Qwen/Qwen2-Math-7B-Instruct",
+                                       "system_prompt": "You are a helpful assistant.", "max_tokens": 2048}
+
+    @classmethod
+    def card_notes(cls, p: dict[str, Any]) -> list[Note]:
+        rule = ((EXACT, "the released rule: solvable iff 'yes' occurs anywhere in the judge's lower-cased reply")
+                if p.get("rule") == "substring-yes" else
+                (DEPARTURE, "solvable iff the judge's last standalone Yes/No is Yes (the released rule: 'yes' "
+                            "anywhere in the reply, which also passes '... yesterday ... No')"))
+        departs = cls.departures(p)
+        exact = [] if departs else [(EXACT, "the judge prompt verbatim in Qwen2-Math-7B-Instruct's chat template "
+                                            "with the paper's system prompt, greedy, max 2048 tokens")]
+        return [rule, *exact, *departs]
     version = "3"  # 3: the judge's tokens per row
     description = "Questions a judge model calls solvable math problems; the rest in `dropped`."
     Params = Params
