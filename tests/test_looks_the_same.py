@@ -30,11 +30,12 @@ from scalequest_dataset.diffing.rows import column_differs
 from scalequest_dataset.revisions.publish import publish
 from scalequest_dataset.revisions.stores import StoreError, open_store
 from scalequest_dataset.revisions.verify import Attestation
-from scalequest_dataset.run import RunLayout, StageError, finalize, load_config, status
+from scalequest_dataset.run import RunLayout, StageError, load_config
 from scalequest_dataset.run import records as rec
 from scalequest_dataset.run.files import content_digest, read_json, sha256_file, write_json
 from scalequest_dataset.run.plan import plan_stage
 from scalequest_dataset.run.records import Manifest, stage_content
+from scalequest_dataset.run.runner import finalize, status  # (`run.finalize` is also a module)
 
 STAGE = "questions"
 

@@ -1,7 +1,6 @@
 """A damaged copy in a fetch cache is not a corrupt store (issue 19, item 4): it is fetched again once, and when
 the fresh copy checks out, a warning names the cache as the culprit (and its path); only a fresh copy that fails
-too blames the store. For a local store (our verified cache) and a Hub repo (huggingface_hub's own cache, through
-the local Hub server)."""
+too blames the store. For a local store and a Hub repo (through the local Hub server)."""
 
 from __future__ import annotations
 
@@ -71,8 +70,8 @@ def test_a_store_whose_own_bytes_are_wrong_is_blamed_after_one_fresh_fetch(run, 
 
 
 def _client_damaged_hub_cache(run_dir: str, repo: str) -> dict[str, Any]:
-    """Publish, load (filling huggingface_hub's cache and ours), damage the hub cache's blob of one shard and drop
-    ours, load again: the warning and the rows."""
+    """Publish, load (filling our verified cache), damage the cached copy of one shard, load again: the warning
+    and the rows."""
     import contextlib
     import io
 
@@ -81,22 +80,19 @@ def _client_damaged_hub_cache(run_dir: str, repo: str) -> dict[str, Any]:
 
     publish(run_dir, f"hf://datasets/{repo}", [STAGE])
     first = scalequest_dataset.load_dataset(repo, STAGE, revision=f"v1-{STAGE}").to_list()
-    for ours in (cache_dir() / "verified").rglob("*.parquet"):
-        ours.unlink()
-    hub_home = Path(os.environ["HF_HOME"]) / "hub"
-    (snapshot,) = [p for p in hub_home.rglob("train-00001-*.parquet") if "snapshots" in p.parts]
-    flip(snapshot.resolve())
+    (cached,) = (cache_dir() / "verified").rglob("train-00001-*.parquet")
+    flip(cached)
     err = io.StringIO()
     with contextlib.redirect_stderr(err):
         again = scalequest_dataset.load_dataset(repo, STAGE, revision=f"v1-{STAGE}").to_list()
-    return {"same": again == first, "err": err.getvalue()}
+    return {"same": again == first, "err": err.getvalue(), "cached": str(cached)}
 
 
-def test_a_damaged_hub_cache_is_fetched_again(run, run_client, tmp_path):
+def test_a_damaged_cache_of_a_hub_revision_is_fetched_again(run, run_client, tmp_path):
     got = run_client(__file__, "_client_damaged_hub_cache", str(run), "scalequest/cache",
                      hf_home=tmp_path / "hf_home")
     assert got["same"], got
-    assert "was damaged" in got["err"] and "the cache was at fault" in got["err"], got["err"]
+    assert f"the cached copy {got['cached']}" in got["err"] and "the cache was at fault" in got["err"], got["err"]
 
 
 if __name__ == "__main__":  # client side: `run_client` starts this file with (function, JSON args, result path)
