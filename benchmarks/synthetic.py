@@ -16,8 +16,8 @@ from scalequest_dataset.run.records import (
     Counts,
     FileRecord,
     Manifest,
+    ManifestShard,
     Recipe,
-    ShardResult,
     Tokens,
     stage_content,
 )
@@ -65,7 +65,7 @@ def make_run(root: Path, rows: int, rows_per_shard: int = 10_000, seed: int = 0,
                   "response_id": f"gen-{start + j:08d}-r0", "generator": "gen", "reward": float(rewards[j]),
                   "difficulty": float(j % 10) / 10, "n_candidates": 5} for j in range(n)]
         info = write_rows(layout.data_dir("default") / shard_name("train", i, n_shards), batch, stage.features)
-        shards.append(ShardResult(index=i, rows_in=n, files={"train": FileRecord(**info)}))
+        shards.append(ManifestShard(index=i, rows_in=n, files={"train": FileRecord(**info)}))
     manifest = Manifest(
         stage="default", description=stage.description, fingerprint=f"synthetic-{seed}-{change_every}",
         preset="synthetic",

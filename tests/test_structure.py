@@ -113,3 +113,15 @@ def test_the_checks_see_a_cycle_hidden_in_a_function_or_behind_type_checking(tmp
     (pkg / "sub" / "b.py").write_text("thing = 1\n")
     assert cycles(import_graph(pkg)) == []
     assert top_level(pkg) == ["__init__.py", "a.py", "c.py", "sub"]
+
+
+def test_no_two_classes_share_a_name():
+    """Two classes of one name read as one thing (there were two `ShardResult`s). A stage's `Params` is the one
+    exception: each is read as `<Stage>.Params`, never imported by name."""
+    where: dict[str, list[str]] = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ClassDef):
+                where.setdefault(node.name, []).append(module_name(path))
+    shared = {name: mods for name, mods in where.items() if len(mods) > 1 and name != "Params"}
+    assert not shared, shared

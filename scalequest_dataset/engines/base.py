@@ -1,4 +1,5 @@
-"""The one small interface every backend implements (lm-evaluation-harness style: one backend per file)."""
+"""The one small interface every engine implements (lm-evaluation-harness style: one engine per file; "backend"
+is what runs shards, run/backends/)."""
 
 from __future__ import annotations
 

@@ -18,11 +18,11 @@ from .records import (
     Counts,
     Manifest,
     ManifestExecution,
+    ManifestShard,
     Plan,
     Recipe,
     ShardExecution,
     ShardRecord,
-    ShardResult,
     Tokens,
     stage_content,
 )
@@ -87,7 +87,7 @@ def build_manifest(config: RunConfig, plan: Plan, recs: list[ShardRecord], repor
     for r in recs:
         for reason, n in r.drops.items():
             drops[reason] = drops.get(reason, 0) + n
-    shards = [ShardResult(index=r.index, rows_in=r.rows_in, files=r.files, drops=r.drops, tokens=r.tokens)
+    shards = [ManifestShard(index=r.index, rows_in=r.rows_in, files=r.files, drops=r.drops, tokens=r.tokens)
               for r in recs]
     return Manifest(
         stage=plan.stage, description=stage.description, fingerprint=plan.fingerprint, preset=config.preset,

@@ -126,7 +126,7 @@ class ShardRecord(Strict):
 # ---------------------------------------------------------------------------------------------- manifest
 
 
-class ShardResult(Strict):
+class ManifestShard(Strict):
     index: int
     rows_in: int
     files: dict[str, FileRecord]
@@ -204,7 +204,7 @@ class Manifest(Strict):
     fingerprint: str
     preset: str | None = None
     recipe: Recipe
-    shards: list[ShardResult]
+    shards: list[ManifestShard]
     counts: Counts
     tokens: Tokens
     content: str  # digest over every shard's content digest, split by split
@@ -235,7 +235,7 @@ class Manifest(Strict):
         return sum(f.rows for f in self.split_files(split))
 
 
-def stage_content(shards: list[ShardResult] | list[ShardRecord]) -> str:
+def stage_content(shards: list[ManifestShard] | list[ShardRecord]) -> str:
     """One digest for a stage's rows: its shards' content digests, in shard order, split by split."""
     h = hashlib.sha256()
     for shard in shards:

@@ -12,8 +12,8 @@ from scalequest_dataset.run import records
 from scalequest_dataset.run.records import (
     Counts,
     FileRecord,
+    ManifestShard,
     Plan,
-    ShardResult,
     ShardSpec,
     Tokens,
     stage_content,
@@ -27,9 +27,9 @@ def file(content: str) -> FileRecord:
     return FileRecord(file="train-00000-of-00001.parquet", rows=1, bytes=10, sha256="0" * 64, content=content)
 
 
-def shard(index: int, train: str, dropped: str | None = None) -> ShardResult:
+def shard(index: int, train: str, dropped: str | None = None) -> ManifestShard:
     files = {"train": file(train)} | ({"dropped": file(dropped)} if dropped else {})
-    return ShardResult(index=index, rows_in=1, files=files, drops={}, tokens=Tokens())
+    return ManifestShard(index=index, rows_in=1, files=files, drops={}, tokens=Tokens())
 
 
 def test_a_record_round_trips_through_its_exact_bytes(tmp_path):
