@@ -155,6 +155,16 @@ def build_parser() -> argparse.ArgumentParser:
                        help="verify every shard of every stage and write the manifests (after a Slurm array)")
     p.add_argument("run_dir", help="a run directory (a path or a URL)")
     sub.add_parser("doctor", parents=[common], help="check this machine: engines, devices, caches, the Hub, a token")
+    p = sub.add_parser("preflight", parents=[common],
+                       help="before spending GPU-hours: vLLM, GPUs vs workers x tensor parallelism, each model's "
+                       "weights vs GPU memory and disk, tokens, trust_remote_code (exit 2: the first thing to fix)")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--preset", help="a built-in preset (default: demo)")
+    src.add_argument("--config", help="a resolved config file (e.g. RUN/config.yaml)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--engine", choices=sorted(ENGINES), help="override engine.name")
+    p.add_argument("--workers", type=int, default=1, help="worker processes (or actors), one engine each")
+    p.add_argument("--gpus-per-worker", type=int, default=1, help="GPUs per worker (tensor parallelism)")
     p = sub.add_parser("tiny-model", parents=[common],
                        help="build the tiny random Qwen2 test model (byte-identical per seed)")
     p.add_argument("dir", type=Path)
@@ -412,6 +422,20 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return OK if ok else USAGE
 
 
+def cmd_preflight(args: argparse.Namespace) -> int:
+    from .preflight import preflight
+    from .recipe.config import ConfigError, resolve_config
+    from .run.backends.base import check_workers
+
+    check_workers(args.workers, args.gpus_per_worker)
+    config = resolve_config(args.config or args.preset or "demo", args.overrides, args.engine)
+    with logged(args, console.command_log("preflight")):
+        problem = preflight(config, args.workers, args.gpus_per_worker, console.out)
+    if problem:
+        raise ConfigError(problem)
+    return OK
+
+
 def cmd_presets(args: argparse.Namespace) -> int:
     from .recipe.config import resolve_config
 
@@ -435,6 +459,7 @@ def cmd_model(args: argparse.Namespace) -> int:
 HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
     "run": cmd_run, "demo": cmd_demo, "publish": cmd_publish, "log": cmd_log, "load": cmd_load, "diff": cmd_diff,
     "regenerate": cmd_regenerate, "status": cmd_status, "finalize": cmd_finalize, "doctor": cmd_doctor,
+    "preflight": cmd_preflight,
     "tiny-model": cmd_model, "demo-model": cmd_model, "presets": cmd_presets,
 }
 

@@ -173,6 +173,7 @@ class _Repo:
     branches: dict[str, str] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
     lfs_oids: set[str] = field(default_factory=set)  # LFS objects uploaded to this repo
+    gated: bool | str = False  # reported by repo info only (access is not controlled)
 
     @property
     def url_path(self) -> str:
@@ -489,7 +490,7 @@ class _Hub:
         info: dict[str, Any] = {
             "_id": self._object_id(repo), "id": repo.repo_id, "author": repo.repo_id.split("/")[0],
             "sha": commit.oid, "lastModified": _iso(commit.date), "createdAt": _iso(repo.created_at),
-            "private": repo.private, "gated": False, "disabled": False, "downloads": 0, "downloadsAllTime": 0,
+            "private": repo.private, "gated": repo.gated, "disabled": False, "downloads": 0, "downloadsAllTime": 0,
             "likes": 0, "tags": [*tags, "region:us"], "siblings": siblings,
             "usedStorage": sum(e.size for e in commit.files.values()),
         }
@@ -995,6 +996,26 @@ class HubServer:
     def __enter__(self) -> HubServer:
         self.start()
         return self
+
+    def seed_model(self, repo_id: str, files: Mapping[str, bytes | int], *, gated: bool | str = False,
+                   private: bool = False) -> str:
+        """A model repository with one commit on main, made here (not over HTTP): a file given as bytes is
+        served; one given as an int is an LFS file of that size whose content is never served (a 15 GB weight
+        file's listing, without its bytes). Returns the commit id."""
+        entries: dict[str, _Entry] = {}
+        with self._hub.lock:
+            for path, content in files.items():
+                if isinstance(content, int):
+                    entries[path] = _Entry.large(hashlib.sha256(path.encode()).hexdigest(), content)
+                else:
+                    entries[path] = _Entry.regular(content)
+                    self._hub.blobs[entries[path].sha256] = content
+            repo = _Repo("model", repo_id, private, _now(), gated=gated)
+            commit = _make_commit(None, entries, "seed", "", "system")
+            repo.commits[commit.oid] = commit
+            repo.branches["main"] = commit.oid
+            self._hub.repos[("model", repo_id)] = repo
+        return commit.oid
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
