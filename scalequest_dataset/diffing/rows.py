@@ -35,7 +35,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from .stats import Distributions
+from .stats import Distributions, numpy_of
 
 ID = "id"
 
@@ -70,7 +70,7 @@ def read_footer(path: Path) -> Shard:
         raise ValueError(f"{path}: no {ID!r} column; rows are matched by id")
     lo, hi = _id_range_from_statistics(meta.metadata)
     if meta.metadata.num_rows and (lo is None or hi is None):  # no statistics: read the id column alone
-        bounds = pc.min_max(pq.read_table(path, columns=[ID]).column(ID)).as_py()
+        bounds = pc.min_max(meta.read(columns=[ID]).column(ID)).as_py()
         lo, hi = bounds["min"], bounds["max"]
     return Shard(Path(path), meta.metadata.num_rows, lo, hi, schema, meta.metadata.created_by or "", meta.metadata)
 
@@ -117,8 +117,10 @@ def _load(group: list[Shard], check: Check | None = None) -> tuple[pa.Table, Dis
 
 
 def _read(group: list[Shard], check: Check | None, columns: list[str] | None = None) -> pa.Table:
-    # One thread per table: pyarrow's own pool on top of the loaders' costs several times the CPU (it spins)
-    tables = [pq.read_table(s.path, columns=columns, use_threads=False) for s in group]
+    # One thread per table: pyarrow's own pool on top of the loaders' costs several times the CPU (it spins). The
+    # file reader itself, with the footer already parsed: pq.read_table goes through pyarrow.dataset (and imports
+    # pandas, ~0.5 s).
+    tables = [pq.ParquetFile(s.path, metadata=s.meta).read(columns=columns, use_threads=False) for s in group]
     for shard, t in zip(group, tables, strict=True):
         if check is not None:
             check(shard.path, t)
@@ -378,8 +380,8 @@ class RowChanges:
         changed = np.logical_or.reduce(list(changed_in.values()))
         rows = np.flatnonzero(changed)
         if not self.every_row:
-            self._flag(ta.take(pa.array(rows, pa.int64())))
-        self._note("changed", ta.column(ID).take(pa.array(rows[: self.max_ids], pa.int64())), len(rows))
+            self._flag(ta.take(_indices(rows)))
+        self._note("changed", ta.column(ID).take(_indices(rows[: self.max_ids])), len(rows))
         for i in rows[: max(0, self.sample - len(self.samples))]:
             self.samples.append(_sample(ta, tb, int(i), [c for c, d in changed_in.items() if d[i]]))
 
@@ -506,7 +508,7 @@ def _valid(a: pa.Array) -> np.ndarray:
         return np.zeros(len(a), dtype=bool)
     if a.null_count == 0:
         return np.ones(len(a), dtype=bool)
-    return a.is_valid().to_numpy(zero_copy_only=False)
+    return numpy_of(a.is_valid())
 
 
 def _differs(a: pa.Array, b: pa.Array) -> np.ndarray:
@@ -544,14 +546,26 @@ def _values_differ(a: pa.Array, b: pa.Array, both: np.ndarray) -> np.ndarray:
             out |= _differs(pc.struct_field(a, [i]), pc.struct_field(b, [i]))
         return out
     try:
-        return pc.fill_null(pc.not_equal(a, b), False).to_numpy(zero_copy_only=False)
+        return _false_where_null(pc.not_equal(a, b))
     except pa.ArrowNotImplementedError:  # a type without a comparison kernel (e.g. intervals)
         return np.array([x != y for x, y in zip(a.to_pylist(), b.to_pylist(), strict=True)], dtype=bool)
 
 
+def _indices(rows: np.ndarray) -> pa.Array:
+    """Row numbers as an Arrow int64 array, from the numpy buffer (pa.array(numpy) imports pandas)."""
+    values = np.ascontiguousarray(rows, dtype=np.int64)
+    return pa.Array.from_buffers(pa.int64(), len(values), [None, pa.py_buffer(values)])
+
+
+def _false_where_null(flags: pa.Array) -> np.ndarray:
+    """A boolean array's values, False where null (pc.fill_null would build a scalar: that imports pandas)."""
+    values = numpy_of(flags)
+    return values & numpy_of(flags.is_valid()) if flags.null_count else values
+
+
 def _floats_differ(a: pa.Array, b: pa.Array) -> np.ndarray:
     """By bits: -0.0 differs from 0.0; any NaN equals any NaN."""
-    na, nb = a.to_numpy(zero_copy_only=False), b.to_numpy(zero_copy_only=False)
+    na, nb = numpy_of(a), numpy_of(b)  # null slots: masked by the caller
     bits = np.dtype(f"u{na.dtype.itemsize}")
     return (na.view(bits) != nb.view(bits)) & ~(np.isnan(na) & np.isnan(nb))
 
@@ -565,16 +579,17 @@ def _lists_differ(a: pa.Array, b: pa.Array, both: np.ndarray) -> np.ndarray:
     rows = np.flatnonzero(both & ~out)
     if not len(rows):
         return out
-    take = pa.array(rows, pa.int64())
+    take = _indices(rows)
     sa, sb = a.take(take), b.take(take)
     fa, fb = pc.list_flatten(sa), pc.list_flatten(sb)
     if len(fa):
         element_differs = _differs(fa, fb)
-        parents = pc.list_parent_indices(sa).to_numpy(zero_copy_only=False)
+        parents = numpy_of(pc.list_parent_indices(sa))
         out[rows[np.bincount(parents[element_differs], minlength=len(rows)) > 0]] = True
     return out
 
 
 def _lengths(a: pa.Array) -> np.ndarray:
-    return pc.fill_null(pc.list_value_length(a), 0).to_numpy(zero_copy_only=False)
+    lengths = pc.list_value_length(a)
+    return numpy_of(lengths) * _false_where_null(pc.is_valid(lengths)) if lengths.null_count else numpy_of(lengths)
 
