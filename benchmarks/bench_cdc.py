@@ -21,8 +21,8 @@ import numpy as np
 from dedup import dedup
 from synthetic import _texts
 
-from scalequest_dataset import files
-from scalequest_dataset.files import write_rows
+from scalequest_dataset.run import files
+from scalequest_dataset.run.files import write_rows
 from scalequest_dataset.stages import STAGES
 
 SHARD = 10_000

@@ -9,8 +9,8 @@ import time
 import pyarrow as pa
 import pytest
 
-from scalequest_dataset.files import write_table
 from scalequest_dataset.revisions import known, verify
+from scalequest_dataset.run.files import write_table
 from scalequest_dataset.run.records import FileRecord
 
 
