@@ -120,3 +120,25 @@ def test_on_a_cpu_machine_each_worker_gets_its_own_share_of_the_cores(monkeypatc
     assert all("CUDA_VISIBLE_DEVICES" not in e for e in envs)
     monkeypatch.setenv("VLLM_CPU_OMP_THREADS_BIND", "0-3")  # the user's binding is left alone
     assert all("VLLM_CPU_OMP_THREADS_BIND" not in e for e in worker_devices(2, 1))
+
+
+def test_a_local_worker_can_start_processes_and_is_stopped_with_them(tmp_path):
+    """vLLM starts its engine core (and, for tensor parallelism, one process per GPU) inside the worker: a daemonic
+    worker could not (Python refuses children to daemonic processes). Stopping a worker ends its process group."""
+    import os
+    import signal
+    import time
+
+    from scalequest_dataset.run.backends.local import _Process
+
+    proc = _Process(0, {}, tmp_path / "logs")
+    try:
+        assert proc.process.daemon is False
+        pid = proc.process.pid
+        deadline = time.monotonic() + 120
+        while os.getpgid(pid) != pid and time.monotonic() < deadline:  # it made its own group
+            time.sleep(0.1)
+        assert os.getpgid(pid) == pid
+    finally:
+        proc.stop(now=True)
+    assert not proc.process.is_alive() and proc.process.exitcode == -signal.SIGTERM

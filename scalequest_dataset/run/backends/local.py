@@ -9,6 +9,7 @@ times. An exception in a stage is not retried: it fails the stage, naming the sh
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import os
 import shutil
@@ -94,6 +95,15 @@ class LocalBackend(Backend):
             envs = worker_devices(self.workers, self.gpus_per_worker)
             logs = RunLayout(job.run_dir).logs
             self._procs = {r: _Process(r, envs[r], logs) for r in range(self.workers)}
+        try:
+            self._dispatch(job, reporter)
+        except BaseException:  # a failed stage or Ctrl-C: no worker (nor an engine process it started) outlives it
+            for proc in self._procs.values():
+                proc.stop(now=True)
+            self._procs.clear()
+            raise
+
+    def _dispatch(self, job: StageJob, reporter: Reporter) -> None:
         config = job.config.model_dump(mode="json")
         queue = deque((index, 1) for index in job.indices)
         idle = deque(sorted(self._procs))
@@ -169,7 +179,11 @@ class LocalBackend(Backend):
 
 
 class _Process:
-    """One worker process and the parent's end of its pipe."""
+    """One worker process and the parent's end of its pipe.
+
+    Not daemonic: a worker must be able to start children (on a GPU vLLM runs its engine core in a child process,
+    and tensor parallelism one process per GPU; Python refuses children to a daemonic process). It leads its own
+    process group, so that stopping it stops those children too."""
 
     def __init__(self, rank: int, env: dict[str, str], logs) -> None:
         self.rank, self.env, self.logs = rank, env, logs
@@ -178,7 +192,7 @@ class _Process:
         ctx = mp.get_context("spawn")  # never fork a process that may hold torch or CUDA state
         self.conn, child = ctx.Pipe()
         self.process = ctx.Process(target=_worker_main, args=(rank, env, str(self.log), child),
-                                   name=f"scalequest-local-{rank}", daemon=True)
+                                   name=f"scalequest-local-{rank}", daemon=False)
         self.process.start()
         child.close()
 
@@ -189,20 +203,31 @@ class _Process:
             return f"killed by {signal.Signals(-code).name}"
         return f"exit code {code}"
 
-    def stop(self) -> None:
-        try:
-            self.conn.send(("stop",))
-        except (OSError, BrokenPipeError):
-            pass
-        self.process.join(timeout=30)
-        if self.process.is_alive():
-            self.process.kill()
-            self.process.join()
+    def stop(self, now: bool = False) -> None:
+        """Ask the worker to stop (it closes its engines), unless `now`; then end its process group (the engine
+        processes it started) if anything of it is left."""
+        if not now and self.process.is_alive():
+            try:
+                self.conn.send(("stop",))
+            except (OSError, BrokenPipeError):
+                pass
+            self.process.join(timeout=30)
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            if self.process.pid is not None:
+                try:
+                    os.killpg(self.process.pid, sig)  # the group outlives its leader: its children are in it
+                except (ProcessLookupError, PermissionError):  # not yet its own group: the worker alone
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(self.process.pid, sig)
+            if self.process.is_alive():
+                self.process.join(timeout=10)
+        self.process.join(timeout=1)
         self.conn.close()
 
 
 def _worker_main(rank: int, env: dict[str, str], log: str, conn: Connection) -> None:
     """A worker process: its devices and threads set before anything imports torch, its output to its log."""
+    os.setpgid(0, 0)  # its own process group, with the children its engines start (see _Process)
     os.environ.update(env)
     fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(fd, 1)
