@@ -98,7 +98,7 @@ def build_manifest(config: RunConfig, plan: Plan, recs: list[ShardRecord], repor
                       dropped=dict(sorted(drops.items()))),
         tokens=sum((r.tokens for r in recs), Tokens()),
         content=stage_content(shards), report=report,
-        execution=_execution(recs))
+        execution=_execution(recs, plan.seconds))
 
 
 def _with_reuse(manifest: Manifest, layout: RunLayout, name: str, recs: list[ShardRecord]) -> Manifest:
@@ -112,7 +112,7 @@ def _with_reuse(manifest: Manifest, layout: RunLayout, name: str, recs: list[Sha
     return manifest.model_copy(update={"execution": manifest.execution.model_copy(update={"reuse": reuse})})
 
 
-def _execution(recs: list[ShardRecord]) -> ManifestExecution:
+def _execution(recs: list[ShardRecord], plan_seconds: float = 0.0) -> ManifestExecution:
     """Per-shard executions, with their (few distinct) environments stored once, and the stage's cost."""
     from datetime import datetime
 
@@ -129,7 +129,7 @@ def _execution(recs: list[ShardRecord]) -> ManifestExecution:
         spans.append((start, start + r.execution.seconds))
     return ManifestExecution(
         environments=dict(sorted(environments.items())), shards=shards,
-        cost=Cost(wall_seconds=round(_covered(spans), 3),
+        cost=Cost(plan_seconds=plan_seconds, wall_seconds=round(_covered(spans), 3),
                   worker_seconds=round(sum(r.execution.seconds for r in recs), 3),
                   gpu_seconds=round(sum(r.execution.seconds * r.execution.gpus for r in recs), 3),
                   reused_rows=sum(r.execution.reused_rows for r in recs),

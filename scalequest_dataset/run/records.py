@@ -75,6 +75,9 @@ class Plan(Strict):
     models: dict[str, PinnedModel]
     shards: list[ShardSpec]
     prepared: FileRecord | None = None  # state/<stage>/prepared.parquet, if the stage prepares
+    # CPU seconds of planning (the whole-input passes: the cut, dedup's and decontamination's `prepare`), carried
+    # into the manifest's cost. Execution, not identity: a plan is written once and never compared on it.
+    seconds: float = 0.0
 
 
 class Tokens(Strict):
@@ -161,6 +164,7 @@ class ShardExecution(_ExecutionBase):
 
 
 class Cost(Strict):
+    plan_seconds: float = 0.0  # CPU seconds of the plan's whole-input passes (serial, before any shard)
     wall_seconds: float = 0.0  # first shard start to last shard end (across resumes: their sum of spans)
     worker_seconds: float = 0.0  # sum of shard seconds
     gpu_seconds: float = 0.0  # sum of shard seconds x GPUs its worker held
@@ -263,7 +267,7 @@ def execution_differences(a: Manifest, b: Manifest) -> list[str]:
 
 
 # Execution fields that differ between any two runs, even on one machine: not a different environment.
-RUN_NOISE = ("seconds", "started", "pid", "cost.wall_seconds", "cost.worker_seconds", "cost.gpu_seconds",
+RUN_NOISE = ("seconds", "started", "pid", "cost.plan_seconds", "cost.wall_seconds", "cost.worker_seconds", "cost.gpu_seconds",
              "files.sha256",
              # `run --from`: how much was reused says how this run went, not where (the manifest's `reuse` says it)
              "reused_rows", "reused_shard", "reused_tokens.prompt", "reused_tokens.completion", "cost.reused_rows",

@@ -84,7 +84,7 @@ def _run(layout: RunLayout, config: RunConfig, plan: Plan, spec: ShardSpec, cont
     _remove_leftovers(layout, plan.stage, spec.index, total)
     files = {"train": FileRecord(**write_rows(layout.shard_file(plan.stage, "train", spec.index, total),
                                               result.rows, stage.features))}
-    if stage.dropped_features is not None:
+    if stage.dropped_features is not None and result.dropped:  # no empty files: a shard that dropped nothing has none
         files["dropped"] = FileRecord(**write_rows(layout.shard_file(plan.stage, "dropped", spec.index, total),
                                                    result.dropped, stage.dropped_features))
     elif result.dropped:

@@ -176,6 +176,7 @@ class Stage:
     features: ClassVar[Any]  # datasets.Features of the `train` split
     dropped_features: ClassVar[Any | None] = None  # stages that remove rows also write a `dropped` split
     group_key: ClassVar[str | None] = None  # a shard never splits rows that share this column's value
+    one_row_per_group: ClassVar[bool] = False  # writes one row per group: shards are cut by groups (output rows)
     reads: ClassVar[tuple[str, ...]] = ()  # the input columns this stage needs
     # The card: the paper's settings of this stage (a run's other values are listed as departures), its pictures,
     # and whether it is the dataset's default config on the Hub.

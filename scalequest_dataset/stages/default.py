@@ -59,13 +59,14 @@ class SelectStage(Stage):
     @classmethod
     def card_notes(cls, p: dict[str, Any]) -> list[Note]:
         return [(GAP, "best-of-k by reward; the paper leaves ties open: the lowest response id wins")]
-    version = "1"
+    version = "2"  # 2: shards cut by output rows (rows_per_shard questions), not input rows
     Params = Params
     unit_in, unit_out = "response", "question"
     reads = ("id", "question_id", "query", "response", "reward", "generator")
     description = "One (query, response) pair per question: its highest-reward response."
     features = FEATURES
     group_key = "question_id"
+    one_row_per_group = True
 
     def process(self, rows: list[dict[str, Any]], ctx: StageContext) -> ShardResult:
         out = []

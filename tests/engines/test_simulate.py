@@ -108,6 +108,19 @@ def test_paper_preset_runs_every_stage_with_a_real_funnel(paper):
                           ("difficulty", "easy-sampled-out"), ("responses", "no-final-answer")]:
         assert drops[stage].get(reason), (stage, drops[stage])
     assert manifests["default"].rows("train") > 0
+    # No empty files (reward refused nothing: it has no `dropped` file at all), and `default`, one row per question,
+    # is cut by its output rows: every shard but the last holds rows_per_shard questions.
+    for stage, m in manifests.items():
+        assert all(f.rows for s in m.shards for split, f in s.files.items() if split != "train"), stage
+    assert "dropped" not in manifests["reward"].splits()
+    assert [f.rows for f in manifests["default"].split_files("train")][:-1] == [16] * (len(manifests["default"].shards) - 1)
+    assert len(manifests["default"].shards) > 1
+    # The whole-input passes at plan time are in the cost table (issue 22: they were missing).
+    assert all(manifests[s].execution.cost.plan_seconds > 0 for s in ("dedup", "decontamination"))
+    from scalequest_dataset.funnel import format_cost
+
+    table = format_cost(manifests).splitlines()
+    assert "plan s" in table[0] and float(table[4].split()[1]) > 0  # decontamination's row
     text = paper.manifest("reward").read_text(encoding="utf-8")
     assert '"internlm/internlm2-7b-reward"' in text and re.search(r'"engine": "simulate"', text)
 
@@ -131,3 +144,4 @@ def test_paper_preset_publishes_loads_and_diffs(paper, tmp_path):
     ds = scalequest_dataset.load_dataset(store, "default", revision="v1")
     assert ds.num_rows == rec.read(Manifest, paper.manifest("default")).rows("train")
     assert diff(str(paper.root), f"{store}@v1", stage="default").identical
+    assert scalequest_dataset.load_dataset(store, "reward", revision="v1-reward", split="dropped").num_rows == 0

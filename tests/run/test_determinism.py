@@ -20,7 +20,7 @@ def reference(tmp_path_factory, pool) -> dict[str, bytes]:
     root = tmp_path_factory.mktemp("reference")
     tiny_run(root, pool)
     files = data_files(root)
-    assert len(files) > 40, "the tiny run wrote too few shards"
+    assert len(files) > 25, "the tiny run wrote too few shards"  # no empty `dropped` files since issue 22
     return files
 
 
