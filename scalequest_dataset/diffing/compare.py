@@ -163,7 +163,7 @@ class _Pair:
         result = StageDiff(stage, "identical", counts=_counts(ma, mb), why=why(ma, mb),
                            execution=execution_differences(ma, mb))
         splits = _splits(ma, mb)
-        plans = {split: self._plan(_shards(ma, split), _shards(mb, split)) for split in splits}
+        plans = {split: self._plan(_shards(ma, split), _shards(mb, split), split != "train") for split in splits}
         if self.verify:
             for side, src, m in ((0, self.src_a, ma), (1, self.src_b, mb)):
                 for plan in plans.values():
@@ -184,10 +184,14 @@ class _Pair:
         return result
 
     @staticmethod
-    def _plan(sa: dict[str, FileRecord], sb: dict[str, FileRecord]) -> dict[str, Any]:
+    def _plan(sa: dict[str, FileRecord], sb: dict[str, FileRecord], empty_is_rows: bool = False) -> dict[str, Any]:
         """Which files of a split are compared, which only need their bytes checked, and which need a full check
-        (as pairs of lists: side a, side b)."""
+        (as pairs of lists: side a, side b). `empty_is_rows`: a `dropped` split with no files on one side is
+        empty there (a shard that drops nothing writes no file), so the other side's rows are compared with none."""
         twins = {f for f in sa if f in sb and sa[f].sha256 == sb[f].sha256}
+        if (not sa or not sb) and empty_is_rows and (sa or sb):
+            return {"twins": twins, "bytes": ([], []), "full": ([], []),
+                    "compare": (list(sa.values()), list(sb.values()))}
         if not sa or not sb:
             return {"twins": twins, "bytes": ([], []), "full": (list(sa.values()), list(sb.values())),
                     "compare": ([], [])}
@@ -215,7 +219,7 @@ class _Pair:
         sa, sb = _shards(ma, split), _shards(mb, split)
         changed = sorted((set(sa) | set(sb)) - plan["twins"])
         result = SplitDiff(split, "identical", (len(sa), len(sb)), changed, (ma.rows(split), mb.rows(split)))
-        if not sa or not sb:
+        if (not sa or not sb) and not plan["compare"][0] and not plan["compare"][1]:
             result.status = "added" if sb else "removed"
             return result
         if not changed:

@@ -16,14 +16,16 @@ from typing import TYPE_CHECKING, Any
 
 # Imported on first use, so that `scalequest --version` or `scalequest log` do not pay for the executor's
 # dependencies (the stages, `datasets`, pandas: ~1 s of start-up).
+# `finalize` the function is `runner.finalize`: imported lazily, the package attribute `finalize` would be the
+# submodule finalize.py once that is loaded, so it is not exported here.
 _API = {"RunLayout": "layout", "StageError": "plan", "load_config": "plan", "Runner": "runner",
-        "ShardSlice": "runner", "finalize": "runner", "status": "runner", "run_shard": "worker"}
-__all__ = ["RunLayout", "Runner", "ShardSlice", "StageError", "finalize", "load_config", "run_shard", "status"]
+        "ShardSlice": "runner", "status": "runner", "run_shard": "worker"}
+__all__ = ["RunLayout", "Runner", "ShardSlice", "StageError", "load_config", "run_shard", "status"]
 
 if TYPE_CHECKING:
     from .layout import RunLayout
     from .plan import StageError, load_config
-    from .runner import Runner, ShardSlice, finalize, status
+    from .runner import Runner, ShardSlice, status
     from .worker import run_shard
 
 

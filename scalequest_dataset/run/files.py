@@ -175,6 +175,24 @@ def sha256_file(path: Path | UrlPath) -> str:
     return h.hexdigest()
 
 
+def stamp(path: Path | UrlPath) -> list[int] | None:
+    """What says a local file is still the one written: size, mtime, ctime and inode (ctime moves on any write or
+    rename onto it, and utime cannot set it back), as the model-identity memo keys its hashes. None for an object
+    in a store (no inode, no ctime): it is hashed whenever it is read."""
+    if isinstance(path, UrlPath):
+        return None
+    st = os.stat(path)
+    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+
+
+def unchanged(path: Path | UrlPath, recorded: list[int] | None) -> bool:
+    """True if local `path` still has the stamp recorded when this run wrote it (False if none was recorded)."""
+    try:
+        return recorded is not None and stamp(path) == list(recorded)
+    except OSError:
+        return False
+
+
 def file_problem(path: Path | UrlPath, sha256: str) -> str | None:
     """None if the file at `path` has this sha256; else what is wrong ("missing", or both digests), for the
     caller's message. The one place every boundary (plan, publish, load, diff, regenerate) checks bytes."""

@@ -124,7 +124,7 @@ def _execution(recs: list[ShardRecord], plan_seconds: float = 0.0) -> ManifestEx
         key = hashlib.sha256(canonical_json(env).encode()).hexdigest()[:12]
         environments[key] = env
         shards.append(ShardExecution(index=r.index, environment=key,
-                                     **r.execution.model_dump(exclude={"environment"})))
+                                     **r.execution.model_dump(exclude={"environment", "stamps"})))
         start = datetime.fromisoformat(r.execution.started).timestamp()
         spans.append((start, start + r.execution.seconds))
     return ManifestExecution(

@@ -109,6 +109,11 @@ class _ExecutionBase(Strict):
 class Execution(_ExecutionBase):
     """How one shard's work went. Never part of the data's identity."""
 
+    # split -> files.stamp() of the file just after this worker wrote it on `host`: on that host, while a file keeps
+    # its stamp, later steps of the run (resume, finalize, status, the next stage's plan and reads) trust the sha256
+    # computed as it was written instead of reading it again. Kept in the shard record only, never in a manifest.
+    stamps: dict[str, list[int]] = Field(default_factory=dict)
+
     environment: dict[str, Any] = Field(default_factory=dict)  # python, platform, library versions, numerics-relevant env flags
 
 

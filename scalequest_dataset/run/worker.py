@@ -26,7 +26,7 @@ from ..recipe.config import RunConfig
 from ..recipe.model_identity import ResolvedModel
 from ..stages import ShardResult, Stage, StageContext
 from . import records
-from .files import sha256_file, write_rows
+from .files import sha256_file, stamp, unchanged, write_rows
 from .layout import RunLayout, shard_name
 from .plan import StageError, load_config, open_stage, read_manifest
 from .records import Execution, FileRecord, Manifest, Plan, ShardRecord, ShardSpec, Tokens
@@ -89,6 +89,7 @@ def _run(layout: RunLayout, config: RunConfig, plan: Plan, spec: ShardSpec, cont
                                                    result.dropped, stage.dropped_features))
     elif result.dropped:
         raise StageError(f"stage {plan.stage!r} dropped rows but declares no `dropped` split")
+    folder = layout.data_dir(plan.stage)
     record = ShardRecord(
         stage=plan.stage, index=spec.index, fingerprint=plan.fingerprint, rows_in=len(rows), files=files,
         drops=result.drop_counts(), tokens=Tokens(prompt=result.prompt_tokens, completion=result.tokens),
@@ -97,6 +98,7 @@ def _run(layout: RunLayout, config: RunConfig, plan: Plan, spec: ShardSpec, cont
             host=socket.gethostname(), worker=context.name, pid=os.getpid(),
             devices=os.environ.get("CUDA_VISIBLE_DEVICES"), gpus=context.gpus, attempt=attempt,
             reused_rows=reused_rows, reused_tokens=reused_tokens,
+            stamps={split: s for split, info in files.items() if (s := stamp(folder / info.file)) is not None},
             # keyed and named by model id: where this machine keeps the weights is nobody's business
             engines={model: {**info.as_dict(), "model": model} for model, info in sorted(ctx.engines_used.items())},
             environment=environment()))
@@ -139,11 +141,30 @@ def verified_record(layout: RunLayout, plan: Plan, index: int) -> ShardRecord | 
         return None
     if record.fingerprint != plan.fingerprint or record.index != index:
         return None
-    for info in record.files.values():
+    for split, info in record.files.items():
         file = layout.data_dir(plan.stage) / info.file
+        if written_here(record, split, file):
+            continue
         if not file.is_file() or file.stat().st_size != info.bytes or sha256_file(file) != info.sha256:
             return None
     return record
+
+
+def written_here(record: ShardRecord, split: str, path: Path) -> bool:
+    """The file of `split` is the one the record's worker wrote and hashed, on this host, untouched since (its
+    stamp): its recorded sha256 holds without reading it again. Any other file is hashed: one written on another
+    machine, copied, touched, or read from a revision (publish, fetch, diff, load and regenerate always hash)."""
+    return record.execution.host == socket.gethostname() and unchanged(path, record.execution.stamps.get(split))
+
+
+def input_record(layout: RunLayout, manifest: Manifest, position: int) -> ShardRecord | None:
+    """The shard record behind the input manifest's `position`-th shard, if it is still in the run directory."""
+    shard = manifest.shards[position]
+    try:
+        record = records.read(ShardRecord, layout.record(manifest.stage, shard.index))
+    except (ValueError, OSError):
+        return None
+    return record if record.fingerprint == manifest.fingerprint and record.files == shard.files else None
 
 
 def _input_rows(layout: RunLayout, stage: Stage, plan: Plan, spec: ShardSpec) -> list[dict[str, Any]]:
@@ -162,13 +183,27 @@ def _input_rows(layout: RunLayout, stage: Stage, plan: Plan, spec: ShardSpec) ->
 
 
 def _read_range(layout: RunLayout, manifest: Manifest, start: int, stop: int) -> list[dict[str, Any]]:
+    """Rows [start, stop) of the input's `train` files. A file this run wrote here and nobody touched since
+    (`written_here`) is read only as far as the range needs, in batches, without hashing; any other is read
+    whole and its sha256 checked first."""
     import hashlib
 
     rows: list[dict[str, Any]] = []
     offset = 0
-    for info in manifest.split_files("train"):
+    for position, shard in enumerate(manifest.shards):
+        info = shard.files.get("train")
+        if info is None:
+            continue
         if offset + info.rows > start and offset < stop:
             path = layout.data_dir(manifest.stage) / info.file
+            lo, hi = max(start - offset, 0), min(stop - offset, info.rows)
+            record = input_record(layout, manifest, position)
+            if record is not None and written_here(record, "train", path):
+                rows.extend(_rows_between(path, lo, hi))
+                offset += info.rows
+                if offset >= stop:
+                    break
+                continue
             blob = path.read_bytes()
             if hashlib.sha256(blob).hexdigest() != info.sha256:
                 raise StageError(f"{path} (input of this stage) does not match the manifest of stage "
@@ -176,10 +211,29 @@ def _read_range(layout: RunLayout, manifest: Manifest, start: int, stop: int) ->
                                  f"to repair it")
             table = pq.read_table(pa.BufferReader(blob)) if blob else None
             if table is not None:
-                lo, hi = max(start - offset, 0), min(stop - offset, info.rows)
                 rows.extend(table.slice(lo, hi - lo).to_pylist())
         offset += info.rows
         if offset >= stop:
+            break
+    return rows
+
+
+def _rows_between(path: Path, lo: int, hi: int, batch: int = 1024) -> list[dict[str, Any]]:
+    """Rows [lo, hi) of one Parquet file: the row groups before `lo` are skipped, decoding stops at `hi`."""
+    file = pq.ParquetFile(path)
+    first, skipped = 0, 0
+    while first < file.num_row_groups and skipped + file.metadata.row_group(first).num_rows <= lo:
+        skipped += file.metadata.row_group(first).num_rows
+        first += 1
+    rows: list[dict[str, Any]] = []
+    position = skipped
+    groups = list(range(first, file.num_row_groups))
+    for part in file.iter_batches(batch_size=batch, row_groups=groups) if groups else ():
+        a, b = max(lo - position, 0), min(hi - position, part.num_rows)
+        if b > a:
+            rows.extend(part.slice(a, b - a).to_pylist())
+        position += part.num_rows
+        if position >= hi:
             break
     return rows
 

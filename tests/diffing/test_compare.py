@@ -49,7 +49,15 @@ def tamper(run: Path, dest: Path, stage: str, mutate, split: str = "train") -> P
     updated (a consistent other version, as someone editing data and re-recording it would make)."""
     shutil.copytree(run, dest)
     manifest = read_json(dest / "manifests" / f"{stage}.json")
-    info = manifest["shards"][0]["files"][split]
+    files = manifest["shards"][0]["files"]
+    if split not in files:  # a shard that dropped nothing has no `dropped` file: start from an empty one
+        from scalequest_dataset.files import arrow_schema
+        from scalequest_dataset.stages import STAGES
+
+        name = files["train"]["file"].replace("train-", f"{split}-", 1)
+        files[split] = {**files["train"], "file": name}
+        pq.write_table(arrow_schema(STAGES[stage].dropped_features).empty_table(), dest / "data" / stage / name)
+    info = files[split]
     path = dest / "data" / stage / info["file"]
     table = mutate(pq.read_table(path))
     pq.write_table(table, path)
@@ -206,7 +214,7 @@ def test_regenerate_reports_a_tampered_shard(run_a, tmp_path, pool):
 
 
 def test_the_dropped_split_is_compared(run_a, tmp_path):
-    """language's `dropped` split is empty in run_a; B drops two rows there (and keeps train as it is)."""
+    """language has no `dropped` file in run_a (it dropped nothing); B drops two rows there (train as it is)."""
     def drop_two(table: pa.Table) -> pa.Table:
         rows = pq.read_table(run_a / "data" / "language" / "train-00000-of-00005.parquet").to_pylist()[:2]
         for r in rows:
@@ -219,7 +227,7 @@ def test_the_dropped_split_is_compared(run_a, tmp_path):
     assert set(lang.splits) == {"train", "dropped"} and lang.status == "changed" and not report.identical
     assert lang.splits["train"].status == "identical"
     dropped = lang.splits["dropped"]
-    assert dropped.status == "changed" and dropped.rows_total == (0, 2)
+    assert dropped.status == "changed" and dropped.rows_total == (0, 2)  # A has no `dropped` file: it dropped nothing
     assert dropped.rows["added"] == 2 and dropped.rows["added_ids"] == ["tiny-a-00000000", "tiny-a-00000001"]
     assert dropped.stats["drop_reason"]["b"] == {"non-ascii": 2}
     text = render(report, "text")

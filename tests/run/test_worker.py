@@ -116,3 +116,68 @@ def test_a_worker_killed_mid_shard_leaves_no_partial_file_and_the_shard_is_redon
     record = rec.read(ShardRecord, RunLayout(out).record("questions", 2))
     assert record.execution.attempt == 2  # redone after its worker died
     assert {rec.read(ShardRecord, RunLayout(out).record("questions", i)).execution.attempt for i in (0, 1, 3, 4)} == {1}
+
+
+# ---------------------------------------------------------------------------------------------- hashing at boundaries
+
+
+def _simulated(root, pool):
+    """The tiny preset under the simulate engine: every stage in a second, nothing built."""
+    return tiny_run(root, pool, "engine.name=simulate", "rows_per_shard=5", "stages.questions.max_tokens=200",
+                    "stages.solvability.max_tokens=200", "stages.difficulty.max_tokens=500",
+                    "stages.responses.max_tokens=500")
+
+
+def _count_data_hashes(monkeypatch) -> list[str]:
+    import scalequest_dataset.files as files
+    import scalequest_dataset.run.worker as worker
+
+    seen: list[str] = []
+    real = files.sha256_file
+
+    def counting(path):
+        if "/data/" in str(path):
+            seen.append(str(path))
+        return real(path)
+
+    monkeypatch.setattr(files, "sha256_file", counting)
+    monkeypatch.setattr(worker, "sha256_file", counting)
+    return seen
+
+
+def test_files_this_run_wrote_are_hashed_once_when_written(tmp_path, pool, monkeypatch):
+    """Plan, shard reads, resume, finalize and status trust the sha256 computed as a file was written while it
+    keeps its stamp on this host; another host, or a touched file, is hashed again."""
+    import os
+
+    from scalequest_dataset.run import status
+    from scalequest_dataset.run.runner import finalize
+
+    seen = _count_data_hashes(monkeypatch)
+    layout = _simulated(tmp_path / "run", pool)
+    _simulated(tmp_path / "run", pool)  # resume: every shard complete
+    finalize(tmp_path / "run")
+    status(layout)
+    assert seen == []
+    shard = sorted(layout.data_dir("language").glob("train-*.parquet"))[0]
+    os.utime(shard, ns=(shard.stat().st_atime_ns, shard.stat().st_mtime_ns))  # same mtime, new ctime
+    status(layout)
+    assert seen == [str(shard)]
+    monkeypatch.setattr("scalequest_dataset.run.worker.socket.gethostname", lambda: "another-node")
+    seen.clear()
+    status(layout)
+    assert len(seen) == len(list(layout.root.glob("data/*/*.parquet")))  # every file, on another machine
+
+
+def test_a_shard_reads_only_its_row_range_and_the_same_rows_either_way(tmp_path, pool, monkeypatch):
+    import scalequest_dataset.run.worker as worker
+
+    layout = _simulated(tmp_path / "run", pool)
+    manifest = rec.read(Manifest, layout.manifest("responses"))
+    total = manifest.rows("train")
+    ranges = [(0, 3), (2, 17), (total - 4, total), (0, total)]
+    fast = [worker._read_range(layout, manifest, a, b) for a, b in ranges]
+    monkeypatch.setattr(worker, "written_here", lambda *args: False)  # as on another machine: whole files, hashed
+    slow = [worker._read_range(layout, manifest, a, b) for a, b in ranges]
+    assert fast == slow and [len(r) for r in fast] == [b - a for a, b in ranges]
+    assert [r["id"] for r in fast[3]] == sorted(r["id"] for r in fast[3])
