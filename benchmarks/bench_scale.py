@@ -80,20 +80,19 @@ def project(result: dict) -> dict:
 
     args = argparse.Namespace(mfu=[0.3, 0.5], question_tokens=70, response_tokens=360, seconds_per_question=0,
                               index_seconds=0)
-    gpu = {r.stage: (r.rows, (r.low + r.high) / 2 * 3600) for r in gpu_hours.estimate(args)}
+    gpu = {r.stage: (r.low + r.high) / 2 for r in gpu_hours.estimate(args)}  # A100-hours at the paper's size
     scale = PAPER_RAW / result["questions"]
     out = {}
     for stage, m in result["stages"].items():
         rows = m["rows_in"] * scale
-        cpu_per_row = m["cpu_s"] / max(m["rows_in"], 1)
-        key = {"language": "language, dedup", "dedup": "language, dedup", "default": "default (best of 5)"}.get(stage,
-                                                                                                            stage)
-        gpu_rows, gpu_s = gpu.get(key, (0, 0))
-        gpu_per_row = gpu_s / gpu_rows if gpu_rows and gpu_s else 0.0
-        out[stage] = {"rows": round(rows), "cpu_hours": round(cpu_per_row * rows / 3600, 2),
-                      "cpu_ms_per_row": round(cpu_per_row * 1000, 3),
-                      "gpu_ms_per_row": round(gpu_per_row * 1000, 1),
-                      "share": round(cpu_per_row / gpu_per_row, 4) if gpu_per_row else None}
+        cpu_hours = m["cpu_s"] * scale / 3600
+        gpu_h = gpu.get(stage, 0.0)
+        out[stage] = {"rows": round(rows), "cpu_hours": round(cpu_hours, 3),
+                      "cpu_ms_per_row": round(m["cpu_s"] / max(m["rows_in"], 1) * 1000, 3),
+                      "gpu_hours": round(gpu_h, 1), "share": round(cpu_hours / gpu_h, 5) if gpu_h else None}
+    cpu_total, gpu_total = sum(p["cpu_hours"] for p in out.values()), sum(gpu.values())
+    out["total"] = {"rows": PAPER_RAW, "cpu_hours": round(cpu_total, 2), "cpu_ms_per_row": None,
+                    "gpu_hours": round(gpu_total, 1), "share": round(cpu_total / gpu_total, 5)}
     return out
 
 
@@ -101,7 +100,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--questions", type=int, nargs="+", default=[10_000, 100_000])
     ap.add_argument("--out", type=Path, default=Path("/tmp/bench-scale"))
+    ap.add_argument("--project", type=Path, help="only print the projection of a results.json")
     args = ap.parse_args()
+    if args.project:
+        report_projection(json.loads(args.project.read_text())["runs"][-1])
+        return
     args.out.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     results = [rehearse(n, args.out, env) for n in args.questions]
@@ -112,14 +115,20 @@ def main() -> None:
                   f"{m['files']} | {m['mb']} |")
         for step, m in r["steps"].items():
             print(f"| {r['questions']:,} | `{step}` | | {m['cpu_s']} | | {m['rss_mb']} | | |")
-    proj = project(results[-1])
-    print(f"\nProjection from {results[-1]['questions']:,} to {PAPER_RAW:,} raw questions:\n")
-    print("| stage | rows | CPU-hours | CPU ms/row | A100 ms/row | CPU/GPU |\n|---|---:|---:|---:|---:|---:|")
+    report_projection(results[-1])
+    (args.out / "results.json").write_text(json.dumps({"runs": results, "projection": project(results[-1])},
+                                                      indent=1))
+
+
+def report_projection(result: dict) -> None:
+    proj = project(result)
+    print(f"\nProjection from {result['questions']:,} to {PAPER_RAW:,} raw questions (CPU x {PAPER_RAW // result['questions']}):\n")
+    print("| stage | rows in | non-model CPU-hours | CPU ms/row | A100-hours (gpu_hours.py) | CPU / GPU |\n"
+          "|---|---:|---:|---:|---:|---:|")
     for stage, p in proj.items():
         share = f"{100 * p['share']:.2f} %" if p["share"] is not None else "-"
-        print(f"| {stage} | {p['rows']:,} | {p['cpu_hours']} | {p['cpu_ms_per_row']} | {p['gpu_ms_per_row'] or '-'} | "
+        print(f"| {stage} | {p['rows']:,} | {p['cpu_hours']} | {p['cpu_ms_per_row'] or '-'} | {p['gpu_hours'] or '-'} | "
               f"{share} |")
-    (args.out / "results.json").write_text(json.dumps({"runs": results, "projection": proj}, indent=1))
 
 
 if __name__ == "__main__":
