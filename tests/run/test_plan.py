@@ -47,11 +47,13 @@ def run_dir(base_run, tmp_path) -> Path:
 # ---------------------------------------------------------------------------------------------- the shard plan
 
 
-def cut(keys: list[str], size: int, group_key: str | None, tmp_path: Path) -> list[tuple[int, int]]:
+def cut(keys: list[str], size: int, group_key: str | None, tmp_path: Path, per_group: bool = False
+        ) -> list[tuple[int, int]]:
     path = tmp_path / "in.parquet"
     pq.write_table(pa.table({"id": keys}), path)
     manifest = SimpleNamespace(rows=lambda split: len(keys))
-    return [(s.start, s.stop) for s in _cut(SimpleNamespace(group_key=group_key), manifest, [path], size)]
+    stage = SimpleNamespace(group_key=group_key, one_row_per_group=per_group)
+    return [(s.start, s.stop) for s in _cut(stage, manifest, [path], size)]
 
 
 def test_rows_are_cut_in_runs_of_rows_per_shard(tmp_path):
@@ -63,6 +65,13 @@ def test_a_group_is_never_split_across_shards(tmp_path):
     keys = list("aaabbccccd")
     assert cut(keys, 2, "id", tmp_path) == [(0, 3), (3, 5), (5, 9), (9, 10)]
     assert cut(keys, 100, "id", tmp_path) == [(0, 10)]
+
+
+def test_a_stage_that_writes_one_row_per_group_is_cut_by_groups(tmp_path):
+    """`default` writes one row per question: rows_per_shard questions a shard, whatever their sizes."""
+    keys = list("aaabbccccdeeeee")
+    assert cut(keys, 2, "id", tmp_path, per_group=True) == [(0, 5), (5, 10), (10, 15)]
+    assert cut(keys, 1, "id", tmp_path, per_group=True) == [(0, 3), (3, 5), (5, 9), (9, 10), (10, 15)]
 
 
 def test_the_plan_does_not_move_with_throughput_knobs(run_dir):

@@ -79,7 +79,7 @@ def test_an_engine_that_fails_every_request_fails_the_stage():
 
 
 # A worker process that kills itself (SIGKILL) in the middle of writing shard 2 of `questions`, the first time:
-# after its `train` file is written, before its `dropped` file and its record. Test support, loaded into the
+# after its `train` file is written, before its record (a shard that drops nothing writes no `dropped` file). Test support, loaded into the
 # run's processes through PYTHONPATH; the production code has no such hook.
 SITECUSTOMIZE = '''
 import os, signal
@@ -87,13 +87,14 @@ marker = os.environ["SCALEQUEST_TEST_KILL_MARKER"]
 import scalequest_dataset.run.worker as worker
 real = worker.write_rows
 def write_rows(path, rows, features):
-    if path.name == "dropped-00002-of-00005.parquet" and "questions" in str(path):
+    written = real(path, rows, features)
+    if path.name == "train-00002-of-00005.parquet" and "questions" in str(path):
         try:
             os.close(os.open(marker, os.O_CREAT | os.O_EXCL))
         except FileExistsError:
-            return real(path, rows, features)
+            return written
         os.kill(os.getpid(), signal.SIGKILL)
-    return real(path, rows, features)
+    return written
 worker.write_rows = write_rows
 '''
 
