@@ -51,7 +51,7 @@ def tamper(run: Path, dest: Path, stage: str, mutate, split: str = "train") -> P
     manifest = read_json(dest / "manifests" / f"{stage}.json")
     files = manifest["shards"][0]["files"]
     if split not in files:  # a shard that dropped nothing has no `dropped` file: start from an empty one
-        from scalequest_dataset.files import arrow_schema
+        from scalequest_dataset.run.files import arrow_schema
         from scalequest_dataset.stages import STAGES
 
         name = files["train"]["file"].replace("train-", f"{split}-", 1)

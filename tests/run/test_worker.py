@@ -130,7 +130,7 @@ def _simulated(root, pool):
 
 
 def _count_data_hashes(monkeypatch) -> list[str]:
-    import scalequest_dataset.files as files
+    import scalequest_dataset.run.files as files
     import scalequest_dataset.run.worker as worker
 
     seen: list[str] = []
