@@ -117,7 +117,7 @@ def test_paper_preset_runs_every_stage_with_a_real_funnel(paper):
     assert len(manifests["default"].shards) > 1
     # The whole-input passes at plan time are in the cost table (issue 22: they were missing).
     assert all(manifests[s].execution.cost.plan_seconds > 0 for s in ("dedup", "decontamination"))
-    from scalequest_dataset.funnel import format_cost
+    from scalequest_dataset.run.funnel import format_cost
 
     table = format_cost(manifests).splitlines()
     assert "plan s" in table[0] and float(table[4].split()[1]) > 0  # decontamination's row
