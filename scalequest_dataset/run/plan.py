@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import socket
 import time
 from pathlib import Path
 
@@ -24,9 +25,9 @@ from ..recipe.model_identity import ResolvedModel, locate_model
 from ..recipe.params import ConfigError, fingerprint, flatten
 from ..stages import STAGES, Stage
 from . import records
-from .files import file_problem, iter_batches, read_table, write_bytes, write_table
+from .files import file_problem, iter_batches, read_table, unchanged, write_bytes, write_table
 from .layout import RunLayout
-from .records import FileRecord, InputRef, Manifest, PinnedModel, Plan, ShardSpec
+from .records import FileRecord, InputRef, Manifest, PinnedModel, Plan, ShardRecord, ShardSpec
 from .urlpath import UrlPath
 
 
@@ -191,8 +192,6 @@ def _cut(stage: Stage, manifest: Manifest, paths: list[Path | UrlPath], size: in
 def verified_inputs(layout: RunLayout, manifest: Manifest) -> list[Path | UrlPath]:
     """The input stage's `train` files, each checked against its manifest (size and sha256), unless this run wrote
     it on this host and nobody touched it since (worker.written_here: the sha256 computed as it was written)."""
-    from .worker import input_record, written_here
-
     paths = []
     for position, shard in enumerate(manifest.shards):
         info = shard.files.get("train")
@@ -204,6 +203,23 @@ def verified_inputs(layout: RunLayout, manifest: Manifest) -> list[Path | UrlPat
             check_file(path, info, f"input stage {manifest.stage!r}")
         paths.append(path)
     return paths
+
+
+def written_here(record: ShardRecord, split: str, path: Path | UrlPath) -> bool:
+    """The file of `split` is the one the record's worker wrote and hashed, on this host, untouched since (its
+    stamp): its recorded sha256 holds without reading it again. Any other file is hashed: one written on another
+    machine, copied, touched, or read from a revision (publish, fetch, diff, load and regenerate always hash)."""
+    return record.execution.host == socket.gethostname() and unchanged(path, record.execution.stamps.get(split))
+
+
+def input_record(layout: RunLayout, manifest: Manifest, position: int) -> ShardRecord | None:
+    """The shard record behind the input manifest's `position`-th shard, if it is still in the run directory."""
+    shard = manifest.shards[position]
+    try:
+        record = records.read(ShardRecord, layout.record(manifest.stage, shard.index))
+    except (ValueError, OSError):
+        return None
+    return record if record.fingerprint == manifest.fingerprint and record.files == shard.files else None
 
 
 def check_file(path: Path | UrlPath, info: FileRecord, what: str) -> None:

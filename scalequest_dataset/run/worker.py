@@ -26,9 +26,9 @@ from ..recipe.config import RunConfig
 from ..recipe.model_identity import ResolvedModel
 from ..stages import ShardResult, Stage, StageContext
 from . import records
-from .files import sha256_file, stamp, unchanged, write_rows
+from .files import sha256_file, stamp, write_rows
 from .layout import RunLayout, shard_name
-from .plan import StageError, load_config, open_stage, read_manifest
+from .plan import StageError, input_record, load_config, open_stage, read_manifest, written_here
 from .records import Execution, FileRecord, Manifest, Plan, ShardRecord, ShardSpec, Tokens
 from .urlpath import UrlPath
 
@@ -148,23 +148,6 @@ def verified_record(layout: RunLayout, plan: Plan, index: int) -> ShardRecord | 
         if not file.is_file() or file.stat().st_size != info.bytes or sha256_file(file) != info.sha256:
             return None
     return record
-
-
-def written_here(record: ShardRecord, split: str, path: Path) -> bool:
-    """The file of `split` is the one the record's worker wrote and hashed, on this host, untouched since (its
-    stamp): its recorded sha256 holds without reading it again. Any other file is hashed: one written on another
-    machine, copied, touched, or read from a revision (publish, fetch, diff, load and regenerate always hash)."""
-    return record.execution.host == socket.gethostname() and unchanged(path, record.execution.stamps.get(split))
-
-
-def input_record(layout: RunLayout, manifest: Manifest, position: int) -> ShardRecord | None:
-    """The shard record behind the input manifest's `position`-th shard, if it is still in the run directory."""
-    shard = manifest.shards[position]
-    try:
-        record = records.read(ShardRecord, layout.record(manifest.stage, shard.index))
-    except (ValueError, OSError):
-        return None
-    return record if record.fingerprint == manifest.fingerprint and record.files == shard.files else None
 
 
 def _input_rows(layout: RunLayout, stage: Stage, plan: Plan, spec: ShardSpec) -> list[dict[str, Any]]:
