@@ -4,17 +4,13 @@ never the rows. A and B share their histogram buckets, so a plot compares like w
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-NUMERIC_COLUMNS = ("difficulty", "reward", "keep_draw", "language_score")
-UNIT_RANGE = ("difficulty", "keep_draw", "language_score")  # scores in [0, 1]: plotted over all of it
-# Counted by value, not by length: a handful of values each.
-CATEGORY_COLUMNS = ("generator", "drop_reason", "finish_reason", "judge_finish_reason", "language")
-ID_COLUMNS = ("id", "question_id", "response_id", "duplicate_of")  # lengths of ids say nothing
 BINS = 20
 
 
@@ -34,6 +30,23 @@ def numpy_of(arr: pa.Array) -> np.ndarray:
     return arr.to_numpy(zero_copy_only=False)
 
 
+def column_kinds() -> dict[str, str]:
+    """What each stage declares of the columns it adds (`Stage.statistics`): column -> number | unit | category |
+    id. A text column not named is counted by length."""
+    from ..stages import REGISTRY
+    from ..stages.base import Stage
+
+    kinds = dict(Stage.statistics)
+    for stage in REGISTRY:
+        kinds.update(stage.statistics)
+    return kinds
+
+
+@functools.cache
+def _columns(*kinds: str) -> frozenset[str]:
+    return frozenset(c for c, k in column_kinds().items() if k in kinds)
+
+
 class Distributions:
     def __init__(self) -> None:
         self.lengths: dict[str, list[np.ndarray]] = {}
@@ -46,17 +59,17 @@ class Distributions:
                 column = column.cast(column.type.value_type)
             # an Array, not a ChunkedArray: ChunkedArray.to_numpy imports pandas (~0.5 s)
             column = column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
-            if name in CATEGORY_COLUMNS:
+            if name in _columns("category"):
                 counts = self.categories.setdefault(name, {})
                 for item in pc.value_counts(column).to_pylist():
                     key = "null" if item["values"] is None else str(item["values"])
                     counts[key] = counts.get(key, 0) + item["counts"]
-            elif _is_text(column.type) and name not in ID_COLUMNS:
+            elif _is_text(column.type) and name not in _columns("id"):
                 if pa.types.is_string_view(column.type):  # utf8_length has no kernel for views
                     column = column.cast(pa.large_string())
                 lengths = pc.utf8_length(pc.drop_null(column))  # a null has no length
                 self.lengths.setdefault(name, []).append(numpy_of(lengths).astype(np.int64))
-            elif name in NUMERIC_COLUMNS and (pa.types.is_floating(column.type) or pa.types.is_integer(column.type)):
+            elif name in _columns("number", "unit") and (pa.types.is_floating(column.type) or pa.types.is_integer(column.type)):
                 values = numpy_of(pc.drop_null(column)).astype(float)
                 self.numbers.setdefault(name, []).append(values[np.isfinite(values)])
 
@@ -93,7 +106,7 @@ class Distributions:
                 continue
             out[col] = {"kind": "number", "column": col,
                         **histograms({"a": a.numbers.get(col), "b": b.numbers.get(col)},
-                                     value_range=(0.0, 1.0) if col in UNIT_RANGE else None)}
+                                     value_range=(0.0, 1.0) if col in _columns("unit") else None)}
         for col in sorted(set(a.categories) | set(b.categories)):
             if set(a.categories.get(col, {})) | set(b.categories.get(col, {})) <= {"null"}:
                 continue

@@ -181,6 +181,9 @@ class Stage:
     # The card: the paper's settings of this stage (a run's other values are listed as departures), its pictures,
     # and whether it is the dataset's default config on the Hub.
     paper: ClassVar[dict[str, Any]] = {}
+    # What a diff counts of the columns this stage adds: column -> "number", "unit" (a score in [0, 1]),
+    # "category" (counted by value) or "id" (no statistics). Here: the columns every stage may write.
+    statistics: ClassVar[dict[str, str]] = {"id": "id", "drop_reason": "category"}
     figures: ClassVar[tuple[Figure, ...]] = ()
     hub_default: ClassVar[bool] = False
     # What a row is, coming in and going out (the funnel reads fan-out and fan-in from these).

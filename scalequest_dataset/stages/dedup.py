@@ -12,7 +12,7 @@ import hashlib
 import re
 import unicodedata
 from collections.abc import Iterable
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import datasets
 import pyarrow as pa
@@ -63,6 +63,7 @@ class Params(Strict):
 
 class DedupStage(Stage):
     name = "dedup"
+    statistics: ClassVar[dict[str, str]] = {"duplicate_of": "id"}  # the diff's statistics (diffing/stats.py)
 
     @classmethod
     def card_notes(cls, p: dict[str, Any]) -> list[Note]:

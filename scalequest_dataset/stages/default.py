@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 from itertools import groupby
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import datasets
 
@@ -52,6 +52,7 @@ def best_response(candidates: list[dict[str, Any]]) -> dict[str, Any]:
 
 class SelectStage(Stage):
     name = "default"
+    statistics: ClassVar[dict[str, str]] = {"response_id": "id"}  # the diff's statistics (diffing/stats.py)
     hub_default = True  # `load_dataset(repo)` without a config name loads this one
     figures = (length_figure("query"), length_figure("response"), DIFFICULTY_FIGURE, REWARD_FIGURE,
                GENERATORS_FIGURE)

@@ -13,7 +13,7 @@ never depends on row order, shard cut or batch. Generators without a keep entry 
 from __future__ import annotations
 
 import bisect
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import datasets
 from pydantic import Field, model_validator
@@ -106,6 +106,7 @@ def self_consistency_difficulty(answers: list[str | None]) -> float:
 
 class DifficultyStage(Stage):
     name = "difficulty"
+    statistics: ClassVar[dict[str, str]] = {"difficulty": "unit", "keep_draw": "unit"}  # the diff's statistics (diffing/stats.py)
     figures = (DIFFICULTY_FIGURE,)
 
     @classmethod

@@ -7,7 +7,7 @@ ord <= 127 (this removed 20.1% of 2M). `langid` is the paper's stated intent (ke
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import datasets
 from pydantic import Field
@@ -28,6 +28,7 @@ class Params(Strict):
 
 class LanguageStage(Stage):
     name = "language"
+    statistics: ClassVar[dict[str, str]] = {"language_score": "unit", "language": "category"}  # the diff's statistics (diffing/stats.py)
 
     @classmethod
     def card_notes(cls, p: dict[str, Any]) -> list[Note]:

@@ -81,6 +81,7 @@ QUESTION_FEATURES = datasets.Features({
 
 class QuestionsStage(Stage):
     name = "questions"
+    statistics: ClassVar[dict[str, str]] = {"generator": "category", "finish_reason": "category"}  # the diff's statistics (diffing/stats.py)
     paper: ClassVar[dict[str, Any]] = {"temperature": 1.0, "top_p": 0.99}
     figures = (length_figure("query"), GENERATORS_FIGURE)
     QGEN_MODELS: ClassVar[set[str]] = {"dyyyyyyyy/ScaleQuest-DeepSeekMath-7B-QGen", "dyyyyyyyy/ScaleQuest-Qwen2-Math-7B-QGen"}

@@ -59,6 +59,7 @@ FEATURES = datasets.Features({
 
 class ResponsesStage(Stage):
     name = "responses"
+    statistics: ClassVar[dict[str, str]] = {"question_id": "id"}  # the diff's statistics (diffing/stats.py)
     paper: ClassVar[dict[str, Any]] = {
         "model": "Qwen/Qwen2-Math-7B-Instruct", "samples": 5, "temperature": 0.7, "top_p": 0.95, "max_tokens": 2048,
         "answer_markers": ["boxed", "he answer is", "final answer is"]}

@@ -59,6 +59,7 @@ def conversation(query: str, response: str) -> list[dict[str, str]]:
 
 class RewardStage(Stage):
     name = "reward"
+    statistics: ClassVar[dict[str, str]] = {"reward": "number"}  # the diff's statistics (diffing/stats.py)
     paper: ClassVar[dict[str, Any]] = {"model": "internlm/internlm2-7b-reward", "dtype": "float16"}
     figures = (REWARD_FIGURE,)
 

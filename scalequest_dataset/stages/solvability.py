@@ -68,6 +68,7 @@ FEATURES = with_columns(
 
 class SolvabilityStage(Stage):
     name = "solvability"
+    statistics: ClassVar[dict[str, str]] = {"judge_finish_reason": "category"}  # the diff's statistics (diffing/stats.py)
     paper: ClassVar[dict[str, Any]] = {"model": "Qwen/Qwen2-Math-7B-Instruct",
                                        "system_prompt": "You are a helpful assistant.", "max_tokens": 2048}
 

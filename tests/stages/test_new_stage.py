@@ -1,5 +1,6 @@
 """A stage owns what is said about it: adding one is one file in stages/ and one name in STAGE_ORDER, and the card
-then shows it - its config, its notes (exact / gap / departure) and its figure - with no other module edited.
+then shows it - its config, its notes (exact / gap / departure) and its figure - and a diff counts the column it
+declares, with no other module edited.
 The package is copied to a temporary folder, the stage added there, and the card rendered in a subprocess."""
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ class ExtraStage(Stage):
     description = "A throwaway stage for a test."
     features = datasets.Features({"id": datasets.Value("string"), "note_score": datasets.Value("float64")})
     figures = (Figure("note-score", "number", "note_score", "Note score"),)
+    statistics = {"note_score": "number"}
 
     @classmethod
     def card_notes(cls, p: dict[str, Any]) -> list[Note]:
@@ -62,8 +64,11 @@ manifests["extra"] = manifests["default"].model_copy(update={"stage": "extra", "
 shard = tmp / "train-00000-of-00001.parquet"
 pq.write_table(pa.table({"id": ["a", "b"], "note_score": [0.25, 0.75]}), shard)
 drawn = stage_figures("extra", {"train": [shard]})
+from scalequest_dataset.diffing.stats import Distributions
+dist = Distributions()
+dist.add(pq.read_table(shard))
 card = render_card("ORG/NAME", manifests, {s: f"v1-{s}" for s in manifests}, images=sorted(drawn))
-print(json.dumps({"order": list(STAGE_ORDER), "drawn": sorted(drawn), "card": card}))
+print(json.dumps({"order": list(STAGE_ORDER), "drawn": sorted(drawn), "card": card, "numbers": sorted(dist.numbers)}))
 '''
 
 
@@ -81,6 +86,7 @@ def test_a_new_stage_is_one_file_and_one_line_and_the_card_shows_it(tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     out = json.loads(res.stdout.splitlines()[-1])
     assert out["order"][-1] == "extra" and out["drawn"] == ["images/extra/note-score.png"]
+    assert out["numbers"] == ["note_score"]  # the diff's statistics count the column the stage declared
     card = out["card"]
     assert "config_name: extra" in card
     assert 'load_dataset("ORG/NAME", "extra", revision="v1-extra"' in card
