@@ -251,3 +251,21 @@ def test_an_actor_running_other_code_than_the_driver_fails_naming_its_node(ray_c
     assert "ray-actor-0 on node" in message
     assert f"runs other scalequest_dataset code ({ROOT / 'scalequest_dataset'}) than the driver" in message
     assert not list(RunLayout(tmp_path / "run").state_dir("questions").glob("shard-*.json"))
+
+
+def test_cpu_actors_reserve_and_compute_with_their_share_of_the_cores(ray_cluster):
+    """On a CPU cluster (2 cores here) an actor holds cores//workers CPUs in Ray's accounting and computes with as
+    many torch threads: without the reservation two actors would share one core's worth, without the threads
+    each would compute with Ray's default (1)."""
+    import ray
+
+    def threads_and_cpus(actor_self):  # runs inside the actor (defined here: pickled by value)
+        import torch
+
+        return torch.get_num_threads(), ray.get_runtime_context().get_assigned_resources().get("CPU")
+
+    for workers, share in ((1, 2), (2, 1)):
+        with RayBackend(workers=workers) as backend:
+            backend._start()
+            seen = [ray.get(a.__ray_call__.remote(threads_and_cpus), timeout=120) for a in backend._actors.values()]
+        assert seen == [(share, share)] * workers, (workers, seen)
