@@ -368,8 +368,11 @@ def attest(store: Store, revision: str, manifest: Manifest, report: Any, records
 
 
 def log(target: str | Path) -> list[dict[str, Any]]:
-    """Every tag of a store with its stage, rows and fingerprint (newest commit first)."""
-    store = open_store(target)
+    """Every tag of a store with its stage, rows and fingerprint (newest commit first). `target` is read as every
+    command reads where a version lives (a local store, ORG/NAME or hf://...)."""
+    from .locator import locate, open_location
+
+    store = open_location(locate(target))
     order = {c.id: i for i, c in enumerate(store.commits())}
     rows = []
     for tag, commit in store.tags().items():
