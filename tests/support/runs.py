@@ -37,7 +37,8 @@ def every_file(root: Path) -> dict[str, tuple[bytes, int]]:
 
 
 def cli_env(**extra: str) -> dict[str, str]:
-    """The environment for a CLI subprocess: this checkout first on the path."""
+    """The environment for a CLI subprocess: this checkout first on the path, then tests/ (a test file run as a
+    client script imports `support` as the tests do)."""
     root = Path(__file__).resolve().parents[2]
-    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")])),
-            **extra}
+    path = [str(root), str(root / "tests"), os.environ.get("PYTHONPATH")]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, path)), **extra}
