@@ -125,3 +125,17 @@ def test_no_two_classes_share_a_name():
                 where.setdefault(node.name, []).append(module_name(path))
     shared = {name: mods for name, mods in where.items() if len(mods) > 1 and name != "Params"}
     assert not shared, shared
+
+
+def test_each_stage_lives_in_a_file_of_its_name_in_a_class_of_its_name():
+    """`stages/default.py` holds the stage `default` in `DefaultStage` (it was `SelectStage` in `select.py`)."""
+    found = {}
+    for path in sorted((PACKAGE / "stages").glob("*.py")):
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+            if isinstance(node, ast.ClassDef) and any(getattr(b, "id", "") == "Stage" for b in node.bases):
+                names = [s.value.value for s in node.body if isinstance(s, ast.Assign)
+                         and [getattr(t, "id", "") for t in s.targets] == ["name"]]
+                found[path.stem] = (node.name, names)
+    assert len(found) >= 9, found
+    for stem, (cls, names) in found.items():
+        assert names == [stem] and cls == stem.title().replace("_", "") + "Stage", (stem, cls, names)

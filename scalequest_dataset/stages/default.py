@@ -50,7 +50,7 @@ def best_response(candidates: list[dict[str, Any]]) -> dict[str, Any]:
     return min(candidates, key=key)
 
 
-class SelectStage(Stage):
+class DefaultStage(Stage):
     name = "default"
     statistics: ClassVar[dict[str, str]] = {"response_id": "id"}  # the diff's statistics (diffing/stats.py)
     hub_default = True  # `load_dataset(repo)` without a config name loads this one
