@@ -11,8 +11,9 @@ Series are `{label: values}`: one label for one version (the card), two ("A", "B
     funnel_comparison(rows_a, rows_b)          rows out of every stage, A beside B
     stage_comparison({"A": {...}, "B": {...}}) one stage: rows in, rows out, dropped, A beside B
     histogram_chart(edges, {label: counts})    any pre-binned histogram; bin_values() bins raw values
-    length_distribution / difficulty_histogram / reward_histogram   the same, labelled for their column
-    bar_chart({label: {category: n}})          categories; generator_mix and drop_reasons label it
+    bar_chart({label: {category: n}})          categories; drop_reasons labels it for the drop reasons
+
+What a column's plot is titled and labelled is its stage's to say (`stages.base.Figure`), not this module's.
 """
 
 from __future__ import annotations
@@ -172,20 +173,6 @@ def histogram_chart(edges: Sequence[float], counts: Histogram, *, title: str, xl
         return _save(fig, fmt)
 
 
-def length_distribution(edges: Sequence[float], counts: Histogram, column: str, *, unit: str = "characters",
-                        fmt: Format = "svg") -> bytes:
-    return histogram_chart(edges, counts, title=f"Length of {column}", xlabel=f"{column} length ({unit})", fmt=fmt)
-
-
-def difficulty_histogram(edges: Sequence[float], counts: Histogram, *, fmt: Format = "svg") -> bytes:
-    return histogram_chart(edges, counts, title="Difficulty",
-                           xlabel="difficulty score (0 = easiest, 1 = hardest)", fmt=fmt)
-
-
-def reward_histogram(edges: Sequence[float], counts: Histogram, *, fmt: Format = "svg") -> bytes:
-    return histogram_chart(edges, counts, title="Reward", xlabel="reward (reward-model score)", fmt=fmt)
-
-
 # ---------------------------------------------------------------------------------------------- categories
 
 
@@ -194,11 +181,6 @@ def bar_chart(counts: Counts, *, title: str, xlabel: str = "rows", fmt: Format =
     names = list(dict.fromkeys(c for series in counts.values() for c in series))
     return _grouped_barh(names, {label: [series.get(n, 0) for n in names] for label, series in counts.items()},
                          title=title, xlabel=xlabel, fmt=fmt)
-
-
-def generator_mix(counts: Counts, *, fmt: Format = "svg") -> bytes:
-    """Rows per generator: `{label: {generator: rows}}`."""
-    return bar_chart(counts, title="Generator mix", xlabel="rows", fmt=fmt)
 
 
 def drop_reasons(counts: Counts, *, fmt: Format = "svg") -> bytes:

@@ -17,7 +17,6 @@ if TYPE_CHECKING:
 STATUS_WORDS = {"identical": "identical", "files-only": "same data, other files", "changed": "changed",
                 "added": "added in B", "removed": "removed in B"}
 TEXT_IDS = 10  # ids listed per kind in text (json and html list all the report kept)
-ALWAYS_PLOTTED = ("len(query)", "len(response)")  # the texts themselves; other lengths only when they moved
 
 
 def render(report: DiffReport, fmt: str) -> str:
@@ -367,32 +366,37 @@ def word_diff(a: str, b: str, context: int = 120) -> str:
 
 
 def _split_figures(sp: SplitDiff) -> str:
+    """A plot per column the diff counted, drawn as the figure a stage declares for it (its title and axis) or
+    plainly; lengths only where they moved, unless a stage declares the length figure (its texts: always shown)."""
+    from ..stages import REGISTRY
     from . import plots
 
+    declared = {(f.column, f.kind): f for stage in REGISTRY for f in stage.figures}
     figures, same = [], []
     for name, st in sp.stats.items():
         series = {"A": st["a"], "B": st["b"]}
         col = st["column"]
         if st["kind"] == "category":
-            if col == "generator":
-                figures.append(_figure(plots.generator_mix(series), "Rows per generator in the shards read"))
-            elif col != "drop_reason":  # drop reasons: the stage's figure, from the manifests' complete counts
-                figures.append(_figure(plots.bar_chart(series, title=col, xlabel="rows"),
+            if col != "drop_reason":  # drop reasons: the stage's figure, from the manifests' complete counts
+                figure = declared.get((col, "category"))
+                figures.append(_figure(plots.bar_chart(series, title=figure.heading if figure else col,
+                                                       xlabel=figure.axis if figure else "rows"),
                                        f"Rows per {col} in the shards read"))
             continue
         counts = {k: v["histogram"] for k, v in series.items()}
         caption = _histogram_caption(st)
         if st["kind"] == "length":
-            if st["a"] == st["b"] and name not in ALWAYS_PLOTTED:
+            figure = declared.get((col, "length"))
+            if st["a"] == st["b"] and figure is None:
                 same.append(name)
                 continue
-            figures.append(_figure(plots.length_distribution(st["edges"], counts, col), caption))
-        elif col == "difficulty":
-            figures.append(_figure(plots.difficulty_histogram(st["edges"], counts), caption))
-        elif col == "reward":
-            figures.append(_figure(plots.reward_histogram(st["edges"], counts), caption))
-        else:
-            figures.append(_figure(plots.histogram_chart(st["edges"], counts, title=col, xlabel=col), caption))
+            figures.append(_figure(plots.histogram_chart(
+                st["edges"], counts, title=figure.heading if figure else f"Length of {col}",
+                xlabel=figure.axis if figure else f"{col} length (characters)"), caption))
+            continue
+        figure = declared.get((col, "unit")) or declared.get((col, "number"))
+        figures.append(_figure(plots.histogram_chart(st["edges"], counts, title=figure.heading if figure else col,
+                                                     xlabel=figure.axis if figure else col), caption))
     if not figures:
         return ""
     note = (f"<p class='muted'>The same on both sides: {', '.join(_e(n) for n in same)}.</p>" if same else "")

@@ -2,9 +2,9 @@
 
 - `images/funnel.png` and `images/drop-reasons.png` come from the manifests alone (counts), so every stage's
   commit redraws them for the stages the branch then holds;
-- `images/<stage>/<figure>.png` come from the stage's own shards, drawn once when the stage is published:
-  lengths of its text columns, its difficulty or reward histogram, its generator mix; kept rows beside dropped
-  ones where the stage drops them.
+- `images/<stage>/<figure>.png` come from the stage's own shards, drawn once when the stage is published: the
+  figures the stage declares (`Stage.figures`: a column drawn as lengths, a histogram or category counts, with
+  its labels); kept rows beside dropped ones where the stage drops them.
 
 A stage is never read whole: each shard is streamed in record batches of the one column a figure needs, and
 binned as it goes - lengths into exact per-length counts (memory bounded by the longest text), scores in [0, 1]
@@ -84,17 +84,16 @@ def _draw(figure: Figure, series: dict[str, list[Path]]) -> bytes:
     from ..diffing import plots  # matplotlib: only when drawing
 
     if figure.kind == "category":
-        return plots.generator_mix({label: category_counts(paths, figure.column) for label, paths in series.items()},
-                                   fmt="png")
+        return plots.bar_chart({label: category_counts(paths, figure.column) for label, paths in series.items()},
+                               title=figure.heading, xlabel=figure.axis, fmt="png")
     if figure.kind == "length":
         edges, counts = length_histogram(series, figure.column)
-        return plots.length_distribution(edges, counts, figure.column, fmt="png")
+        return plots.histogram_chart(edges, counts, title=figure.heading, xlabel=figure.axis, fmt="png")
     value_range = (0.0, 1.0) if figure.kind == "unit" else statistics_range(
         [p for paths in series.values() for p in paths], figure.column)
     edges = np.linspace(value_range[0], value_range[1], BINS + 1)
     counts = {label: number_histogram(paths, figure.column, edges) for label, paths in series.items()}
-    draw = plots.difficulty_histogram if figure.column == "difficulty" else plots.reward_histogram
-    return draw(edges.tolist(), counts, fmt="png")
+    return plots.histogram_chart(edges.tolist(), counts, title=figure.heading, xlabel=figure.axis, fmt="png")
 
 
 # ---------------------------------------------------------------------------------------------- streaming

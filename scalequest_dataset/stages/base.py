@@ -43,21 +43,30 @@ Note = tuple[str, str]  # (kind, text)
 
 @dataclass(frozen=True)
 class Figure:
-    """One picture of a stage on the card: a column drawn one way."""
+    """One picture of a column a stage adds, on the card (`images/<stage>/<name>.png`) and in a diff report (any
+    stage whose rows hold the column): what is drawn, and how it is labelled."""
 
     name: str  # file name without .png
     kind: str  # "length" | "unit" (a score in [0, 1]) | "number" | "category"
     column: str
     title: str  # the alt text in the card
+    heading: str = ""  # the plot's own title (default: `title`)
+    axis: str = ""  # its x axis: a histogram's values (default: the column), a bar chart's counts ("rows")
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "heading", self.heading or self.title)
+        object.__setattr__(self, "axis", self.axis or ("rows" if self.kind == "category" else self.column))
 
 
 def length_figure(column: str) -> Figure:
-    return Figure(f"{column}-length", "length", column, f"Length of {column} (characters)")
+    return Figure(f"{column}-length", "length", column, f"Length of {column} (characters)", f"Length of {column}",
+                  f"{column} length (characters)")
 
 
-DIFFICULTY_FIGURE = Figure("difficulty", "unit", "difficulty", "Difficulty score")
-REWARD_FIGURE = Figure("reward", "number", "reward", "Reward")
-GENERATORS_FIGURE = Figure("generator-mix", "category", "generator", "Rows per generator")
+DIFFICULTY_FIGURE = Figure("difficulty", "unit", "difficulty", "Difficulty score", "Difficulty",
+                           "difficulty score (0 = easiest, 1 = hardest)")
+REWARD_FIGURE = Figure("reward", "number", "reward", "Reward", "Reward", "reward (reward-model score)")
+GENERATORS_FIGURE = Figure("generator-mix", "category", "generator", "Rows per generator", "Generator mix", "rows")
 
 
 def with_columns(features: datasets.Features, **columns: Any) -> datasets.Features:

@@ -10,6 +10,9 @@ import matplotlib
 import pytest
 
 from scalequest_dataset.diffing import plots
+from scalequest_dataset.stages.base import DIFFICULTY_FIGURE, GENERATORS_FIGURE, REWARD_FIGURE, length_figure
+
+QUERY = length_figure("query")
 
 FUNNEL = [{"stage": "questions", "rows_in": 1000, "rows_out": 1000}, {"stage": "language", "rows_in": 1000,
           "rows_out": 912}, {"stage": "responses", "rows_in": 400, "rows_out": 1590}]
@@ -20,10 +23,14 @@ FIGURES = {
     "funnel comparison": lambda fmt: plots.funnel_comparison(FUNNEL, FUNNEL[:2], fmt=fmt),
     "stage": lambda fmt: plots.stage_comparison({"A": {"rows in": 10, "rows out": 8, "dropped": 2},
                                                  "B": {"rows in": 10, "rows out": 5, "dropped": 5}}, fmt=fmt),
-    "lengths": lambda fmt: plots.length_distribution(EDGES, COUNTS, "query", fmt=fmt),
-    "difficulty": lambda fmt: plots.difficulty_histogram([0, 0.5, 1], {"A": [3, 1]}, fmt=fmt),
-    "reward": lambda fmt: plots.reward_histogram([-1, 0, 1], {"A": [3, 1], "B": [0, 4]}, fmt=fmt),
-    "generators": lambda fmt: plots.generator_mix({"A": {"qwen": 600, "ds": 400}, "B": {"qwen": 500}}, fmt=fmt),
+    # a stage's declared figures (stages.base), as the card and the diff report draw them
+    "lengths": lambda fmt: plots.histogram_chart(EDGES, COUNTS, title=QUERY.heading, xlabel=QUERY.axis, fmt=fmt),
+    "difficulty": lambda fmt: plots.histogram_chart([0, 0.5, 1], {"A": [3, 1]}, title=DIFFICULTY_FIGURE.heading,
+                                                    xlabel=DIFFICULTY_FIGURE.axis, fmt=fmt),
+    "reward": lambda fmt: plots.histogram_chart([-1, 0, 1], {"A": [3, 1], "B": [0, 4]}, title=REWARD_FIGURE.heading,
+                                                xlabel=REWARD_FIGURE.axis, fmt=fmt),
+    "generators": lambda fmt: plots.bar_chart({"A": {"qwen": 600, "ds": 400}, "B": {"qwen": 500}},
+                                              title=GENERATORS_FIGURE.heading, xlabel=GENERATORS_FIGURE.axis, fmt=fmt),
     "drops": lambda fmt: plots.drop_reasons({"v1": {"duplicate": 12, "unsolvable": 300}}, fmt=fmt),
     "empty": lambda fmt: plots.drop_reasons({"A": {}, "B": {}}, fmt=fmt),
 }
