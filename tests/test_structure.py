@@ -139,3 +139,27 @@ def test_each_stage_lives_in_a_file_of_its_name_in_a_class_of_its_name():
     assert len(found) >= 9, found
     for stem, (cls, names) in found.items():
         assert names == [stem] and cls == stem.title().replace("_", "") + "Stage", (stem, cls, names)
+
+
+def test_no_module_outside_the_stages_branches_on_a_stage_or_its_columns():
+    """A stage owns what is said about it (card notes and sections, figures, diff statistics): no comparison with a
+    stage's name or a column a stage declares (`x == "difficulty"`, `"decontamination" in manifests`) outside
+    stages/. The columns every stage writes (`id`, `drop_reason`) are not a stage's."""
+    from scalequest_dataset.stages import REGISTRY
+    from scalequest_dataset.stages.base import Stage
+
+    watched = {s.name for s in REGISTRY}
+    for stage in REGISTRY:
+        watched |= (set(stage.statistics) | {f.column for f in stage.figures}) - set(Stage.statistics)
+    assert {"default", "difficulty", "generator", "query"} <= watched
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if path.parent.name == "stages":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Compare):
+                for side in (node.left, *node.comparators):
+                    items = side.elts if isinstance(side, (ast.Tuple, ast.List, ast.Set)) else [side]
+                    found += [f"{module_name(path)}:{node.lineno}: {item.value!r}" for item in items
+                              if isinstance(item, ast.Constant) and item.value in watched]
+    assert not found, found

@@ -56,22 +56,6 @@ def notes(manifests: dict[str, Manifest]) -> dict[str, list[str]]:
     return out
 
 
-def overlap_table(report: dict[str, Any]) -> list[dict[str, Any]]:
-    """The decontamination report as the card's rows (the paper's Table 6, with the matched items)."""
-    rows = []
-    for b in report["benchmarks"]:
-        config = f"{len(b['config'])} configs" if isinstance(b.get("config"), list) else b.get("config")
-        where = ", ".join(x for x in (config, b.get("split")) if x)
-        rows.append({
-            "name": b["name"], "source": b["source"].removeprefix("hf://datasets/"), "where": where,
-            "revision": b["revision"].removeprefix("sha256:")[:12], "size": b["items"], "clean": b["clean"],
-            "ratio": f"{100 * b['clean_ratio']:.2f} %", "matched": len(b["matched"]), "questions": b["questions"],
-            "short": b["short_items"],
-            "examples": ", ".join(f"`{m['item']}`" for m in b["matched"][:8]) + (", ..." if len(b["matched"]) > 8 else ""),
-        })
-    return rows
-
-
 def funnel_rows(manifests: dict[str, Manifest]) -> list[dict[str, str]]:
     """The card's funnel table, read by units as the terminal's (`run/funnel.py`): a stage that fans out shows what it
     made, and kept is out of that."""
@@ -125,7 +109,8 @@ def render_card(repo: str, manifests: dict[str, Manifest], tags: dict[str, str |
         front_matter=front.to_yaml(), pretty_name=front.pretty_name, repo=repo, loader=loader, stages=stages, preset=preset,
         seed=any_manifest.recipe.seed if any_manifest else None,
         has_dropped=any(len(c["data_files"]) > 1 for c in front.configs),
-        notes=notes(manifests), attested=any(s["attested"] for s in stages), overlap=_overlap(manifests),
+        notes=notes(manifests), attested=any(s["attested"] for s in stages),
+        sections=[env.from_string(template).render(**values) for template, values in _sections(manifests)],
         funnel=funnel_rows(manifests), figures=card_figures({s: manifests[s] for s in _ordered(manifests)}, images),
     )
 
@@ -172,14 +157,10 @@ def _derived(m: Manifest) -> str | None:
     return f"derived from {where}: {reuse.rows:,} of {m.counts.rows_in:,} input rows reused ({how})"
 
 
-def _overlap(manifests: dict[str, Manifest]) -> dict[str, Any] | None:
-    """The decontamination stage's report (its manifest carries it), as the card's Table 6."""
-    report = manifests["decontamination"].report if "decontamination" in manifests else None
-    if report is None:
-        return None
-    mode = manifests["decontamination"].recipe.params.get("mode")
-    return {"n": report["ngram"], "questions": report["questions"], "contaminated": report["contaminated"],
-            "mode": mode, "rows": overlap_table(report)}
+def _sections(manifests: dict[str, Manifest]) -> list[tuple[str, dict[str, Any]]]:
+    """The sections stages add to the card (`Stage.card_section`), in stage order."""
+    found = (STAGES[stage].card_section(manifests[stage]) for stage in _ordered(manifests))
+    return [section for section in found if section is not None]
 
 
 def _ordered(manifests: dict[str, Any]) -> list[str]:

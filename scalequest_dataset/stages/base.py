@@ -222,6 +222,12 @@ class Stage:
         return cls.departures(p)
 
     @classmethod
+    def card_section(cls, manifest: Any) -> tuple[str, dict[str, Any]] | None:
+        """A section of the card of the stage's own, after the notes: a jinja template and its values, from the
+        manifest the stage's revision holds (decontamination: the benchmark overlap table); None for none."""
+        return None
+
+    @classmethod
     def paper_differences(cls, p: dict[str, Any]) -> list[str]:
         """The settings in `p` that are not the paper's (`paper`), as "key value (the paper: value)"."""
         out = []

@@ -451,8 +451,57 @@ CONTAMINATION_COLUMNS = {
 }
 
 
+# The card's "Benchmark overlap" section (the paper's Table 6), rendered with `overlap` (DecontaminationStage.card_section).
+CARD_SECTION = """## Benchmark overlap
+
+Word {{ overlap.n }}-gram overlap of the {{ "{:,}".format(overlap.questions) }} questions entering stage `decontamination`
+with each benchmark's test items, as the paper's Table 6: an item is clean when none of its {{ overlap.n }}-grams occurs
+in any question (an item shorter than {{ overlap.n }} words has none). {{ "{:,}".format(overlap.contaminated) }} questions
+share an n-gram with some benchmark; {% if overlap.mode == "remove" %}they were removed (the `dropped` split of
+`decontamination`).{% else %}none was removed (columns `contamination_*` of `decontamination` name the benchmark, the
+item and the n-gram).{% endif %} Later stages only remove questions, so the final config overlaps no more than this.
+
+| benchmark | source | revision | items | clean | clean ratio | matched items | questions | shorter than n |
+|---|---|---|---:|---:|---:|---:|---:|---:|
+{% for b in overlap.rows -%}
+| `{{ b.name }}` | `{{ b.source }}`{% if b.where %} ({{ b.where }}){% endif %} | `{{ b.revision }}` | {{ "{:,}".format(b.size) }} | {{ "{:,}".format(b.clean) }} | {{ b.ratio }} | {{ "{:,}".format(b.matched) }} | {{ "{:,}".format(b.questions) }} | {{ "{:,}".format(b.short) }} |
+{% endfor %}
+The paper (Table 6, 13-grams, on its released data): GSM8K 99.9 %, MATH 92.8 %, College Math 99.8 %,
+OlympiadBench 97.2 % clean.
+{% for b in overlap.rows if b.matched %}
+- `{{ b.name }}` matched items: {{ b.examples }}
+{%- endfor %}
+
+"""
+
+
+def overlap_table(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """The decontamination report as the card's rows (the paper's Table 6, with the matched items)."""
+    rows = []
+    for b in report["benchmarks"]:
+        config = f"{len(b['config'])} configs" if isinstance(b.get("config"), list) else b.get("config")
+        where = ", ".join(x for x in (config, b.get("split")) if x)
+        rows.append({
+            "name": b["name"], "source": b["source"].removeprefix("hf://datasets/"), "where": where,
+            "revision": b["revision"].removeprefix("sha256:")[:12], "size": b["items"], "clean": b["clean"],
+            "ratio": f"{100 * b['clean_ratio']:.2f} %", "matched": len(b["matched"]), "questions": b["questions"],
+            "short": b["short_items"],
+            "examples": ", ".join(f"`{m['item']}`" for m in b["matched"][:8]) + (", ..." if len(b["matched"]) > 8 else ""),
+        })
+    return rows
+
+
 class DecontaminationStage(Stage):
     name = "decontamination"
+
+    @classmethod
+    def card_section(cls, manifest: Any) -> tuple[str, dict[str, Any]] | None:
+        report = manifest.report
+        if report is None:
+            return None
+        return CARD_SECTION, {"overlap": {"n": report["ngram"], "questions": report["questions"],
+                                          "contaminated": report["contaminated"],
+                                          "mode": manifest.recipe.params.get("mode"), "rows": overlap_table(report)}}
 
     @classmethod
     def card_notes(cls, p: dict[str, Any]) -> list[Note]:
