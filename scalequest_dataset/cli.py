@@ -20,7 +20,7 @@ from . import __version__, console
 # pull in `datasets` and pandas, ~1 s), so `--version`, `log` or `status` start in a fraction of that.
 from .engines import ENGINES
 from .recipe import preset_names
-from .run.backends import BACKENDS
+from .run import backends
 
 OK, DIFFERENT, USAGE, FAILURE, INTERRUPTED = 0, 1, 2, 3, 130  # EPILOG says what each means
 
@@ -66,31 +66,9 @@ def _add_run(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set seed=7 --set stages.responses.samples=3")
     p.add_argument("--engine", choices=sorted(ENGINES), help="override engine.name")
-    _add_backend(p)
+    backends.add_arguments(p)  # --backend, --workers, --gpus-per-worker and each backend's own options
     p.add_argument("--shard", help="run only slice i/N of each stage's shards (a Slurm array task)")
     p.add_argument("--plan-only", action="store_true", help="plan the stages (pin models, cut shards) and stop")
-
-
-def _add_backend(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--backend", choices=sorted(BACKENDS), default="local",
-                   help="where shards run: local (in-process, or --workers processes) or ray")
-    p.add_argument("--workers", type=int, default=1, help="worker processes (local) or actors (ray), each with its "
-                   "own device and engines")
-    p.add_argument("--gpus-per-worker", type=int, default=1, help="GPUs per worker (tensor parallelism)")
-    p.add_argument("--ray-address", help="a running Ray cluster (default: RAY_ADDRESS, else a local one)")
-
-
-def make_backend(args: argparse.Namespace):
-    from .run.backends import backend_class
-
-    cls = backend_class(args.backend)
-    if args.backend == "ray":
-        return cls(workers=args.workers, gpus_per_worker=args.gpus_per_worker, address=args.ray_address)
-    if args.ray_address:
-        from .recipe.params import ConfigError
-
-        raise ConfigError("--ray-address goes with --backend ray")
-    return cls(workers=args.workers, gpus_per_worker=args.gpus_per_worker)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -207,11 +185,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     else:
         config = resolve_config(args.config or args.preset or "demo", args.overrides, args.engine)
     shard = ShardSlice.parse(args.shard) if args.shard else None
-    if shard is not None and (args.workers != 1 or args.backend != "local"):
+    if shard is not None and (args.workers != 1 or args.backend != backends.DEFAULT):
         raise ConfigError("--shard i/N runs one slice in this process: leave out --workers and --backend")
-    # A local backend checks its arguments and starts nothing when made; another (Ray) may start a cluster,
-    # whose output belongs in the log: it is made there.
-    local = make_backend(args) if args.backend == "local" else None
+    # Made before the run directory: a backend checks its options when made and starts nothing (its workers, or a
+    # Ray cluster whose output belongs in the log, start at its first stage, inside `logged`).
+    backend = backends.from_args(args)
     runner = Runner(args.out, config, show_progress=not args.no_progress, source=origin)
     runner.prepare(args.stage, shard)  # the run directory exists (and is locked) from here on (or nothing was written): it holds the log
     stages = args.stage or config.stage_names()
@@ -220,7 +198,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                    f"{len(stages)} stage{'s' * (len(stages) != 1)}"
                    + (f", built on {origin.label}" if origin is not None else ""))
         with logged(args, console.run_log(args.out)):
-            with local or make_backend(args) as backend:
+            with backend:
                 runner.backend = backend
                 runner.run(args.stage or None, shard, args.plan_only)
     finally:

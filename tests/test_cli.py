@@ -272,13 +272,15 @@ def test_publish_draws_bytes_and_files_on_a_terminal_only(tiny_cli_run, tmp_path
 
 def test_start_up_imports_only_what_the_command_needs():
     """`--version`, the parser and the command table import neither the stages nor `datasets`/pandas/pydantic
-    (~1 s of start-up, issue 22); a command imports its own modules when it runs."""
+    (~1 s of start-up, issue 22); a command imports its own modules when it runs. The parser reads every backend's
+    options from its module (issue 18): those modules import Ray, the executor and multiprocessing when they run."""
     code = ("import sys, runpy\n"
             "sys.argv = ['scalequest', '--version']\n"
             "try:\n    runpy.run_module('scalequest_dataset.cli', run_name='__main__')\n"
             "except SystemExit:\n    pass\n"
-            "heavy = sorted(m for m in ('datasets', 'pandas', 'pydantic', 'pyarrow', 'torch', "
-            "'scalequest_dataset.stages', 'scalequest_dataset.recipe.config') if m in sys.modules)\n"
+            "heavy = sorted(m for m in ('datasets', 'pandas', 'pydantic', 'pyarrow', 'torch', 'ray', "
+            "'multiprocessing', 'scalequest_dataset.stages', 'scalequest_dataset.recipe.config', "
+            "'scalequest_dataset.run.worker') if m in sys.modules)\n"
             "print('heavy:', heavy)\n")
     out = subprocess.run([*CLI[:1], "-c", code], capture_output=True, text=True, env=cli_env(), check=True).stdout
     assert "scalequest 0.1" in out and "heavy: []" in out, out

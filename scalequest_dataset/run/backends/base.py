@@ -1,22 +1,27 @@
 """The one small interface every backend implements. A backend knows nothing of rows, Parquet or stages: it is
 handed a job (a run directory, a stage name, shard indices) and makes `worker.run_shard` happen for each index
 somewhere, reporting progress and records as they come. Since a shard's bytes depend only on the run
-directory and its index, every backend writes the same bytes, at any worker count and in any order."""
+directory and its index, every backend writes the same bytes, at any worker count and in any order.
+
+A backend with workers runs the shared loop of `dispatch.py` (shards handed out as workers free up, a dead
+worker's shard retried, errors naming the shard) and supplies only its workers. It declares its own command-line
+options beside it (`add_arguments`, `from_args`). The CLI reads them when it builds its parser, so this module
+and every backend module import nothing heavy at module level (not the executor, not pydantic, not Ray): what a
+backend needs to run it imports when it runs."""
 
 from __future__ import annotations
 
+import argparse
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
-from ...recipe.config import RunConfig
-from ...recipe.params import ConfigError
-from ..records import ShardRecord
+if TYPE_CHECKING:
+    from ...recipe.config import RunConfig
+    from ..records import ShardRecord
 
 
-@dataclass(frozen=True)
-class StageJob:
+class StageJob(NamedTuple):  # (not a dataclass: the CLI imports this module at start-up, and one costs ~1 ms)
     run_dir: str
     stage: str
     indices: list[int]
@@ -41,6 +46,8 @@ class Reporter:
 
 def check_workers(workers: int, gpus_per_worker: int) -> None:
     """The worker options every backend takes, checked before anything starts."""
+    from ...recipe.params import ConfigError
+
     if workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {workers}")
     if gpus_per_worker < 1:
@@ -49,9 +56,21 @@ def check_workers(workers: int, gpus_per_worker: int) -> None:
 
 class Backend(ABC):
     """Runs shards. Lives for a whole `scalequest run` (workers and their loaded engines are reused from stage
-    to stage); use it as a context manager so workers are stopped."""
+    to stage); use it as a context manager so workers are stopped. Making one checks its arguments and starts
+    nothing (no process, no cluster): that happens at its first `run`."""
 
     name: ClassVar[str]
+    summary: ClassVar[str]  # what `--backend NAME` means, for the CLI's help
+
+    @classmethod  # noqa: B027 - most backends have no options of their own
+    def add_arguments(cls, group: argparse._ArgumentGroup) -> None:
+        """This backend's own command-line options, beyond `--workers` and `--gpus-per-worker` (every backend's).
+        One given with another backend is refused (`backends.from_args`)."""
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> Backend:
+        """The backend as the command line asks for it."""
+        return cls(workers=args.workers, gpus_per_worker=args.gpus_per_worker)  # type: ignore[call-arg]
 
     @abstractmethod
     def run(self, job: StageJob, reporter: Reporter) -> None:

@@ -10,25 +10,18 @@ times. An exception in a stage is not retried: it fails the stage, naming the sh
 from __future__ import annotations
 
 import contextlib
-import multiprocessing as mp
 import os
-import shutil
 import signal
-import subprocess
-import traceback
-from collections import deque
-from multiprocessing.connection import Connection, wait
-from typing import Any
+from collections.abc import Collection, Iterable
+from typing import TYPE_CHECKING, Any
 
-from ...engines import EnginePool
-from ...recipe.params import ConfigError
-from ..layout import RunLayout
-from ..plan import ShardFailed
-from ..records import ShardRecord
-from ..worker import WorkerContext, run_shard
 from .base import Backend, Reporter, StageJob, check_workers
+from .dispatch import Died, Done, Event, Generated, Raised, WorkerLost, Workers
 
-MAX_ATTEMPTS = 3
+if TYPE_CHECKING:  # the rest on first use: the CLI reads this module's options at start-up
+    from multiprocessing.connection import Connection
+
+    from ...engines import EnginePool
 
 
 def visible_gpus() -> list[str]:
@@ -36,6 +29,9 @@ def visible_gpus() -> list[str]:
     env = os.environ.get("CUDA_VISIBLE_DEVICES")
     if env is not None:
         return [d.strip() for d in env.split(",") if d.strip() and d.strip() != "-1"]
+    import shutil
+    import subprocess
+
     if shutil.which("nvidia-smi"):
         res = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True)
         if res.returncode == 0:
@@ -49,6 +45,8 @@ def worker_devices(workers: int, gpus_per_worker: int) -> list[dict[str, str]]:
     if gpus:
         need = workers * gpus_per_worker
         if need > len(gpus):
+            from ...recipe.params import ConfigError
+
             raise ConfigError(f"--workers {workers} with {gpus_per_worker} GPU(s) each needs {need} GPUs; "
                               f"{len(gpus)} are visible ({','.join(gpus)})")
         return [{"CUDA_VISIBLE_DEVICES": ",".join(gpus[r * gpus_per_worker:(r + 1) * gpus_per_worker])}
@@ -67,6 +65,7 @@ def worker_devices(workers: int, gpus_per_worker: int) -> list[dict[str, str]]:
 
 class LocalBackend(Backend):
     name = "local"
+    summary = "this machine: in-process, or --workers processes"
 
     def __init__(self, workers: int = 1, gpus_per_worker: int = 1, pool: EnginePool | None = None) -> None:
         """`pool`: loaded engines to run in-process shards with (kept open on close; a test session shares one)."""
@@ -75,93 +74,94 @@ class LocalBackend(Backend):
         self.gpus_per_worker = gpus_per_worker
         self._pool = pool
         self._own_pool = pool is None
-        self._procs: dict[int, _Process] = {}
-
-    # ------------------------------------------------------------------------------------------ in-process
+        self._processes: _Processes | None = None
 
     def run(self, job: StageJob, reporter: Reporter) -> None:
-        if self.workers == 1:
+        if self.workers == 1:  # in-process: nothing to hand out, nothing that can die alone
+            from ...engines import EnginePool
+            from ..worker import WorkerContext, run_shard
+
             self._pool = self._pool or EnginePool()
             context = WorkerContext(self._pool, "in-process", reporter.progress)
             for index in job.indices:
                 reporter.done(run_shard(job.run_dir, job.stage, index, context, config=job.config))
             return
-        self._run_processes(job, reporter)
+        from .dispatch import dispatch
 
-    # ------------------------------------------------------------------------------------------ processes
-
-    def _run_processes(self, job: StageJob, reporter: Reporter) -> None:
-        if not self._procs:
-            envs = worker_devices(self.workers, self.gpus_per_worker)
-            logs = RunLayout(job.run_dir).logs
-            self._procs = {r: _Process(r, envs[r], logs) for r in range(self.workers)}
+        if self._processes is None:
+            self._processes = _Processes(self.workers, self.gpus_per_worker, job.run_dir)
         try:
-            self._dispatch(job, reporter)
+            dispatch(job, reporter, self._processes)
         except BaseException:  # a failed stage or Ctrl-C: no worker (nor an engine process it started) outlives it
-            for proc in self._procs.values():
-                proc.stop(now=True)
-            self._procs.clear()
+            self._processes.stop(now=True)
+            self._processes = None
             raise
 
-    def _dispatch(self, job: StageJob, reporter: Reporter) -> None:
-        config = job.config.model_dump(mode="json")
-        queue = deque((index, 1) for index in job.indices)
-        idle = deque(sorted(self._procs))
-        busy: dict[int, tuple[int, int]] = {}  # rank -> (shard, attempt)
-        failures: list[str] = []
-        while queue or busy:
-            while queue and idle and not failures:
-                rank = idle.popleft()
-                index, attempt = queue.popleft()
-                try:
-                    self._procs[rank].conn.send(("run", job.run_dir, job.stage, index, config, attempt))
-                except OSError:  # it died while idle: replace it, and hand the shard to the next one
-                    proc = self._procs[rank]
-                    self._procs[rank] = _Process(rank, proc.env, proc.logs)
-                    idle.append(rank)
-                    queue.appendleft((index, attempt))
-                    continue
-                busy[rank] = (index, attempt)
-            if not busy:
-                break
-            by_handle = {}
-            for rank in busy:
-                by_handle[self._procs[rank].conn] = rank
-                by_handle[self._procs[rank].process.sentinel] = rank
-            for handle in wait(list(by_handle)):
-                rank = by_handle[handle]
-                if rank not in busy:
-                    continue
-                message = self._receive(rank, handle)
-                if message is None:  # the worker died mid-shard
-                    index, attempt = busy.pop(rank)
-                    proc = self._procs[rank]
-                    cause = proc.describe_death()
-                    self._procs[rank] = _Process(rank, proc.env, proc.logs)
-                    idle.append(rank)
-                    if attempt < MAX_ATTEMPTS:
-                        queue.appendleft((index, attempt + 1))
-                    else:
-                        failures.append(f"shard {index} of {job.stage!r}: its worker died {attempt} times "
-                                        f"(last: {cause}); see {proc.log}")
-                    continue
-                kind = message[0]
-                if kind == "progress":
-                    reporter.progress(message[1], message[2])
-                elif kind == "done":
-                    busy.pop(rank)
-                    idle.append(rank)
-                    reporter.done(ShardRecord.model_validate(message[1]))
-                elif kind == "error":
-                    index, _ = busy.pop(rank)
-                    idle.append(rank)
-                    failures.append(f"shard {index} of {job.stage!r} failed in worker local-{rank}: {message[1]} "
-                                    f"(traceback in {self._procs[rank].log})")
-        if failures:
-            raise ShardFailed("; ".join(failures))
+    def close(self) -> None:
+        if self._processes is not None:
+            self._processes.stop()
+            self._processes = None
+        if self._pool is not None and self._own_pool:
+            self._pool.close()
+            self._pool = None
+
+
+class _Processes(Workers):
+    """The worker processes, as the dispatch loop sees them: each with its pipe, its devices and its log."""
+
+    noun = "worker"
+
+    def __init__(self, workers: int, gpus_per_worker: int, run_dir: str) -> None:
+        from ..layout import RunLayout
+
+        envs = worker_devices(workers, gpus_per_worker)
+        logs = RunLayout(run_dir).logs
+        self.procs = {r: _Process(r, envs[r], logs) for r in range(workers)}
+
+    def ranks(self) -> list[int]:
+        return sorted(self.procs)
+
+    def label(self, rank: int) -> str:
+        return f"worker local-{rank}"
+
+    def submit(self, job: StageJob, rank: int, index: int, attempt: int) -> None:
+        try:
+            self.procs[rank].conn.send(("run", job.run_dir, job.stage, index, job.config.model_dump(mode="json"),
+                                        attempt))
+        except OSError:
+            raise WorkerLost from None
+
+    def wait(self, busy: Collection[int]) -> Iterable[Event]:
+        from multiprocessing.connection import wait
+
+        from ..records import ShardRecord
+
+        by_handle = {}
+        for rank in busy:
+            by_handle[self.procs[rank].conn] = rank
+            by_handle[self.procs[rank].process.sentinel] = rank
+        events: list[Event] = []
+        reported: set[int] = set()  # one event that frees a worker per wait (its pipe and its sentinel may both fire)
+        for handle in wait(list(by_handle)):
+            rank = by_handle[handle]
+            if rank in reported:
+                continue
+            message = self._receive(rank, handle)
+            if message is None:  # the worker died mid-shard
+                proc = self.procs[rank]
+                events.append(Died(rank, f"{proc.describe_death()}; see {proc.log}"))
+            elif message[0] == "progress":
+                events.append(Generated(message[1], message[2]))
+                continue
+            elif message[0] == "done":
+                events.append(Done(rank, ShardRecord.model_validate(message[1])))
+            else:
+                events.append(Raised(rank, message[1], str(self.procs[rank].log)))
+            reported.add(rank)
+        return events
 
     def _receive(self, rank: int, handle: Any) -> tuple | None:
-        proc = self._procs[rank]
+        proc = self.procs[rank]
         if handle is proc.conn or proc.conn.poll():
             try:
                 return proc.conn.recv()
@@ -169,13 +169,14 @@ class LocalBackend(Backend):
                 return None
         return None if not proc.process.is_alive() else ("progress", 0, 0)
 
-    def close(self) -> None:
-        for proc in self._procs.values():
-            proc.stop()
-        self._procs.clear()
-        if self._pool is not None and self._own_pool:
-            self._pool.close()
-            self._pool = None
+    def replace(self, rank: int) -> None:
+        proc = self.procs[rank]
+        self.procs[rank] = _Process(rank, proc.env, proc.logs)
+
+    def stop(self, now: bool = False) -> None:
+        for proc in self.procs.values():
+            proc.stop(now=now)
+        self.procs.clear()
 
 
 class _Process:
@@ -189,6 +190,8 @@ class _Process:
         self.rank, self.env, self.logs = rank, env, logs
         self.log = logs / f"worker-{rank}.log"
         logs.mkdir(parents=True, exist_ok=True)
+        import multiprocessing as mp
+
         ctx = mp.get_context("spawn")  # never fork a process that may hold torch or CUDA state
         self.conn, child = ctx.Pipe()
         self.process = ctx.Process(target=_worker_main, args=(rank, env, str(self.log), child),
@@ -237,7 +240,11 @@ def _worker_main(rank: int, env: dict[str, str], log: str, conn: Connection) -> 
         import torch
 
         torch.set_num_threads(threads)
+    import traceback
+
+    from ...engines import EnginePool
     from ...recipe.config import build_config
+    from ..worker import WorkerContext, run_shard
 
     gpus = len([d for d in env.get("CUDA_VISIBLE_DEVICES", "").split(",") if d])
     context = WorkerContext(EnginePool(), f"local-{rank}", lambda rows, tokens: conn.send(("progress", rows, tokens)),
