@@ -79,6 +79,28 @@ def pool() -> Iterator[Any]:
 
 
 @pytest.fixture(scope="session")
+def tiny_runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., Path]]:
+    """`tiny_runs(*overrides, stages=None)`: the `tiny` preset run into a directory once per session for these
+    arguments, and shared by every module that asks for the same (the reference runs of plan, finalize, the backends,
+    object storage, Ray and revisions). Read it; copy it before changing anything in it."""
+    from support.runs import tiny_run
+
+    from scalequest_dataset.engines import EnginePool
+
+    pool = EnginePool()
+    made: dict[tuple, Path] = {}
+
+    def get(*overrides: str, stages: list[str] | None = None) -> Path:
+        key = (overrides, tuple(stages) if stages else None)
+        if key not in made:
+            made[key] = tiny_run(tmp_path_factory.mktemp("tiny-run"), pool, *overrides, stages=stages).root
+        return made[key]
+
+    yield get
+    pool.close()
+
+
+@pytest.fixture(scope="session")
 def ray_cluster() -> Iterator[str]:
     """One new local Ray cluster (2 CPUs, no dashboard; never one already running on the machine) for every Ray
     test of the session; its address, for CLI drivers to attach to. Its worker processes import this checkout

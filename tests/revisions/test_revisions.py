@@ -26,18 +26,14 @@ STAGES = ["questions", "language"]
 
 
 @pytest.fixture(scope="module")
-def run_a(tmp_path_factory, pool) -> Path:
-    root = tmp_path_factory.mktemp("a")
-    tiny_run(root, pool, stages=STAGES)
-    return root
+def run_a(tiny_runs) -> Path:
+    return tiny_runs(stages=STAGES)  # shared by the session (read only: tests change copies)
 
 
 @pytest.fixture(scope="module")
-def run_b(tmp_path_factory, pool) -> Path:
+def run_b(tiny_runs) -> Path:
     """An independent re-run of the same config (another directory, another batch size)."""
-    root = tmp_path_factory.mktemp("b")
-    tiny_run(root, pool, "engine.batch_size=3", stages=STAGES)
-    return root
+    return tiny_runs("engine.batch_size=3", stages=STAGES)
 
 
 def flip_a_byte(path: Path) -> None:

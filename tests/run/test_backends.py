@@ -9,7 +9,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from support.runs import CLI, cli_env, data_files, tiny_run
+from support.runs import CLI, cli_env, data_files
 
 from scalequest_dataset.engines import EnginePool
 from scalequest_dataset.recipe.config import resolve_config
@@ -23,10 +23,8 @@ STAGES = ["questions", "language", "dedup", "solvability"]
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory, pool) -> dict[str, bytes]:
-    root = tmp_path_factory.mktemp("reference")
-    tiny_run(root, pool, stages=STAGES)
-    return data_files(root)
+def reference(tiny_runs) -> dict[str, bytes]:
+    return data_files(tiny_runs(stages=STAGES))  # the session's run of these stages
 
 
 class ReverseThreads(Backend):
@@ -142,3 +140,50 @@ def test_a_local_worker_can_start_processes_and_is_stopped_with_them(tmp_path):
     finally:
         proc.stop(now=True)
     assert not proc.process.is_alive() and proc.process.exitcode == -signal.SIGTERM
+
+
+FAKE_BACKEND = '''
+from scalequest_dataset.run.backends.base import Backend
+
+
+class FakeBackend(Backend):
+    name = "fake"
+    summary = "a backend added in a test"
+
+    def __init__(self, workers=1, gpus_per_worker=1, speed="slow"):
+        self.workers, self.speed = workers, speed
+
+    @classmethod
+    def add_arguments(cls, group):
+        group.add_argument("--fake-speed", default="slow", help="how fast")
+
+    @classmethod
+    def from_args(cls, args):
+        return cls(workers=args.workers, speed=args.fake_speed)
+
+    def run(self, job, reporter):
+        raise NotImplementedError
+'''
+
+
+def test_a_new_backend_is_one_file_and_one_line_its_options_beside_it(tmp_path, monkeypatch):
+    """The CLI takes a backend's options from the backend (no branch on its name in cli.py); an option given with
+    another backend is refused, naming the one it goes with."""
+    from scalequest_dataset import cli
+    from scalequest_dataset.recipe.params import ConfigError
+    from scalequest_dataset.run import backends
+
+    (tmp_path / "fake_backend.py").write_text(FAKE_BACKEND)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setitem(backends.BACKENDS, "fake", "fake_backend:FakeBackend")  # the one line
+    parser = cli.build_parser()
+    run_help = next(a for a in parser._actions if a.dest == "command").choices["run"].format_help()
+    assert "{fake,local,ray}" in run_help and "--fake-speed" in run_help and "a backend added in a test" in run_help
+    args = parser.parse_args(["run", "--out", "x", "--backend", "fake", "--workers", "3", "--fake-speed", "fast"])
+    made = backends.from_args(args)
+    assert (type(made).__name__, made.workers, made.speed) == ("FakeBackend", 3, "fast")
+    with pytest.raises(ConfigError, match="--fake-speed goes with --backend fake"):
+        backends.from_args(parser.parse_args(["run", "--out", "x", "--fake-speed", "fast"]))
+    with pytest.raises(ConfigError, match="--ray-address goes with --backend ray"):
+        backends.from_args(parser.parse_args(["run", "--out", "x", "--ray-address", "h:6379"]))
+    assert type(backends.from_args(parser.parse_args(["run", "--out", "x"]))).__name__ == "LocalBackend"

@@ -7,7 +7,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-from support.runs import tiny_run
 
 from scalequest_dataset.run import RunLayout, load_config, records
 from scalequest_dataset.run.finalize import _covered, finalize_stage, stage_state
@@ -18,10 +17,8 @@ STAGES = ["questions", "language"]
 
 
 @pytest.fixture(scope="module")
-def base_run(tmp_path_factory, pool) -> Path:
-    root = tmp_path_factory.mktemp("run")
-    tiny_run(root, pool, stages=STAGES)
-    return root
+def base_run(tiny_runs) -> Path:
+    return tiny_runs(stages=STAGES)  # shared by the session: tests change copies of it
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from support.runs import CLI, cli_env, data_files, tiny_run
+from support.runs import CLI, cli_env, data_files
 
 from scalequest_dataset.recipe.config import resolve_config
 from scalequest_dataset.recipe.params import ConfigError
@@ -25,10 +25,8 @@ STAGES = ["questions", "language", "dedup", "solvability"]
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory, pool) -> Path:
-    root = tmp_path_factory.mktemp("reference")
-    tiny_run(root, pool, stages=STAGES)
-    return root
+def reference(tiny_runs) -> Path:
+    return tiny_runs(stages=STAGES)  # shared by the session (read only)
 
 
 @pytest.fixture(scope="module")

@@ -32,10 +32,8 @@ STAGES = ["questions", "language"]
 
 
 @pytest.fixture(scope="module")
-def base_run(tmp_path_factory, pool) -> Path:
-    root = tmp_path_factory.mktemp("run")
-    tiny_run(root, pool, stages=STAGES)
-    return root
+def base_run(tiny_runs) -> Path:
+    return tiny_runs(stages=STAGES)  # shared by the session: tests change copies of it
 
 
 @pytest.fixture

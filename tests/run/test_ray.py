@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from support.runs import CLI, cli_env, data_files, tiny_run
+from support.runs import CLI, cli_env, data_files
 
 from scalequest_dataset.recipe.config import resolve_config
 from scalequest_dataset.run import RunLayout, Runner, StageError
@@ -28,10 +28,8 @@ STAGES = ["questions", "language", "dedup", "solvability"]
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory, pool) -> Path:
-    root = tmp_path_factory.mktemp("reference")
-    tiny_run(root, pool, stages=STAGES)
-    return root
+def reference(tiny_runs) -> Path:
+    return tiny_runs(stages=STAGES)  # shared by the session (read only)
 
 
 def ray_run(root: Path, backend: RayBackend, stages: list[str]) -> RunLayout:
@@ -268,5 +266,6 @@ def test_cpu_actors_reserve_and_compute_with_their_share_of_the_cores(ray_cluste
     for workers, share in ((1, 2), (2, 1)):
         with RayBackend(workers=workers) as backend:
             backend._start()
-            seen = [ray.get(a.__ray_call__.remote(threads_and_cpus), timeout=120) for a in backend._actors.values()]
+            seen = [ray.get(a.__ray_call__.remote(threads_and_cpus), timeout=120)
+                    for a in backend._actors.actors.values()]
         assert seen == [(share, share)] * workers, (workers, seen)
