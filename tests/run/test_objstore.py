@@ -199,3 +199,32 @@ def test_two_ray_actors_on_s3_write_the_local_bytes(ray_cluster, s3, bucket, ref
     assert {e.worker for e in runs} == {"ray-actor-0", "ray-actor-1"}
     assert layout.root.fs.find(f"{layout.root.path}/.cache") == []  # the driver's marker went with the backend
     assert url_folders(tmp_path) == []
+
+
+def test_slurm_slices_on_s3_then_finalize_write_the_local_bytes(bucket, reference, tmp_path):
+    """tools/slurm/submit.sh's chain with the run directory on S3 and no shared POSIX mount: a plan job resolves
+    the config into RUN/config.yaml (an object), two array tasks run their slices as separate processes from that
+    object at once, and a finalize job writes the manifest; the objects are the local run's bytes."""
+    url, stages = f"{bucket}/slurm", STAGES[:2]
+    source = ["--preset", "tiny"]
+    for stage in stages:
+        res = cli("run", *source, "--out", url, "--stage", stage, "--plan-only", "--no-progress", cwd=tmp_path)
+        assert res.returncode == 0, res.stderr[-3000:]
+        source = ["--config", f"{url}/config.yaml"]
+        procs = [subprocess.Popen([*CLI, "run", *source, "--out", url, "--stage", stage, "--shard", f"{i}/2",
+                                   "--no-progress"], env=cli_env(), cwd=tmp_path, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True) for i in range(2)]
+        for p in procs:
+            _, err = p.communicate(timeout=600)
+            assert p.returncode == 0, err[-3000:]
+        RunLayout(url).manifest(stage).unlink(missing_ok=True)  # the last slice may have finalized: the job does
+        res = cli("finalize", url, cwd=tmp_path)
+        assert res.returncode == 0, res.stderr[-3000:]
+    layout = RunLayout(url)
+    assert s3_files(url) == {k: v for k, v in data_files(reference).items() if k.split("/")[1] in stages}
+    for stage in stages:
+        assert rec.read(Manifest, layout.manifest(stage)).identity() == \
+            rec.read(Manifest, RunLayout(reference).manifest(stage)).identity()
+    pids = {rec.read(ShardRecord, p).execution.pid for p in layout.state_dir("questions").glob("shard-*.json")}
+    assert len(pids) == 2  # both slices ran shards
+    assert url_folders(tmp_path) == []
