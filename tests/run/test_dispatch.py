@@ -12,8 +12,7 @@ from types import SimpleNamespace
 import pytest
 
 from scalequest_dataset.run.backends import Reporter, StageJob
-from scalequest_dataset.run.backends.dispatch import (
-    MAX_ATTEMPTS,
+from scalequest_dataset.run.backends.base import (
     Died,
     Done,
     Event,
@@ -22,8 +21,8 @@ from scalequest_dataset.run.backends.dispatch import (
     Unfit,
     WorkerLost,
     Workers,
-    dispatch,
 )
+from scalequest_dataset.run.backends.dispatch import MAX_ATTEMPTS, dispatch
 from scalequest_dataset.run.plan import ShardFailed, StageError
 
 

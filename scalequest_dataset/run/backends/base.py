@@ -4,7 +4,7 @@ somewhere, reporting progress and records as they come. Since a shard's bytes de
 directory and its index, every backend writes the same bytes, at any worker count and in any order.
 
 A backend with workers runs the shared loop of `dispatch.py` (shards handed out as workers free up, a dead
-worker's shard retried, errors naming the shard) and supplies only its workers. It declares its own command-line
+worker's shard retried, errors naming the shard) and supplies only its `Workers` (below). It declares its own command-line
 options beside it (`add_arguments`, `from_args`). The CLI reads them when it builds its parser, so this module
 and every backend module import nothing heavy at module level (not the executor, not pydantic, not Ray): what a
 backend needs to run it imports when it runs."""
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Iterable
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 if TYPE_CHECKING:
@@ -85,3 +85,83 @@ class Backend(ABC):
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+# ---------------------------------------------------------------------------------------------- workers
+# A backend with workers hands them to the one dispatch loop (dispatch.py) as `Workers`.
+
+# What workers report, from `Workers.wait` (NamedTuples: the CLI imports this module at start-up, and a dataclass
+# costs ~1 ms to define).
+
+
+class Generated(NamedTuple):
+    """Rows and tokens generated since the last report: the progress bar."""
+
+    rows: int
+    tokens: int
+
+
+class Done(NamedTuple):
+    rank: int
+    record: ShardRecord
+
+
+class Died(NamedTuple):
+    """The worker's process went away mid-shard: its shard is given again."""
+
+    rank: int
+    cause: str  # "killed by SIGKILL; see RUN/logs/worker-0.log"
+
+
+class Raised(NamedTuple):
+    """A Python error in the stage's code: the stage fails, naming the shard."""
+
+    rank: int
+    error: str  # "ValueError: boom"
+    traceback: str  # where the traceback is
+
+
+class Unfit(NamedTuple):
+    """A worker that cannot work for this job at all (it cannot start, or see the run directory): the stage fails
+    with this message, whatever the shard."""
+
+    rank: int
+    message: str
+
+
+Event = Generated | Done | Died | Raised | Unfit
+
+
+class WorkerLost(Exception):
+    """Raised by `Workers.submit`: the worker was dead before it took the shard."""
+
+
+class Workers(ABC):
+    """A backend's workers, by rank, as the loop sees them."""
+
+    noun: ClassVar[str]  # what a worker is called in a failure ("worker", "Ray actor")
+
+    @abstractmethod
+    def ranks(self) -> list[int]:
+        """Every worker, idle when the loop starts."""
+
+    @abstractmethod
+    def label(self, rank: int) -> str:
+        """The worker's name in messages and shard records ("local-0", "ray-actor-0")."""
+
+    @abstractmethod
+    def submit(self, job: StageJob, rank: int, index: int, attempt: int) -> None:
+        """Hand shard `index` to worker `rank` (idle) and return at once; raise WorkerLost if it is dead."""
+
+    @abstractmethod
+    def wait(self, busy: Collection[int]) -> Iterable[Event]:
+        """Block until one of the `busy` workers reports something (or a short poll interval passes), then return
+        what they reported. A worker is idle again once it reported Done, Died, Raised or Unfit."""
+
+    @abstractmethod
+    def replace(self, rank: int) -> None:
+        """A fresh worker of that rank for a dead one."""
+
+    def finish(self) -> Iterable[Event]:
+        """What is left to report once no shard runs (progress sent late)."""
+        return ()

@@ -1,5 +1,5 @@
 """The one dispatch loop every backend with workers runs (local processes, Ray actors): what is guaranteed about
-handing out shards lives here once, and a backend supplies only its `Workers`.
+handing out shards lives here once, and a backend supplies only its `Workers` (base.py).
 
 - A shard goes to the first worker free (a slow shard never holds the others), lowest index first.
 - A worker that dies mid-shard (killed, out of memory, its node lost) is replaced, and its shard - which left no
@@ -14,93 +14,15 @@ handing out shards lives here once, and a backend supplies only its `Workers`.
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import Collection, Iterable
-from typing import TYPE_CHECKING, ClassVar, NamedTuple
+from typing import TYPE_CHECKING
+
+from .base import Died, Done, Generated, Raised, WorkerLost, Workers
 
 if TYPE_CHECKING:
-    from ..records import ShardRecord
     from .base import Reporter, StageJob
 
 MAX_ATTEMPTS = 3  # a shard whose worker died this many times fails the stage
-
-
-# What workers report, from `Workers.wait` (NamedTuples: the CLI imports this module at start-up, and a dataclass
-# costs ~1 ms to define).
-
-
-class Generated(NamedTuple):
-    """Rows and tokens generated since the last report: the progress bar."""
-
-    rows: int
-    tokens: int
-
-
-class Done(NamedTuple):
-    rank: int
-    record: ShardRecord
-
-
-class Died(NamedTuple):
-    """The worker's process went away mid-shard: its shard is given again."""
-
-    rank: int
-    cause: str  # "killed by SIGKILL; see RUN/logs/worker-0.log"
-
-
-class Raised(NamedTuple):
-    """A Python error in the stage's code: the stage fails, naming the shard."""
-
-    rank: int
-    error: str  # "ValueError: boom"
-    traceback: str  # where the traceback is
-
-
-class Unfit(NamedTuple):
-    """A worker that cannot work for this job at all (it cannot start, or see the run directory): the stage fails
-    with this message, whatever the shard."""
-
-    rank: int
-    message: str
-
-
-Event = Generated | Done | Died | Raised | Unfit
-
-
-class WorkerLost(Exception):
-    """Raised by `Workers.submit`: the worker was dead before it took the shard."""
-
-
-class Workers(ABC):
-    """A backend's workers, by rank, as the loop sees them."""
-
-    noun: ClassVar[str]  # what a worker is called in a failure ("worker", "Ray actor")
-
-    @abstractmethod
-    def ranks(self) -> list[int]:
-        """Every worker, idle when the loop starts."""
-
-    @abstractmethod
-    def label(self, rank: int) -> str:
-        """The worker's name in messages and shard records ("local-0", "ray-actor-0")."""
-
-    @abstractmethod
-    def submit(self, job: StageJob, rank: int, index: int, attempt: int) -> None:
-        """Hand shard `index` to worker `rank` (idle) and return at once; raise WorkerLost if it is dead."""
-
-    @abstractmethod
-    def wait(self, busy: Collection[int]) -> Iterable[Event]:
-        """Block until one of the `busy` workers reports something (or a short poll interval passes), then return
-        what they reported. A worker is idle again once it reported Done, Died, Raised or Unfit."""
-
-    @abstractmethod
-    def replace(self, rank: int) -> None:
-        """A fresh worker of that rank for a dead one."""
-
-    def finish(self) -> Iterable[Event]:
-        """What is left to report once no shard runs (progress sent late)."""
-        return ()
 
 
 def dispatch(job: StageJob, reporter: Reporter, workers: Workers) -> None:

@@ -15,8 +15,19 @@ import signal
 from collections.abc import Collection, Iterable
 from typing import TYPE_CHECKING, Any
 
-from .base import Backend, Reporter, StageJob, check_workers
-from .dispatch import Died, Done, Event, Generated, Raised, WorkerLost, Workers
+from .base import (
+    Backend,
+    Died,
+    Done,
+    Event,
+    Generated,
+    Raised,
+    Reporter,
+    StageJob,
+    WorkerLost,
+    Workers,
+    check_workers,
+)
 
 if TYPE_CHECKING:  # the rest on first use: the CLI reads this module's options at start-up
     from multiprocessing.connection import Connection

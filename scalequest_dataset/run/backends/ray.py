@@ -32,8 +32,19 @@ from collections.abc import Collection, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .base import Backend, Reporter, StageJob, check_workers
-from .dispatch import Died, Done, Event, Generated, Raised, Unfit, Workers
+from .base import (
+    Backend,
+    Died,
+    Done,
+    Event,
+    Generated,
+    Raised,
+    Reporter,
+    StageJob,
+    Unfit,
+    Workers,
+    check_workers,
+)
 
 if TYPE_CHECKING:  # Ray and the executor on first use: the CLI reads this module's options at start-up
     from ray.exceptions import RayTaskError
