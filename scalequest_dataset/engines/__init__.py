@@ -72,6 +72,12 @@ class EnginePool:
             ) -> Engine:
         key = (name, model_path, dtype, revision, task, trust_remote_code, repr(sorted((options or {}).items())))
         engine = self._engines.get(key)
+        if engine is not None:
+            try:
+                engine.batch_size = batch_size  # a throughput knob, recorded with every shard (EngineConfig.batch_size)
+            except ValueError:  # fixed when it was loaded (vLLM's max_num_seqs): load it again with this one
+                self._engines.pop(key).close()
+                engine = None
         if engine is None:
             while len(self._engines) >= self._keep:
                 self._engines.pop(next(iter(self._engines))).close()
@@ -79,7 +85,6 @@ class EnginePool:
                 engine = load_engine(name, model_path, dtype=dtype, batch_size=batch_size, revision=revision,
                                      task=task, trust_remote_code=trust_remote_code, options=options)
             self._engines[key] = engine
-        engine.batch_size = batch_size  # a throughput knob, recorded with every shard (see EngineConfig.batch_size)
         return engine
 
     def close(self) -> None:

