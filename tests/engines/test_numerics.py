@@ -13,6 +13,7 @@ against both (it failed on the old one)."""
 from __future__ import annotations
 
 import json
+import os
 from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -210,3 +211,50 @@ def test_vllm_info_names_what_can_move_numerics(vllm_engine) -> None:
     assert info.device == "cpu" and not info.batch_invariant and not info.cuda_graphs
     assert isinstance(info.torch_threads, int) and info.torch_threads >= 1
     assert info.max_model_len and info.tensor_parallel_size == 1 and info.cpu_isa
+    assert info.as_dict()["attention_backends"] and info.as_dict()["numerics_env"] == {
+        k: v for k, v in sorted(os.environ.items()) if k.startswith(("NCCL_", "CUBLAS_", "CUBLASLT_"))}
+
+
+@pytest.mark.vllm
+def test_vllm_records_the_gpu_numerics_settings_its_workers_see(vllm_engine, monkeypatch) -> None:
+    """NCCL/cuBLAS variables as the workers see them (in-process workers here: the same environment), read when the
+    engine's info is read; variables that move nothing are not recorded."""
+    monkeypatch.setenv("NCCL_ALGO", "Ring")
+    monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    monkeypatch.setenv("VLLM_LOGGING_LEVEL", "WARNING")
+    extra = vllm_engine._read_info().extra
+    assert {k: extra["numerics_env"][k] for k in ("NCCL_ALGO", "CUBLAS_WORKSPACE_CONFIG")} == {
+        "NCCL_ALGO": "Ring", "CUBLAS_WORKSPACE_CONFIG": ":4096:8"}
+    assert not any(k.startswith("VLLM_") for k in extra["numerics_env"])
+    assert extra["attention_backends"] == vllm_engine.info().extra["attention_backends"]
+
+
+class StandInPlatform:
+    """vLLM's `current_platform` for a machine this test does not run on."""
+
+    def __init__(self, device_type: str, capability: tuple[int, int] | None = None) -> None:
+        self.device_type, self.capability = device_type, capability
+
+    def is_cuda(self) -> bool:
+        return self.device_type == "cuda"
+
+    def get_device_capability(self):
+        return self.capability
+
+
+@pytest.mark.parametrize(("platform", "asked", "invariant", "eager", "unproven"), [
+    (StandInPlatform("cuda", (8, 9)), None, True, True, False),  # L40S: eager by default
+    (StandInPlatform("cuda", (8, 0)), False, True, False, True),  # graphs asked for: recorded as unproven
+    (StandInPlatform("cuda", (8, 0)), True, True, True, False),
+    (StandInPlatform("cuda", (9, 0)), None, True, False, False),  # H100: graphs, invariance shown
+    (StandInPlatform("cuda", (8, 9)), None, False, False, False),  # no batch-invariant mode: nothing to prove
+    (StandInPlatform("rocm"), None, True, True, False),
+])
+def test_batch_invariance_with_cuda_graphs_runs_eager_where_it_is_not_shown(platform, asked, invariant, eager,
+                                                                            unproven) -> None:
+    from scalequest_dataset.engines.vllm import decide_eager
+
+    run_eager, why = decide_eager(asked, invariant, platform)
+    assert run_eager is eager and (why is not None) is unproven
+    if unproven:
+        assert "(8, 0) is below (9, 0)" in why
