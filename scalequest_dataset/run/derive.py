@@ -134,18 +134,21 @@ def _why_not_rows(config: RunConfig, plan: Plan, source: Source, theirs: Manifes
     return None
 
 
-def batch_invariance_problem(config: RunConfig) -> str | None:
+def batch_invariance_problem(config: RunConfig, platform=None) -> str | None:
     """Why the configured engine may give a row another result with other batch-mates (None: it does not).
     The transformers engine is batch-invariant by construction; vLLM only in its batch-invariant mode on a GPU
-    that supports it (README: Determinism)."""
+    that supports it, and with CUDA graphs only where that is shown (README: Determinism). `platform`: vLLM's
+    `current_platform` (the default) or a stand-in."""
     if config.engine.name == "transformers":
         return None
     if config.engine.name == "vllm":
-        from ..engines.vllm import batch_invariance_support
+        from ..engines.vllm import batch_invariance_support, decide_eager
 
         if os.environ.get("VLLM_BATCH_INVARIANT") == "0":
             return "VLLM_BATCH_INVARIANT=0"
-        problem = batch_invariance_support()
+        problem = batch_invariance_support(platform)
+        if problem is None:
+            problem = decide_eager(config.engine.vllm.enforce_eager, True, platform)[1]
         return None if problem is None else f"vLLM's batch-invariant mode is not available: {problem}"
     return f"engine {config.engine.name!r} does not promise batch invariance"
 

@@ -184,6 +184,33 @@ def test_row_reuse_needs_a_batch_invariant_engine():
     assert problem is not None  # no GPU here: vLLM's batch-invariant mode cannot be on
 
 
+class A100:
+    """vLLM's current_platform on an A100 (compute capability 8.0): batch-invariant mode, graphs not shown."""
+
+    device_type = "cuda"
+
+    def is_xpu(self) -> bool:
+        return False
+
+    def is_cuda_alike(self) -> bool:
+        return True
+
+    def is_cuda(self) -> bool:
+        return True
+
+    def is_rocm(self) -> bool:
+        return False
+
+    def get_device_capability(self) -> tuple[int, int]:
+        return (8, 0)
+
+
+def test_row_reuse_refuses_vllm_cuda_graphs_where_their_invariance_is_not_shown():
+    assert batch_invariance_problem(resolve_config("tiny", ["engine.name=vllm"]), A100()) is None  # eager by default
+    forced = resolve_config("tiny", ["engine.name=vllm", "engine.vllm.enforce_eager=false"])
+    assert "(8, 0) is below (9, 0)" in batch_invariance_problem(forced, A100())
+
+
 def test_diff_names_the_changed_recipe_field_first_and_why_each_later_stage_changed(v1, pool, tmp_path):
     from scalequest_dataset.diffing.compare import diff
     from scalequest_dataset.diffing.report import render
