@@ -42,6 +42,16 @@ $SCALEQUEST_CACHE/logs/COMMAND.log. -v shows it here too."""
 # ---------------------------------------------------------------------------------------------- arguments
 
 
+def _local_folder(option: str) -> Callable[[str], Path]:
+    """An argparse type for a folder that must be on this machine (scratch space, the demo's run and store): a URL
+    is refused here, naming the option, rather than folded into a local folder named after its scheme ('s3:')."""
+    def parse(text: str) -> Path:
+        if "://" in text and not text.startswith("file://"):
+            raise argparse.ArgumentTypeError(f"{option} must be a local folder, not a URL ({text})")
+        return Path(text.removeprefix("file://"))
+    return parse
+
+
 def _common() -> argparse.ArgumentParser:
     """Options every subcommand takes (also before the subcommand: `scalequest -v run ...`)."""
     p = argparse.ArgumentParser(add_help=False)
@@ -84,8 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", parents=[common],
                        help="run the demo preset end to end and print the funnel (README command 1)")
     p.add_argument("--preset", default="demo")
-    p.add_argument("--out", type=Path, default=Path("runs/demo"))
-    p.add_argument("--store", type=Path, help="local store to publish to (default: OUT-store)")
+    p.add_argument("--out", type=_local_folder("--out"), default=Path("runs/demo"))
+    p.add_argument("--store", type=_local_folder("--store"), help="local store to publish to (default: OUT-store)")
     p.add_argument("--tag-prefix", default="v1")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p = sub.add_parser("publish", parents=[common],
@@ -121,7 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shards", help="comma-separated shard indices (default: all)")
     p.add_argument("--sample", type=int, help="this many shards, chosen at random (seeded)")
     p.add_argument("--engine", choices=sorted(ENGINES), help="must be the engine the stage was made with")
-    p.add_argument("--scratch", type=Path, help="scratch directory (default: a new temporary one)")
+    p.add_argument("--scratch", type=_local_folder("--scratch"),
+                   help="local scratch directory (default: a new temporary one)")
     p.add_argument("--trust-remote-code", action="append", default=[], metavar="MODEL",
                    help="allow this model's own code to run (a manifest asking for it is not enough)")
     p.add_argument("--attest", action="store_true", help="record a verified reproduction in the store (own commit)")
@@ -145,11 +156,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gpus-per-worker", type=int, default=1, help="GPUs per worker (tensor parallelism)")
     p = sub.add_parser("tiny-model", parents=[common],
                        help="build the tiny random Qwen2 test model (byte-identical per seed)")
-    p.add_argument("dir", type=Path)
+    p.add_argument("dir", type=_local_folder("dir"))
     p.add_argument("--seed", type=int, default=0)
     p = sub.add_parser("demo-model", parents=[common],
                        help="convert PyPI's SmolLM2-135M-Instruct GGUF into a transformers folder")
-    p.add_argument("dir", type=Path)
+    p.add_argument("dir", type=_local_folder("dir"))
     p = sub.add_parser("presets", parents=[common], help="list the built-in presets, or the stages of one")
     p.add_argument("name", nargs="?", help="print this preset's stages, one per line (after --set overrides)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")

@@ -19,6 +19,7 @@ from pathlib import Path
 import datasets
 import pyarrow.parquet as pq
 
+from ..run.urlpath import is_url
 from ..stages import STAGE_ORDER, STAGES
 from .load import verified_files
 from .locator import Source, open_source
@@ -44,7 +45,8 @@ class ScaleQuest(datasets.GeneratorBasedBuilder):
     def _source(self) -> Source:
         if not self.config.data_dir:
             raise ValueError("ScaleQuest needs data_dir: a run directory or a local store path")
-        return open_source(Path(self.config.data_dir).expanduser(), self.config.revision)
+        data_dir = self.config.data_dir  # a URL (s3://...) stays a string: a Path would fold its '//'
+        return open_source(data_dir if is_url(data_dir) else Path(data_dir).expanduser(), self.config.revision)
 
     def _split_generators(self, dl_manager) -> list[datasets.SplitGenerator]:
         """Only verified files of the version (`load.verified_files`), never a folder's listing."""

@@ -128,6 +128,43 @@ def test_diff_load_and_publish_read_an_s3_run(s3_run, reference, main, tmp_path)
     assert url_folders(tmp_path) == []
 
 
+def test_the_datasets_builder_and_run_from_read_an_s3_run(s3_run, reference, main, tmp_path):
+    """The `datasets` builder over an S3 run directory gives the local run's rows; `run --from` an S3 run into an S3
+    run directory takes every stage from it (no engine call) and writes the same objects."""
+    from scalequest_dataset.revisions.builder import ScaleQuest
+
+    url, _ = s3_run
+    rows = {}
+    for name, data_dir in (("s3", url), ("local", str(reference))):
+        builder = ScaleQuest(config_name="solvability", data_dir=data_dir, cache_dir=str(tmp_path / f"cache-{name}"))
+        builder.download_and_prepare()
+        rows[name] = builder.as_dataset(split="train").to_list()
+    assert rows["s3"] == rows["local"] and rows["s3"]
+    derived = f"{url}-derived"
+    code, _, err = main("run", "--from", url, "--out", derived, "--no-progress",
+                          *[a for s in STAGES for a in ("--stage", s)])
+    assert code == 0, err[-2000:]
+    assert s3_files(derived) == data_files(reference)
+    for stage in STAGES:  # taken whole from the S3 run: nothing computed
+        reuse = rec.read(Manifest, RunLayout(derived).manifest(stage)).execution.reuse
+        assert reuse is not None and (reuse.mode, reuse.computed, reuse.source) == ("stage", 0, url), stage
+    assert url_folders(tmp_path) == []
+
+
+def test_folders_that_must_be_local_refuse_a_url(s3_run, main, capfd, tmp_path):
+    """regenerate's scratch space and the demo's run and store are local folders: a URL exits 2 naming the option,
+    and no folder named 's3:' appears."""
+    url, _ = s3_run
+    for args, option in ((["regenerate", url, "--stage", "questions", "--scratch", "s3://runs/scratch"], "--scratch"),
+                         (["demo", "--out", "s3://runs/demo"], "--out"), (["demo", "--store", "s3://runs/st"], "--store")):
+        with pytest.raises(SystemExit) as exit_:
+            main(*args)
+        assert exit_.value.code == 2
+        err = capfd.readouterr().err
+        assert f"{option} must be a local folder, not a URL" in err, err
+    assert url_folders(tmp_path) == [] and list(tmp_path.iterdir()) == []
+
+
 def test_a_damaged_object_is_refused_by_the_readers(s3_run, main, tmp_path):
     """A byte changed in an object after its stage completed: diff, load and publish name the file (each fetches
     the object again: a copy fetched before says nothing about it now); publish writes nothing."""
