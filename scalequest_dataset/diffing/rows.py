@@ -35,7 +35,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from .stats import Distributions, numpy_of
+from .stats import Distributions, arrow_indices, numpy_of
 
 ID = "id"
 
@@ -163,8 +163,9 @@ def same_columns(a: Shard, b: Shard) -> frozenset[str]:
             for c in range(ga.num_columns):
                 ca, cb = ga.column(c), gb.column(c)
                 top = ca.path_in_schema.split(".")[0]
+                # chunks of other sizes differ: only chunks of one size are read (the changed ones seldom are)
                 leaves[top] = leaves.get(top, True) and ca.path_in_schema == cb.path_in_schema and \
-                    _chunk(fa, ca) == _chunk(fb, cb)
+                    ca.total_compressed_size == cb.total_compressed_size and _chunk(fa, ca) == _chunk(fb, cb)
     return frozenset(name for name, same in leaves.items() if same) if leaves.get(ID) else frozenset()
 
 
@@ -173,33 +174,52 @@ def _chunk(fh, column) -> bytes:
     return os.pread(fh.fileno(), column.total_compressed_size, start)
 
 
-def _load_pair(a: Shard, b: Shard, checks: tuple[Check | None, Check | None]
-               ) -> tuple[pa.Table, pa.Table, Distributions, Distributions, frozenset[str]]:
+def _load_pair(a: Shard, b: Shard, checks: tuple[Check | None, Check | None]) -> Pair:
     """Two shards that cover the same ids, each read once; b's columns that are byte-identical to a's are taken
-    from a's table, not decoded again (and not compared, nor measured twice)."""
+    from a's table, not decoded again (and not compared, nor measured twice). Where both hold the same ids in the
+    same order (the usual case), the other columns are compared here, on the loader's thread, and b's lengths are
+    a's but for the rows that differ."""
     same = same_columns(a, b)
-    if not same:
-        (ta, da), (tb, db) = _load([a], checks[0]), _load([b], checks[1])
-        return ta, tb, da, db, same
     raw_a = _read([a], checks[0])
     own = [name for name in b.schema.names if name not in same]
-    part = _read([b], None, own) if own else None
-    raw_b = pa.table({name: part.column(name) if name in own else raw_a.column(name) for name in b.schema.names},
-                     schema=b.schema)
+    part = _read([b], None, own) if own and same else None
+    raw_b = (pa.table({name: part.column(name) if name in own else raw_a.column(name) for name in b.schema.names},
+                      schema=b.schema) if same else _read([b], None))
     if checks[1] is not None:
         checks[1](b.path, raw_b)
-    # sorted alike (their ids are the same, in the same places), so a's measures of the shared columns are b's
     ta, tb = _sorted_by_id(raw_a, [a]), _sorted_by_id(raw_b, [b])
     da, db = Distributions(), Distributions()
-    da.add(ta)
-    db.add(tb.select(own))
+    lengths = da.add(ta)
+    differs: dict[str, np.ndarray] | None = None
+    if ta.column(ID).equals(tb.column(ID)):  # aligned row for row: compare here, measure b's changed rows only
+        differs = {name: column_differs(ta.column(name), tb.column(name)) for name in own
+                   if name != ID and name in ta.column_names}
+        alike = {name: d for name, d in differs.items() if ta.schema.field(name).type == tb.schema.field(name).type}
+        db.add(tb.select(own), known=lengths, changed=alike)
+    else:
+        db.add(tb.select(own))
+    # sorted alike (their ids are the same, in the same places), so a's measures of the shared columns are b's
     db.merge(da.only(same))
-    return ta, tb, da, db, same
+    return Pair(ta, tb, da, db, same, differs)
+
+
+@dataclass
+class Pair:
+    """Two tables of the same id range, their distributions, and what is known of their differences: `same`,
+    columns with the same values row for row; `differs`, when the ids align row for row, each other column's
+    changed rows."""
+
+    a: pa.Table
+    b: pa.Table
+    dists_a: Distributions
+    dists_b: Distributions
+    same: frozenset[str]
+    differs: dict[str, np.ndarray] | None
 
 
 def _paired(groups_a: list[list[Shard]], groups_b: list[list[Shard]], pool: Executor,
-            checks: tuple[Check | None, Check | None], dists: dict[str, Distributions], depth: int = 2
-            ) -> Iterator[tuple[pa.Table, pa.Table, frozenset[str]]]:
+            checks: tuple[Check | None, Check | None], dists: dict[str, Distributions], depth: int = 4
+            ) -> Iterator[Pair]:
     """Aligned shard plans (one shard per group, the same id range on both sides, in order): each pair read as
     one job (`_load_pair`), the next `depth` pairs ahead on `pool`."""
     pending: deque[Future] = deque()
@@ -207,10 +227,10 @@ def _paired(groups_a: list[list[Shard]], groups_b: list[list[Shard]], pool: Exec
         while len(pending) < depth and i + len(pending) < len(groups_a):
             j = i + len(pending)
             pending.append(pool.submit(_load_pair, groups_a[j][0], groups_b[j][0], checks))
-        ta, tb, da, db, same = pending.popleft().result()
-        dists["a"].merge(da)
-        dists["b"].merge(db)
-        yield ta, tb, same
+        pair = pending.popleft().result()
+        dists["a"].merge(pair.dists_a)
+        dists["b"].merge(pair.dists_b)
+        yield pair
 
 
 def _aligned(groups_a: list[list[Shard]], groups_b: list[list[Shard]]) -> bool:
@@ -298,8 +318,8 @@ def compare_shards(paths_a: list[Path], paths_b: list[Path], sample: int = 5, ma
     groups_a, groups_b = id_ordered_groups(shards_a), id_ordered_groups(shards_b)
     with ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 1)) as pool:
         if _aligned(groups_a, groups_b):  # the usual case: the same shard plan on both sides
-            for ta, tb, same in _paired(groups_a, groups_b, pool, (check_a, check_b), dists):
-                rows.add(ta, tb, same)
+            for pair in _paired(groups_a, groups_b, pool, (check_a, check_b), dists):
+                rows.add(pair.a, pair.b, pair.same, pair.differs)
         else:
             side_a = _prefetched(groups_a, pool, check_a, dists["a"])
             side_b = _prefetched(groups_b, pool, check_b, dists["b"])
@@ -351,8 +371,10 @@ class RowChanges:
         self.ids: dict[str, list[Any]] = {"added_ids": [], "removed_ids": [], "changed_ids": []}
         self.samples: list[dict[str, Any]] = []
 
-    def add(self, ta: pa.Table, tb: pa.Table, same: frozenset[str] = frozenset()) -> None:
-        """`same`: columns known to hold the same values row for row (byte-identical chunks): not compared."""
+    def add(self, ta: pa.Table, tb: pa.Table, same: frozenset[str] = frozenset(),
+            differs: dict[str, np.ndarray] | None = None) -> None:
+        """`same`: columns known to hold the same values row for row (byte-identical chunks): not compared.
+        `differs`: where the ids align row for row, the other columns' changed rows, already compared."""
         ids_a, ids_b = ta.column(ID), tb.column(ID)
         if self.every_row:
             self._flag(ta)
@@ -371,17 +393,17 @@ class RowChanges:
         changed_in: dict[str, np.ndarray] = {}
         for name in ta.column_names:
             if name != ID and name in tb.column_names and name not in same:
-                differs = column_differs(ta.column(name), tb.column(name))
-                if differs.any():
-                    changed_in[name] = differs
-                    self.by_column[name] = self.by_column.get(name, 0) + int(differs.sum())
+                flags = differs[name] if differs is not None else column_differs(ta.column(name), tb.column(name))
+                if flags.any():
+                    changed_in[name] = flags
+                    self.by_column[name] = self.by_column.get(name, 0) + int(flags.sum())
         if not changed_in:
             return
         changed = np.logical_or.reduce(list(changed_in.values()))
         rows = np.flatnonzero(changed)
         if not self.every_row:
-            self._flag(ta.take(_indices(rows)))
-        self._note("changed", ta.column(ID).take(_indices(rows[: self.max_ids])), len(rows))
+            self._flag(ta.take(arrow_indices(rows)))
+        self._note("changed", ta.column(ID).take(arrow_indices(rows[: self.max_ids])), len(rows))
         for i in rows[: max(0, self.sample - len(self.samples))]:
             self.samples.append(_sample(ta, tb, int(i), [c for c, d in changed_in.items() if d[i]]))
 
@@ -551,12 +573,6 @@ def _values_differ(a: pa.Array, b: pa.Array, both: np.ndarray) -> np.ndarray:
         return np.array([x != y for x, y in zip(a.to_pylist(), b.to_pylist(), strict=True)], dtype=bool)
 
 
-def _indices(rows: np.ndarray) -> pa.Array:
-    """Row numbers as an Arrow int64 array, from the numpy buffer (pa.array(numpy) imports pandas)."""
-    values = np.ascontiguousarray(rows, dtype=np.int64)
-    return pa.Array.from_buffers(pa.int64(), len(values), [None, pa.py_buffer(values)])
-
-
 def _false_where_null(flags: pa.Array) -> np.ndarray:
     """A boolean array's values, False where null (pc.fill_null would build a scalar: that imports pandas)."""
     values = numpy_of(flags)
@@ -579,7 +595,7 @@ def _lists_differ(a: pa.Array, b: pa.Array, both: np.ndarray) -> np.ndarray:
     rows = np.flatnonzero(both & ~out)
     if not len(rows):
         return out
-    take = _indices(rows)
+    take = arrow_indices(rows)
     sa, sb = a.take(take), b.take(take)
     fa, fb = pc.list_flatten(sa), pc.list_flatten(sb)
     if len(fa):

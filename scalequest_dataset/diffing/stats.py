@@ -30,6 +30,60 @@ def numpy_of(arr: pa.Array) -> np.ndarray:
     return arr.to_numpy(zero_copy_only=False)
 
 
+def arrow_indices(rows: np.ndarray) -> pa.Array:
+    """Row numbers as an Arrow int64 array, from the numpy buffer (pa.array(numpy) imports pandas)."""
+    values = np.ascontiguousarray(rows, dtype=np.int64)
+    return pa.Array.from_buffers(pa.int64(), len(values), [None, pa.py_buffer(values)])
+
+
+# Every row's length in characters (0 where null) and which rows hold a value (None: every row does).
+RowLengths = tuple[np.ndarray, np.ndarray | None]
+
+
+def row_lengths(column: pa.Array) -> RowLengths:
+    if pa.types.is_string_view(column.type):  # utf8_length has no kernel for views
+        column = column.cast(pa.large_string())
+    lengths = _ascii_lengths(column)
+    if lengths is None:
+        lengths = numpy_of(pc.utf8_length(column)).astype(np.int64)
+    if not column.null_count:
+        return lengths, None
+    valid = numpy_of(column.is_valid())
+    lengths[~valid] = 0  # a null slot's value is whatever its buffer holds
+    return lengths, valid
+
+
+def _ascii_lengths(column: pa.Array) -> np.ndarray | None:
+    """Where every byte of the column's values is ASCII, a character is a byte: the lengths are the offsets'
+    differences, found with one vectorised pass over the bytes instead of one per string. None otherwise."""
+    if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
+        return None
+    if not len(column):
+        return np.zeros(0, dtype=np.int64)
+    _, offsets_buffer, data = column.buffers()
+    width = np.dtype(np.int64 if pa.types.is_large_string(column.type) else np.int32)
+    offsets = np.frombuffer(offsets_buffer, dtype=width, count=len(column) + 1, offset=column.offset * width.itemsize)
+    if data is not None and offsets[-1] > offsets[0]:
+        if np.frombuffer(data, dtype=np.uint8, count=int(offsets[-1] - offsets[0]), offset=int(offsets[0])).max() >= 0x80:
+            return None
+    return np.diff(offsets).astype(np.int64)
+
+
+def _patched(known: RowLengths, column: pa.Array, changed: np.ndarray) -> RowLengths:
+    """`known`, the lengths of a column whose cells equal `column`'s except in the `changed` rows: those rows are
+    measured, the others are taken as they are (equal strings have equal lengths, a null stays a null)."""
+    rows = np.flatnonzero(changed)
+    if not len(rows):
+        return known
+    part_lengths, part_valid = row_lengths(column.take(arrow_indices(rows)))
+    lengths, valid = known[0].copy(), known[1]
+    lengths[rows] = part_lengths
+    if valid is not None or part_valid is not None:
+        valid = np.ones(len(lengths), dtype=bool) if valid is None else valid.copy()
+        valid[rows] = True if part_valid is None else part_valid
+    return lengths, valid
+
+
 def column_kinds() -> dict[str, str]:
     """What each stage declares of the columns it adds (`Stage.statistics`): column -> number | unit | category |
     id. A text column not named is counted by length."""
@@ -53,7 +107,12 @@ class Distributions:
         self.numbers: dict[str, list[np.ndarray]] = {}
         self.categories: dict[str, dict[str, int]] = {}
 
-    def add(self, table: pa.Table) -> None:
+    def add(self, table: pa.Table, known: dict[str, RowLengths] | None = None,
+            changed: dict[str, np.ndarray] | None = None) -> dict[str, RowLengths]:
+        """Measure a table's rows; returns its text columns' lengths, row by row. `known` and `changed`: the
+        lengths of another table's columns whose cells equal this table's, row for row, except where `changed`
+        flags them (what the diff's comparison found): only those rows are measured again."""
+        measured: dict[str, RowLengths] = {}
         for name, column in zip(table.schema.names, table.columns, strict=True):
             if pa.types.is_dictionary(column.type):
                 column = column.cast(column.type.value_type)
@@ -65,13 +124,15 @@ class Distributions:
                     key = "null" if item["values"] is None else str(item["values"])
                     counts[key] = counts.get(key, 0) + item["counts"]
             elif _is_text(column.type) and name not in _columns("id"):
-                if pa.types.is_string_view(column.type):  # utf8_length has no kernel for views
-                    column = column.cast(pa.large_string())
-                lengths = pc.utf8_length(pc.drop_null(column))  # a null has no length
-                self.lengths.setdefault(name, []).append(numpy_of(lengths).astype(np.int64))
+                if known is not None and changed is not None and name in known and name in changed:
+                    lengths, valid = measured[name] = _patched(known[name], column, changed[name])
+                else:
+                    lengths, valid = measured[name] = row_lengths(column)
+                self.lengths.setdefault(name, []).append(lengths if valid is None else lengths[valid])
             elif name in _columns("number", "unit") and (pa.types.is_floating(column.type) or pa.types.is_integer(column.type)):
                 values = numpy_of(pc.drop_null(column)).astype(float)
                 self.numbers.setdefault(name, []).append(values[np.isfinite(values)])
+        return measured
 
     def only(self, columns: frozenset[str]) -> Distributions:
         """These columns' numbers (shared, not copied)."""

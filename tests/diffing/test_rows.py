@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from scalequest_dataset.diffing.rows import column_differs, compare_shards, widened
+from scalequest_dataset.diffing.stats import Distributions, row_lengths
 from scalequest_dataset.run.files import PARQUET_OPTIONS
 
 NAN = math.nan
@@ -201,3 +202,48 @@ def test_every_stage_names_its_origin_and_group_by_a_lineage_column_the_diff_kee
         # the origin is a column of the stage's rows; the group key one of its input's (the stage before it)
         assert cls.origin in cls.features, cls.name
         assert cls.group_key is None or cls.group_key in before.features, cls.name
+
+
+# ---------------------------------------------------------------------------------------------- statistics
+
+
+def test_stats_measured_once_for_unchanged_rows_equal_both_sides_measured_in_full(tmp_path):
+    """b's lengths are a's except in the rows the comparison flags: the same report as measuring b in full, with
+    nulls appearing and disappearing, non-ASCII text, empty strings, and rows equal in content but not in bytes
+    (-0.0 vs 0.0 is a change; NaNs of other payloads are not)."""
+    schema = pa.schema([("id", pa.string()), ("query", pa.string()), ("response", pa.string()),
+                        ("reward", pa.float64()), ("generator", pa.string())])
+    other_nan = float(np.frombuffer(np.uint64(0x7FF8000000000123).tobytes(), np.float64)[0])
+    a_rows = [{"id": f"r{i:02d}", "query": "q" * i, "response": "x" * (i % 7), "reward": i / 10,
+               "generator": "m1"} for i in range(40)]
+    b_rows = [dict(r) for r in a_rows]
+    b_rows[1]["response"] = "π ≤ 3.15, longer"  # non-ASCII, another length
+    b_rows[2]["response"] = None  # a value becomes null
+    a_rows[3]["response"] = None  # a null becomes a value
+    b_rows[4]["response"] = ""
+    b_rows[5].update(response="same length", generator="m2")
+    a_rows[6]["reward"], b_rows[6]["reward"] = 0.0, -0.0
+    a_rows[7]["reward"], b_rows[7]["reward"] = NAN, other_nan
+    a_rows[8]["response"] = b_rows[8]["response"] = None  # null on both sides: no change
+    b_rows[30]["response"] = "é" * 30
+    a = [write(tmp_path / "a" / f"s{k}.parquet", a_rows[k * 20:(k + 1) * 20], schema) for k in range(2)]
+    b = [write(tmp_path / "b" / f"s{k}.parquet", b_rows[k * 20:(k + 1) * 20], schema) for k in range(2)]
+    found = compare_shards(a, b)
+    assert found.rows["changed_ids"] == ["r01", "r02", "r03", "r04", "r05", "r06", "r30"]
+    full = {side: Distributions() for side in "ab"}
+    for side, paths in (("a", a), ("b", b)):
+        for path in paths:
+            full[side].add(pq.read_table(path))
+    assert found.stats == Distributions.summarise(full["a"], full["b"])
+    assert found.stats["len(response)"]["b"]["n"] == 38 and found.stats["len(response)"]["a"]["n"] == 38
+
+
+@pytest.mark.parametrize("type_", [pa.string(), pa.large_string(), pa.string_view()])
+def test_row_lengths_count_characters_of_any_text(type_):
+    values = ["abc", None, "", "π≤", "é" * 5, "plain ascii", None, "日本語"]
+    column = pa.array(values, type_)
+    for part in (column, column.slice(2, 3), column.slice(5), pa.array(["only", "ascii", None], type_)):
+        lengths, valid = row_lengths(part)
+        as_python = part.to_pylist()
+        assert lengths.tolist() == [len(v) if v is not None else 0 for v in as_python]
+        assert (valid.tolist() if valid is not None else [True] * len(part)) == [v is not None for v in as_python]
