@@ -218,7 +218,7 @@ class Pair:
 
 
 def _paired(groups_a: list[list[Shard]], groups_b: list[list[Shard]], pool: Executor,
-            checks: tuple[Check | None, Check | None], dists: dict[str, Distributions], depth: int = 4
+            checks: tuple[Check | None, Check | None], dists: dict[str, Distributions], depth: int = 2
             ) -> Iterator[Pair]:
     """Aligned shard plans (one shard per group, the same id range on both sides, in order): each pair read as
     one job (`_load_pair`), the next `depth` pairs ahead on `pool`."""
