@@ -207,10 +207,12 @@ def test_every_stage_names_its_origin_and_group_by_a_lineage_column_the_diff_kee
 # ---------------------------------------------------------------------------------------------- statistics
 
 
-def test_stats_measured_once_for_unchanged_rows_equal_both_sides_measured_in_full(tmp_path):
+@pytest.mark.parametrize("b_options", [{}, {"compression": "snappy", "compression_level": None}],
+                         ids=["byte-identical columns", "no chunk alike"])
+def test_stats_measured_once_for_unchanged_rows_equal_both_sides_measured_in_full(tmp_path, b_options):
     """b's lengths are a's except in the rows the comparison flags: the same report as measuring b in full, with
     nulls appearing and disappearing, non-ASCII text, empty strings, and rows equal in content but not in bytes
-    (-0.0 vs 0.0 is a change; NaNs of other payloads are not)."""
+    (-0.0 vs 0.0 is a change; NaNs of other payloads are not); whether or not some columns are byte-identical."""
     schema = pa.schema([("id", pa.string()), ("query", pa.string()), ("response", pa.string()),
                         ("reward", pa.float64()), ("generator", pa.string())])
     other_nan = float(np.frombuffer(np.uint64(0x7FF8000000000123).tobytes(), np.float64)[0])
@@ -227,7 +229,7 @@ def test_stats_measured_once_for_unchanged_rows_equal_both_sides_measured_in_ful
     a_rows[8]["response"] = b_rows[8]["response"] = None  # null on both sides: no change
     b_rows[30]["response"] = "é" * 30
     a = [write(tmp_path / "a" / f"s{k}.parquet", a_rows[k * 20:(k + 1) * 20], schema) for k in range(2)]
-    b = [write(tmp_path / "b" / f"s{k}.parquet", b_rows[k * 20:(k + 1) * 20], schema) for k in range(2)]
+    b = [write(tmp_path / "b" / f"s{k}.parquet", b_rows[k * 20:(k + 1) * 20], schema, **b_options) for k in range(2)]
     found = compare_shards(a, b)
     assert found.rows["changed_ids"] == ["r01", "r02", "r03", "r04", "r05", "r06", "r30"]
     full = {side: Distributions() for side in "ab"}
