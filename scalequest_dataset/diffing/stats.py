@@ -86,13 +86,12 @@ def _patched(known: RowLengths, column: pa.Array, changed: np.ndarray) -> RowLen
 
 def column_kinds() -> dict[str, str]:
     """What each stage declares of the columns it adds (`Stage.statistics`): column -> number | unit | category |
-    id. A text column not named is counted by length."""
-    from ..stages import REGISTRY
-    from ..stages.base import Stage
+    id. A text column not named is counted by length. Read without importing the stages (and `datasets`)."""
+    from ..stages import declared_statistics
 
-    kinds = dict(Stage.statistics)
-    for stage in REGISTRY:
-        kinds.update(stage.statistics)
+    kinds: dict[str, str] = {}
+    for declared in declared_statistics().values():
+        kinds.update(declared)
     return kinds
 
 

@@ -5,7 +5,11 @@ pass to `load_dataset`."""
 
 from __future__ import annotations
 
+import ast
+import functools
 import importlib
+import importlib.util
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -19,6 +23,33 @@ STAGE_ORDER: tuple[str, ...] = ("questions", "language", "dedup", "decontaminati
 
 def stage_order() -> tuple[str, ...]:
     return STAGE_ORDER
+
+
+@functools.cache
+def declared_statistics() -> dict[str, dict[str, str]]:
+    """`Stage.statistics` of the base class ("*") and of each stage, read from the modules' source, not imported:
+    importing a stage imports `datasets` for its Features (~1 s, holding the interpreter), which a diff of two
+    revisions otherwise never needs. A declaration must therefore be a literal dict in the class body
+    (tests/stages/test_registry.py checks this reading equals the imported classes')."""
+
+    def literal(name: str, class_name: str | None) -> dict[str, str]:
+        spec = importlib.util.find_spec(f"{__name__}.{name}")
+        assert spec is not None and spec.origin is not None, f"no module stages/{name}.py"
+        tree = ast.parse(Path(spec.origin).read_text(encoding="utf-8"))
+        found: dict[str, str] = {}
+        for cls in tree.body:
+            if not isinstance(cls, ast.ClassDef) or (class_name is not None and cls.name != class_name):
+                continue
+            for node in cls.body:
+                target = node.targets[0] if isinstance(node, ast.Assign) and len(node.targets) == 1 else (
+                    node.target if isinstance(node, ast.AnnAssign) else None)
+                if isinstance(target, ast.Name) and target.id == "statistics" and node.value is not None:
+                    found.update(ast.literal_eval(node.value))
+        return found
+
+    out = {"*": literal("base", "Stage")}
+    out.update({name: literal(name, None) for name in STAGE_ORDER})
+    return out
 
 
 def _registry() -> tuple[type[Stage], ...]:
@@ -47,4 +78,5 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["REGISTRY", "STAGES", "STAGE_ORDER", "ShardResult", "Stage", "StageContext", "stage_order"]
+__all__ = ["REGISTRY", "STAGES", "STAGE_ORDER", "ShardResult", "Stage", "StageContext", "declared_statistics",
+           "stage_order"]
