@@ -1,6 +1,6 @@
 """`scalequest diff` beside DuckDB's full outer join on `id` over the same Parquet files, in one run: two 1M-row
 revisions differing in 1 % of rows in every shard, and two identical ones. Each measurement is a fresh process
-(imports included), the tools interleaved, best of `--repeats`; wall seconds, CPU seconds (all threads, user +
+(imports included; `diff` is the CLI command, its json report written), the tools interleaved, best of `--repeats`; wall seconds, CPU seconds (all threads, user +
 system: steadier than wall time on a shared machine) and peak memory. `diff` checks every file's bytes against
 its manifest before comparing (the default); `--no-verify` trusts the manifests: both are measured.
 
@@ -36,10 +36,14 @@ assert (added, removed, changed) == (0, 0, {changed}), (added, removed, changed)
 """
 
 OURS = """
-from scalequest_dataset.diffing.compare import diff
-report = diff({a!r}, {b!r}, sample=5, verify={verify})
-(s,) = report.stages
-assert s.rows.get("changed", 0) == {changed} and report.identical == {identical}, (s.status, s.rows.get("changed"))
+import json, os, tempfile
+from scalequest_dataset.cli import main
+out = os.path.join(tempfile.mkdtemp(), "report.json")
+code = main(["diff", {a!r}, {b!r}, "--sample", "5", "--format", "json", "-o", out] + ([] if {verify} else ["--no-verify"]))
+report = json.load(open(out))
+(s,) = report["stages"]
+changed = s["splits"]["train"]["rows"].get("changed", 0)
+assert changed == {changed} and report["identical"] == {identical} and code == (0 if {identical} else 1), (code, changed)
 """
 
 

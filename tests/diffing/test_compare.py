@@ -153,6 +153,36 @@ def test_cli_exit_codes_and_formats(run_a, run_b, tmp_path):
     assert res.returncode == 2 and "/no/such/place" in res.stderr
 
 
+POOL_PROBE = """
+import sys
+from scalequest_dataset.cli import main
+code = main(sys.argv[1:])
+import pyarrow as pa
+print("POOL", pa.default_memory_pool().backend_name)
+raise SystemExit(code)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the CLI chooses jemalloc on Linux only")
+def test_cli_diff_decodes_on_jemalloc_unless_the_user_chose_a_pool_and_reports_the_same_bytes(run_a, run_b, tmp_path):
+    """`scalequest diff` reads on Arrow's jemalloc pool (mimalloc zeroes every page again shard after shard: a
+    sixth of a large diff's CPU); a pool the user set is kept; the report's bytes do not depend on the pool."""
+    import os
+
+    reports = {}
+    for chosen in (None, "mimalloc", "system"):
+        env = {k: v for k, v in os.environ.items() if k != "ARROW_DEFAULT_MEMORY_POOL"}
+        if chosen:
+            env["ARROW_DEFAULT_MEMORY_POOL"] = chosen
+        out = tmp_path / f"{chosen}.json"
+        res = subprocess.run([sys.executable, "-c", POOL_PROBE, "diff", str(run_a), str(run_b), "--format", "json",
+                              "-o", str(out)], capture_output=True, text=True, env=env)
+        assert res.returncode == 1, res.stderr[-2000:]
+        assert f"POOL {chosen or 'jemalloc'}" in res.stdout
+        reports[chosen] = out.read_bytes()
+    assert reports[None] == reports["mimalloc"] == reports["system"] and b'"changed"' in reports[None]
+
+
 def test_same_data_from_another_environment_is_identical_and_says_what_differs(run_a, tmp_path):
     other = tmp_path / "other-env"
     shutil.copytree(run_a, other)
