@@ -27,6 +27,7 @@ from ..stages import STAGES, Stage
 from . import records
 from .files import file_problem, iter_batches, read_table, unchanged, write_bytes, write_table
 from .layout import RunLayout
+from .prepare import prepare_input
 from .records import FileRecord, InputRef, Manifest, PinnedModel, Plan, ShardRecord, ShardSpec
 from .urlpath import UrlPath
 
@@ -94,10 +95,11 @@ def read_manifest(layout: RunLayout, name: str) -> Manifest | None:
     return records.read(Manifest, path) if path.is_file() else None
 
 
-def plan_stage(layout: RunLayout, config: RunConfig, name: str, pinned: dict[str, PinnedModel] | None = None
-               ) -> Plan:
+def plan_stage(layout: RunLayout, config: RunConfig, name: str, pinned: dict[str, PinnedModel] | None = None,
+               processes: int = 1) -> Plan:
     """The stage's plan: the persisted one (checked against this config and the input), or a new one. `pinned`
-    (regenerate) fixes the models to the identities a manifest recorded instead of resolving them now."""
+    (regenerate) fixes the models to the identities a manifest recorded instead of resolving them now.
+    `processes`: how many the whole-input pass may use (run/prepare.py; the same table whatever the number)."""
     started = time.process_time()
     key = config_key(config, name)
     input_stage = config.input_of(name)
@@ -133,15 +135,16 @@ def plan_stage(layout: RunLayout, config: RunConfig, name: str, pinned: dict[str
         shards = [ShardSpec(index=i, rows=src["rows"], source=src) for i, src in enumerate(stage.source_plan())]
     else:
         shards = _cut(stage, input_manifest, input_paths, config.rows_per_shard)
-    prepared = None
+    prepared, elsewhere = None, 0.0
     if input_paths:
-        table = stage.prepare(iter_batches(input_paths))
+        rows = [shard.files["train"].rows for shard in input_manifest.shards if "train" in shard.files]
+        table, elsewhere = prepare_input(stage, input_paths, rows, processes)
         if table is not None:
             prepared = FileRecord(**write_table(layout.prepared(name), table))
     identity = input_ref.model_dump(include={"stage", "fingerprint", "content"}) if input_ref else None
     plan = Plan(stage=name, fingerprint=stage.fingerprint(input_stage, identity),
                 config=key, input=input_ref, models=models, shards=shards or [ShardSpec(index=0, rows=0)],
-                prepared=prepared, seconds=round(time.process_time() - started, 3))
+                prepared=prepared, seconds=round(time.process_time() - started + elsewhere, 3))
     return _write_once(layout.plan(name), plan)
 
 

@@ -103,7 +103,7 @@ class Runner:
         saved = load_config(self.layout)  # what the manifests record (the run directory's config)
         done: dict[str, Manifest | None] = {}
         for name in names:
-            plan = plan_stage(self.layout, self.config, name)
+            plan = plan_stage(self.layout, self.config, name, processes=self.backend.planning_processes())
             if self.source is not None and not plan_only:
                 from .derive import stage_from_source
 

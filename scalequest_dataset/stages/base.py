@@ -333,7 +333,20 @@ class Stage:
 
     def prepare(self, batches: Iterable[pa.RecordBatch]) -> pa.Table | None:
         """A pass over the whole input at plan time, for a decision a shard cannot make alone (dedup). The
-        table returned is persisted with the plan and handed to `load_prepared` in every worker."""
+        table returned is persisted with the plan and handed to `load_prepared` in every worker. It is the merge
+        of one part: the planner may instead run `prepare_part` on contiguous parts of the input in several
+        processes and merge those (run/prepare.py), which must give the same table."""
+        table = self.prepare_merge([self.prepare_part(batches)])
+        if table is not None:
+            self.load_prepared(table)
+        return table
+
+    def prepare_part(self, batches: Iterable[pa.RecordBatch]) -> Any:
+        """The pass over one part of the input (picklable: it may come from another process); None: no pass."""
+        return None
+
+    def prepare_merge(self, parts: list[Any]) -> pa.Table | None:
+        """The prepared table from the parts' results, in input order."""
         return None
 
     def load_prepared(self, table: pa.Table) -> None:

@@ -379,14 +379,34 @@ class OverlapScan:
     def __init__(self, benchmarks: Sequence[LoadedBenchmark], index: NgramIndex, max_items: int | None = None
                  ) -> None:
         self.benchmarks = benchmarks
-        self.index = index
+        self.index: NgramIndex | None = index
         self.max_items = max_items
+        # what the report needs of the index, kept when a part drops it to cross to another process
+        self.n, self.short, self.boilerplate = index.n, index.short, index.boilerplate
         self.questions = 0
         self.matches: list[dict[str, Any]] = []
         self.item_questions = [np.zeros(len(b.ids), dtype=np.int64) for b in benchmarks]
         self.item_first: list[dict[int, str]] = [{} for _ in benchmarks]
 
+    def part(self) -> OverlapScan:
+        """This scan without its index (large, and the same in every process): a part to `absorb` elsewhere."""
+        self.index = None
+        return self
+
+    def absorb(self, other: OverlapScan) -> None:
+        """Another part of the input's scan, against the same benchmarks: counts add up, first ids take the
+        lowest, matches join (sorted by id in `table`), so the result does not depend on how the input was cut."""
+        assert [b.digest() for b in other.benchmarks] == [b.digest() for b in self.benchmarks]
+        self.questions += other.questions
+        self.matches.extend(other.matches)
+        for b, counts in enumerate(other.item_questions):
+            self.item_questions[b] += counts
+            for i, qid in other.item_first[b].items():
+                if i not in self.item_first[b] or qid < self.item_first[b][i]:
+                    self.item_first[b][i] = qid
+
     def add(self, ids: Sequence[str], texts: Sequence[str | None]) -> None:
+        assert self.index is not None, "a part's scan takes no more rows"
         self.questions += len(ids)
         for q, tokens, match in self.index.matches(texts):
             self._record(ids[q], tokens, match)
@@ -397,7 +417,7 @@ class OverlapScan:
         names = [b.spec.name for b in self.benchmarks]
         self.matches.append({
             "id": qid, "benchmark": names[first.benchmark], "item": self.benchmarks[first.benchmark].ids[first.item],
-            "ngram": " ".join(tokens[first.position : first.position + self.index.n]),
+            "ngram": " ".join(tokens[first.position : first.position + self.n]),
             "benchmarks": [names[b] for b in sorted({b for b, _ in match.items})]})
         for b, i in sorted(match.items):
             self.item_questions[b][i] += 1
@@ -413,16 +433,16 @@ class OverlapScan:
                 "name": bench.spec.name, "source": bench.spec.source(), "config": bench.spec.config,
                 "split": bench.spec.split if bench.spec.repo else None, "columns": bench.spec.columns,
                 "revision": bench.revision, "digest": bench.digest(), "items": items,
-                "short_items": self.index.short[b], "clean": items - len(matched),
+                "short_items": self.short[b], "clean": items - len(matched),
                 "clean_ratio": (items - len(matched)) / items,
                 "questions": sum(1 for m in self.matches if bench.spec.name in m["benchmarks"]),
                 "matched": [{"item": bench.ids[i], "questions": int(self.item_questions[b][i]),
                              "first": self.item_first[b][i]} for i in matched],
             })
-        return {"ngram": self.index.n, "normalize": NORMALIZATION, "questions": self.questions,
+        return {"ngram": self.n, "normalize": NORMALIZATION, "questions": self.questions,
                 "contaminated": len(self.matches), "benchmarks": out,
-                "boilerplate": {"max_items_per_ngram": self.max_items, "ngrams": len(self.index.boilerplate),
-                                "examples": self.index.boilerplate[:5]}}
+                "boilerplate": {"max_items_per_ngram": self.max_items, "ngrams": len(self.boilerplate),
+                                "examples": self.boilerplate[:5]}}
 
     def table(self) -> pa.Table:
         rows = sorted(self.matches, key=lambda m: m["id"])
@@ -543,8 +563,8 @@ class DecontaminationStage(Stage):
         self._models = pinned
         return pinned
 
-    def prepare(self, batches: Iterable[pa.RecordBatch]) -> pa.Table:
-        """Load and index the benchmarks, then stream every question of the input once."""
+    def prepare_part(self, batches: Iterable[pa.RecordBatch]) -> OverlapScan:
+        """Load and index the benchmarks, then stream each question of this part of the input once."""
         pinned = self.models()
         benchmarks = [load_benchmark(b, pinned[role(b)], self.field(b), not self.loads_models)
                       for b in self.params.benchmarks]
@@ -552,9 +572,13 @@ class DecontaminationStage(Stage):
         scan = OverlapScan(benchmarks, NgramIndex(benchmarks, self.params.ngram, cap), cap)
         for batch in batches:
             scan.add(batch.column("id").to_pylist(), batch.column("query").to_pylist())
-        table = scan.table()
-        self.load_prepared(table)
-        return table
+        return scan.part()
+
+    def prepare_merge(self, parts: list[OverlapScan]) -> pa.Table:
+        merged = parts[0]
+        for part in parts[1:]:
+            merged.absorb(part)
+        return merged.table()
 
     def load_prepared(self, table: pa.Table) -> None:
         self.matches = {row["id"]: row for row in table.to_pylist()}

@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from typing import Any, ClassVar, Literal
 
 import datasets
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -39,19 +40,31 @@ def text_digest(text: str) -> bytes:
 INDEX_SCHEMA = pa.schema([("digest", pa.binary(DIGEST_BYTES)), ("id", pa.string())])
 
 
-def build_index(batches: Iterable[pa.RecordBatch]) -> pa.Table:
-    """(digest, the lowest id) for digests seen more than once, sorted by digest. Arrow does the grouping, so
-    memory is about (16 bytes + id) per input row while building, then only the duplicated texts."""
+def count_texts(batches: Iterable[pa.RecordBatch]) -> pa.Table:
+    """Per normalised text of these rows (its digest): the lowest id and how many rows hold it. Arrow does the
+    grouping: about (16 bytes + id) per row."""
     parts = []
     for batch in batches:
         digests = [text_digest(q or "") for q in batch.column("query").to_pylist()]
-        parts.append(pa.table({"digest": pa.array(digests, pa.binary(DIGEST_BYTES)), "id": batch.column("id")}))
+        parts.append(pa.table({"digest": pa.array(digests, pa.binary(DIGEST_BYTES)), "id": batch.column("id"),
+                               "rows": pa.array(np.ones(batch.num_rows, dtype=np.int64))}))
+    return _grouped(parts)
+
+
+def _grouped(parts: list[pa.Table]) -> pa.Table:
     if not parts:
-        return INDEX_SCHEMA.empty_table()
-    groups = pa.concat_tables(parts).group_by("digest").aggregate([("id", "min"), ("id", "count")])
-    groups = groups.filter(pc.greater(groups["id_count"], 1))
-    table = pa.table({"digest": groups["digest"], "id": groups["id_min"]}, schema=INDEX_SCHEMA)
-    return table.sort_by("digest")
+        return pa.table({"digest": pa.array([], pa.binary(DIGEST_BYTES)), "id": pa.array([], pa.string()),
+                         "rows": pa.array([], pa.int64())})
+    groups = pa.concat_tables(parts).group_by("digest").aggregate([("id", "min"), ("rows", "sum")])
+    return pa.table({"digest": groups["digest"], "id": groups["id_min"], "rows": groups["rows_sum"]})
+
+
+def build_index(parts: list[pa.Table]) -> pa.Table:
+    """(digest, the lowest id) for the texts held by more than one row of all the parts' rows, sorted by
+    digest: the same whatever the parts (a minimum and a sum do not depend on how rows are grouped)."""
+    counted = _grouped(parts)
+    counted = counted.filter(pc.greater(counted["rows"], 1))
+    return pa.table({"digest": counted["digest"], "id": counted["id"]}, schema=INDEX_SCHEMA).sort_by("digest")
 
 
 class Params(Strict):
@@ -82,11 +95,12 @@ class DedupStage(Stage):
         super().__init__(config, models)
         self.kept_ids: dict[bytes, str] | None = None
 
-    def prepare(self, batches: Iterable[pa.RecordBatch]) -> pa.Table:
-        """The global pass over the whole input (every `train` shard of the input stage, in order)."""
-        table = build_index(batches)
-        self.load_prepared(table)
-        return table
+    def prepare_part(self, batches: Iterable[pa.RecordBatch]) -> pa.Table:
+        """The global pass over a part of the input: every text's lowest id and count."""
+        return count_texts(batches)
+
+    def prepare_merge(self, parts: list[pa.Table]) -> pa.Table:
+        return build_index(parts)
 
     def load_prepared(self, table: pa.Table) -> None:
         self.kept_ids = dict(zip(table["digest"].to_pylist(), table["id"].to_pylist(), strict=True))

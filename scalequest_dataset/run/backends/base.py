@@ -12,6 +12,7 @@ backend needs to run it imports when it runs."""
 from __future__ import annotations
 
 import argparse
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection, Iterable
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
@@ -76,6 +77,11 @@ class Backend(ABC):
     def run(self, job: StageJob, reporter: Reporter) -> None:
         """Run every shard of the job; return when all are complete, raise StageError naming the shard if one
         cannot be."""
+
+    def planning_processes(self) -> int:
+        """Processes a stage's whole-input pass may use at plan time, on the planning machine: as many as the
+        backend has workers (they wait for the plan meanwhile), at most its CPUs."""
+        return max(1, min(getattr(self, "workers", 1), os.cpu_count() or 1))
 
     def close(self) -> None:  # noqa: B027 - a backend without workers has nothing to stop
         """Stop workers and free their engines."""
