@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import multiprocessing
 import time
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -37,7 +38,7 @@ def prepare_input(stage: Stage, paths: list[Path | UrlPath], rows: list[int], pr
     spent (the caller's own are in its process time)."""
     parts = min(processes, len(paths), max(1, sum(rows) // MIN_ROWS_PER_PROCESS))
     if parts <= 1 or not has_pass(stage):
-        return stage.prepare(iter_batches(paths)), 0.0
+        return stage.prepare(batches(stage, paths)), 0.0
     jobs = [(stage.name, stage.config, stage.models(), group) for group in contiguous(paths, rows, parts)]
     with ProcessPoolExecutor(parts, mp_context=multiprocessing.get_context("spawn")) as pool:
         done = list(pool.map(_part, jobs))
@@ -45,6 +46,11 @@ def prepare_input(stage: Stage, paths: list[Path | UrlPath], rows: list[int], pr
     if table is not None:
         stage.load_prepared(table)
     return table, sum(cpu for _, cpu in done)
+
+
+def batches(stage: Stage, paths: list[Path | UrlPath]) -> Iterator[pa.RecordBatch]:
+    """The input's rows, only the columns the stage reads (all where it names none)."""
+    return iter_batches(paths, list(stage.reads) or None)
 
 
 def contiguous(paths: list[Any], rows: list[int], parts: int) -> list[list[Any]]:
@@ -65,4 +71,4 @@ def _part(job: tuple[str, RunConfig, dict[str, Any], list[Path | UrlPath]]) -> t
     name, config, models, paths = job
     started = time.process_time()
     stage = STAGES[name](config, models)
-    return stage.prepare_part(iter_batches(paths)), time.process_time() - started
+    return stage.prepare_part(batches(stage, paths)), time.process_time() - started
