@@ -45,7 +45,7 @@ class Completion:
         return cls("", prompt_tokens, 0, "error", error, detail)
 
 
-ProgressFn = Callable[[int, int], None]  # (rows finished, completion tokens) since the last call
+ProgressFn = Callable[[int, int], None]  # (rows finished, tokens) since the last call: generated, or read by `score`
 
 
 @dataclass
@@ -96,7 +96,8 @@ class Engine(Protocol):
               ) -> list[float]:
         """Engines loaded with task="score" (a sequence-classification or reward model): one scalar per
         conversation, the model's raw output (no activation) at the last token. Like `generate`, a
-        conversation's score never depends on the others in the call."""
+        conversation's score never depends on the others in the call. `progress` gets the rows scored and the
+        tokens they read (scoring generates none)."""
         ...
 
     def context_length(self) -> int:

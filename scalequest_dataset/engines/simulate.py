@@ -257,8 +257,8 @@ class SimulateEngine:
             num, _, _ = latent(query)
             right = str(num) in reply.rsplit("boxed", 1)[-1]  # crude: the latent answer's numerator is boxed
             out.append(round(_draw("score", query, reply).gauss(1.5 if right else -0.5, 1.0), 6))
-        if progress:
-            progress(len(out), 0)
+        if progress:  # scoring generates nothing: the tokens are those it read
+            progress(len(out), sum(self.score_length(c) for c in conversations))
         return out
 
     def chat_prompt(self, messages: list[dict[str, str]], add_generation_prompt: bool = True) -> str:

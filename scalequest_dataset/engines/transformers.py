@@ -187,8 +187,8 @@ class TransformersEngine:
                                         ).logits.float().cpu()
                     for j, i in enumerate(idx):
                         out[i] = float(logits[j].reshape(-1)[0])
-                    if progress:
-                        progress(len(idx), 0)
+                    if progress:  # scoring generates nothing: the tokens are those it read
+                        progress(len(idx), sum(len(encoded[i]) for i in idx))
         return out
 
     def _decode(self, ids: list[int]) -> str:

@@ -30,8 +30,9 @@ from __future__ import annotations
 import dataclasses
 import gc
 import os
-from collections.abc import Sequence
-from typing import ClassVar
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, ClassVar
 
 from pydantic import Field
 
@@ -148,24 +149,28 @@ class VLLMOptions(Strict):
     tensor_parallel_size: int = Field(1, ge=1)
 
 
-def _rows_bar(progress: ProgressFn | None):
-    """vLLM's `use_tqdm` hook (for `score`): a bar that draws nothing and reports each request as it finishes, so
-    that a stage's progress (and ETA) moves during the one call. It only observes: the engine steps are the same."""
+@contextmanager
+def _reporting_steps(engine: Any, progress: ProgressFn | None) -> Iterator[None]:
+    """Each request reported as it finishes, with the prompt tokens it read (a pooling request generates none), while
+    `LLM.encode` steps the engine in its own loop (`_run_engine`, whose tqdm hook sees a count, not the outputs):
+    the engine's `step` is wrapped on the instance for the call. It only observes: the steps are the same."""
     if progress is None:
-        return False
-    import io
+        yield
+        return
+    step = engine.step
 
-    from tqdm import tqdm
+    def observed() -> Any:
+        outputs = step()
+        for output in outputs:
+            if output.finished:
+                progress(1, len(output.prompt_token_ids or ()))
+        return outputs
 
-    class RowsBar(tqdm):
-        def __init__(self, *args, **kwargs) -> None:
-            super().__init__(*args, **{**kwargs, "file": io.StringIO(), "mininterval": 3600})
-
-        def update(self, n: float | None = 1) -> bool | None:
-            progress(int(n or 0), 0)
-            return super().update(n)
-
-    return RowsBar
+    engine.step = observed
+    try:
+        yield
+    finally:
+        del engine.step  # the class's method again
 
 
 def own_score_tokenizer(model: str, revision: str | None, task: str, trust_remote_code: bool):
@@ -299,8 +304,8 @@ class VLLMEngine:
 
     def score(self, conversations: Sequence[list[dict[str, str]]], progress: ProgressFn | None = None
               ) -> list[float]:
-        """One engine call for all the conversations (vLLM schedules them, `batch_size` in flight at most); rows
-        are reported as they finish through vLLM's own per-request hook."""
+        """One engine call for all the conversations (vLLM schedules them, `batch_size` in flight at most); each is
+        reported as it finishes, with the tokens it read."""
         from vllm import PoolingParams
 
         if self.task != "score":
@@ -311,9 +316,10 @@ class VLLMEngine:
         if pooling_task not in ("classify", "token_classify"):
             raise RuntimeError(f"{self.model}: vLLM serves it for {pooling_task!r}, not as a scalar scorer")
         ids = [score_token_ids(tokenizer, c, reward_token) for c in conversations]
-        results = self.llm.encode([{"prompt_token_ids": i} for i in ids],
-                                  pooling_params=PoolingParams(use_activation=False),
-                                  pooling_task=pooling_task, use_tqdm=_rows_bar(progress))
+        with _reporting_steps(self.llm.llm_engine, progress):
+            results = self.llm.encode([{"prompt_token_ids": i} for i in ids],
+                                      pooling_params=PoolingParams(use_activation=False),
+                                      pooling_task=pooling_task, use_tqdm=False)
         return [_scalar(r.outputs.data, len(i), pooling_task, self.model) for r, i in zip(results, ids, strict=True)]
 
     def chat_prompt(self, messages: list[dict[str, str]], add_generation_prompt: bool = True) -> str:

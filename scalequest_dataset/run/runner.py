@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from .. import console
 from ..recipe.config import RunConfig
 from ..recipe.params import ConfigError
+from ..stages import STAGES
 from .backends import Backend, Reporter, StageJob
 from .backends.local import LocalBackend
 from .finalize import StageState, finalize_stage, stage_state
@@ -116,7 +117,8 @@ class Runner:
             pending = [s for s in plan.shards if (shard is None or shard.owns(s.index))
                        and verified_record(self.layout, plan, s.index) is None]
             if pending:
-                progress = Progress(name, sum(s.rows for s in pending), self.show_progress)
+                progress = Progress(name, sum(s.rows for s in pending), self.show_progress,
+                                    STAGES[name].progress_tokens)
                 try:
                     self.backend.run(StageJob(str(self.layout.root), name, [s.index for s in pending], self.config),
                                      Reporter(progress.update, progress.shard_done))
@@ -172,15 +174,18 @@ def _ranges(indices: list[int]) -> str:
 
 
 class Progress:
-    """One bar per stage: rows, generated tokens/s and ETA (tqdm, on the terminal even while engine output goes to
-    the log: see `console`). Workers report rows as they go; a backend that reports only finished shards moves
-    the bar a shard at a time. Until the first rows come (models loading), the bar says so."""
+    """One bar per stage: rows, tokens/s and ETA (tqdm, on the terminal even while engine output goes to the log:
+    see `console`). The tokens are what the stage's engine generated, or read where it scores
+    (`Stage.progress_tokens`); a stage without an engine shows none. Workers report rows as they go; a backend
+    that reports only finished shards moves the bar a shard at a time. Until the first rows come (models
+    loading), the bar says so."""
 
-    def __init__(self, name: str, total_rows: int, enabled: bool = True) -> None:
+    def __init__(self, name: str, total_rows: int, enabled: bool = True, tokens: str = "generated") -> None:
         from tqdm.auto import tqdm
 
         self.started = time.perf_counter()
-        self.rows = self.tokens = 0  # reported as generated
+        self.kind = tokens  # "generated" or "read"
+        self.rows = self.tokens = 0  # reported as they go
         self.done_rows = self.done_tokens = 0  # of finished shards
         self.bar = tqdm(total=total_rows, desc=f"{name:<12}", unit="row", disable=not enabled, dynamic_ncols=True,
                         file=console.stream(), postfix="starting")
@@ -192,13 +197,19 @@ class Progress:
 
     def shard_done(self, record: ShardRecord) -> None:
         self.done_rows += record.rows_in
-        self.done_tokens += record.tokens.completion
+        self.done_tokens += record.tokens.completion if self.kind == "generated" else record.tokens.prompt
         self._refresh()
+
+    def postfix(self) -> str:
+        tokens = max(self.tokens, self.done_tokens)
+        if not tokens:
+            return ""
+        elapsed = max(time.perf_counter() - self.started, 1e-9)
+        return f"{tokens / elapsed:,.0f} {self.kind} tok/s"
 
     def _refresh(self) -> None:
         shown = max(self.rows, self.done_rows)
-        elapsed = max(time.perf_counter() - self.started, 1e-9)
-        self.bar.set_postfix_str(f"{max(self.tokens, self.done_tokens) / elapsed:,.0f} tok/s", refresh=False)
+        self.bar.set_postfix_str(self.postfix(), refresh=False)
         self.bar.update(shown - self.bar.n)
 
     def close(self) -> None:

@@ -194,6 +194,8 @@ class Stage:
     # "category" (counted by value) or "id" (no statistics). Here: the columns every stage may write.
     statistics: ClassVar[dict[str, str]] = {"id": "id", "drop_reason": "category"}
     figures: ClassVar[tuple[Figure, ...]] = ()
+    # What the tokens of the stage's progress bar are: "generated" by its engine, or "read" (a scoring stage).
+    progress_tokens: ClassVar[str] = "generated"
     hub_default: ClassVar[bool] = False
     # What a row is, coming in and going out (the funnel reads fan-out and fan-in from these).
     unit_in: ClassVar[str] = "question"

@@ -82,6 +82,7 @@ class RewardStage(Stage):
     dropped_features = with_drop_reason(FEATURES)  # responses the reward model refused
     group_key = "question_id"
     origin = "question_id"  # self-consistency reads the group: a group is reused whole or not at all
+    progress_tokens = "read"  # a reward model scores: the bar counts the tokens it reads
 
     def model_specs(self) -> dict[str, Any]:
         return {"reward": self.params.model} if self.params.method == "reward-model" else {}

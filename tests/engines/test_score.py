@@ -60,3 +60,31 @@ def test_vllm_scores_are_batch_invariant_and_match_transformers(vllm_score_engin
     scores = check_batch_invariance(vllm_score_engine)
     reference = load_engine("transformers", tiny_reward_path, dtype="float32", task="score").score(conversations())
     assert scores == pytest.approx(reference, abs=1e-4)
+
+
+def check_progress(engine) -> list[tuple[int, int]]:
+    """`score` reports every conversation scored and the tokens it read (it generates none)."""
+    convs = conversations()
+    calls: list[tuple[int, int]] = []
+    engine.score(convs, progress=lambda rows, tokens: calls.append((rows, tokens)))
+    assert sum(r for r, _ in calls) == len(convs)
+    assert sum(t for _, t in calls) == sum(engine.score_length(c) for c in convs) > 0
+    return calls
+
+
+def test_transformers_score_reports_the_tokens_it_reads(tiny_reward_path):
+    engine = load_engine("transformers", tiny_reward_path, dtype="float32", task="score")
+    engine.batch_size = 8
+    calls = check_progress(engine)
+    assert len(calls) > 1  # per batch, not once at the end
+
+
+def test_simulated_score_reports_the_tokens_it_reads():
+    check_progress(load_engine("simulate", "org/reward-model", task="score"))
+
+
+@pytest.mark.vllm
+def test_vllm_score_reports_each_request_as_it_finishes_with_the_tokens_it_read(vllm_score_engine):
+    calls = check_progress(vllm_score_engine)
+    assert len(calls) == len(conversations()) and all(rows == 1 for rows, _ in calls)  # one per finished request
+    assert "step" not in vars(vllm_score_engine.llm.llm_engine)  # the engine's own step again

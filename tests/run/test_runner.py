@@ -42,3 +42,24 @@ def test_unknown_stage_is_refused_before_anything_is_written(tmp_path):
                          capture_output=True, text=True, env=cli_env())
     assert res.returncode == 2 and "nosuch" in res.stderr and "questions" in res.stderr
     assert not (tmp_path / "r").exists()
+
+
+def test_each_bar_counts_the_tokens_its_engine_generates_or_reads(tmp_path, pool, monkeypatch):
+    """The progress bars of a tiny run: generation stages count generated tokens, the reward model's stage the
+    tokens it reads (it generates none: its bar showed 0 tok/s), stages without an engine no rate at all."""
+    from scalequest_dataset.run import runner
+
+    bars: dict[str, runner.Progress] = {}
+
+    class Recorded(runner.Progress):
+        def __init__(self, name, total_rows, enabled=True, tokens="generated"):
+            super().__init__(name, total_rows, enabled, tokens)
+            bars[name] = self
+
+    monkeypatch.setattr(runner, "Progress", Recorded)
+    tiny_run(tmp_path, pool)
+    assert bars["reward"].kind == "read" and bars["reward"].tokens > 0
+    assert bars["reward"].postfix().endswith(" read tok/s") and not bars["reward"].postfix().startswith("0 ")
+    assert bars["questions"].kind == "generated" and bars["questions"].tokens > 0
+    assert bars["questions"].postfix().endswith(" generated tok/s")
+    assert bars["language"].tokens == 0 and bars["language"].postfix() == ""
