@@ -46,6 +46,7 @@ class Completion:
 
 
 ProgressFn = Callable[[int, int], None]  # (rows finished, tokens) since the last call: generated, or read by `score`
+DoneFn = Callable[[int, "Completion"], None]  # (position in the call, its completion) as soon as it is final
 
 
 @dataclass
@@ -83,9 +84,12 @@ class EngineInfo:
 class Engine(Protocol):
     name: str
 
-    def generate(self, requests: Sequence[Request], progress: ProgressFn | None = None) -> list[Completion]:
+    def generate(self, requests: Sequence[Request], progress: ProgressFn | None = None, done: DoneFn | None = None
+                 ) -> list[Completion]:
         """Complete every request; the i-th completion answers the i-th request. A row's output depends
-        only on its prompt, sampling and seed, never on the other requests in the call."""
+        only on its prompt, sampling and seed, never on the other requests in the call. `done(i, completion)`, if
+        given, is called once per request as soon as its completion is final (so work on it can start while the
+        engine goes on: `generate_guarded`)."""
         ...
 
     def chat_prompt(self, messages: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
@@ -126,26 +130,43 @@ class Score:
     detail: str | None = None
 
 
-def generate_guarded(engine: Engine, requests: Sequence[Request], progress: ProgressFn | None = None
-                     ) -> list[Completion]:
+def generate_guarded(engine: Engine, requests: Sequence[Request], progress: ProgressFn | None = None,
+                     done: DoneFn | None = None) -> list[Completion]:
     """`engine.generate`, where one bad request fails alone: a prompt longer than the model's context comes back
     as a failed Completion, and if the engine raises, the requests it finished keep their results and the others are
     retried (`_isolating`) until the ones that fail alone come back failed. A row's output never depends on its
     batch-mates, so retrying moves no bytes. If every
-    request fails alone, the failure is the engine's, not a row's: it is raised."""
+    request fails alone, the failure is the engine's, not a row's: it is raised. `done(i, completion)` is called
+    exactly once per request: as the engine finishes it, or (a failure, an engine that does not report) before
+    this returns."""
     context = engine.context_length()
     out: list[Completion | None] = [None] * len(requests)
+    reported: set[int] = set()
+
+    def report(i: int, completion: Completion) -> None:
+        if done is not None and i not in reported:
+            reported.add(i)
+            done(i, completion)
+
     todo: list[int] = []
     for i, request in enumerate(requests):
         n = engine.prompt_length(request.prompt)
         if n >= context:
             out[i] = Completion.failed("prompt-too-long", f"prompt has {n} tokens; the model's context is {context}", n)
+            report(i, out[i])
         else:
             todo.append(i)
-    for i, completion in zip(todo, _isolating(lambda idx: engine.generate([requests[i] for i in idx], progress),
-                                              todo, lambda exc: Completion.failed("engine-error", _describe(exc))),
+
+    def call(idx: list[int]) -> list[Completion]:
+        batch = [requests[i] for i in idx]
+        if done is None:
+            return engine.generate(batch, progress)
+        return engine.generate(batch, progress, done=lambda k, completion: report(idx[k], completion))
+
+    for i, completion in zip(todo, _isolating(call, todo, lambda exc: Completion.failed("engine-error", _describe(exc))),
                              strict=True):
         out[i] = completion
+        report(i, completion)
     return out  # type: ignore[return-value]
 
 

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from typing import ClassVar
 
 from ..recipe.params import Strict
-from .base import Completion, EngineInfo, ProgressFn, Request
+from .base import Completion, DoneFn, EngineInfo, ProgressFn, Request
 
 VERSION = "1"
 CONTEXT = 32_768
@@ -223,8 +223,13 @@ class SimulateEngine:
                  task: str = "generate", trust_remote_code: bool = False) -> None:
         self.model_name, self.dtype, self.task, self.batch_size = model, dtype, task, batch_size
 
-    def generate(self, requests: Sequence[Request], progress: ProgressFn | None = None) -> list[Completion]:
-        out = [self._one(r) for r in requests]
+    def generate(self, requests: Sequence[Request], progress: ProgressFn | None = None, done: DoneFn | None = None
+                 ) -> list[Completion]:
+        out = []
+        for i, request in enumerate(requests):
+            out.append(self._one(request))
+            if done:
+                done(i, out[-1])
         if progress:
             progress(len(out), sum(c.completion_tokens for c in out))
         return out

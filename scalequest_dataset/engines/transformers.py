@@ -41,7 +41,7 @@ from typing import Any, ClassVar
 
 from ..recipe.params import Strict
 from . import device as machine
-from .base import Completion, EngineInfo, ProgressFn, Request, score_token_ids
+from .base import Completion, DoneFn, EngineInfo, ProgressFn, Request, score_token_ids
 
 _DTYPES = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
 SCORE_PAD_MULTIPLE = 16
@@ -90,7 +90,8 @@ class TransformersEngine:
         if self.tokenizer.eos_token_id is not None:
             self.eos_ids.add(self.tokenizer.eos_token_id)
 
-    def generate(self, requests: Sequence[Request], progress: ProgressFn | None = None) -> list[Completion]:
+    def generate(self, requests: Sequence[Request], progress: ProgressFn | None = None, done: DoneFn | None = None
+                 ) -> list[Completion]:
         encoded = [self.tokenizer(r.prompt, add_special_tokens=False)["input_ids"] for r in requests]
         by_length: dict[int, list[int]] = defaultdict(list)
         for i, ids in enumerate(encoded):
@@ -101,11 +102,13 @@ class TransformersEngine:
             for start in range(0, len(rows), self.batch_size):
                 idx = rows[start : start + self.batch_size]
                 with _engine_threads():
-                    done = self._generate_batch([requests[i] for i in idx], [encoded[i] for i in idx])
-                for i, completion in zip(idx, done, strict=True):
+                    batch = self._generate_batch([requests[i] for i in idx], [encoded[i] for i in idx])
+                for i, completion in zip(idx, batch, strict=True):
                     out[i] = completion
+                    if done:
+                        done(i, completion)
                 if progress:
-                    progress(len(idx), sum(c.completion_tokens for c in done))
+                    progress(len(idx), sum(c.completion_tokens for c in batch))
         return out  # type: ignore[return-value]
 
     def _generate_batch(self, requests: Sequence[Request], prompts: list[list[int]]) -> list[Completion]:

@@ -38,7 +38,7 @@ from pydantic import Field
 
 from ..recipe.params import Strict
 from . import device as machine
-from .base import Completion, EngineInfo, IncompleteCall, ProgressFn, Request, score_token_ids
+from .base import Completion, DoneFn, EngineInfo, IncompleteCall, ProgressFn, Request, score_token_ids
 
 # The vLLM releases this engine supports (pyproject's `vllm` extra says the same; `doctor` checks the installed
 # one): its API as of 0.32 - `runner="pooling"` with `pooling_task` and `PoolingParams(use_activation=...)`,
@@ -264,7 +264,8 @@ class VLLMEngine:
         scheduler.max_num_active_reqs = n
         self._batch_size = n
 
-    def generate(self, requests: Sequence[Request], progress: ProgressFn | None = None) -> list[Completion]:
+    def generate(self, requests: Sequence[Request], progress: ProgressFn | None = None, done: DoneFn | None = None
+                 ) -> list[Completion]:
         """One engine call for all the requests: every one is added, and vLLM's scheduler keeps up to `batch_size`
         of them in flight (its `max_num_seqs`), admitting the next as one finishes. We step the engine ourselves
         (as `LLM._run_engine` does) to report each request's row and tokens as it finishes. If a step raises,
@@ -292,9 +293,11 @@ class VLLMEngine:
                     if not res.finished:
                         continue
                     o = res.outputs[0]
-                    out[position[res.request_id]] = Completion(
-                        o.text, len(res.prompt_token_ids or ()), len(o.token_ids),
-                        "length" if o.finish_reason == "length" else "stop")
+                    i = position[res.request_id]
+                    out[i] = Completion(o.text, len(res.prompt_token_ids or ()), len(o.token_ids),
+                                        "length" if o.finish_reason == "length" else "stop")
+                    if done:
+                        done(i, out[i])
                     if progress:
                         progress(1, len(o.token_ids))
         except Exception as exc:

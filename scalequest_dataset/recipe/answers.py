@@ -18,7 +18,7 @@ import logging
 import re
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from fractions import Fraction
 from functools import lru_cache
 from typing import Any
@@ -191,3 +191,72 @@ def agreement_shares(answers: list[str | None]) -> list[float]:
         for j in range(i + 1, n):
             same[i][j] = same[j][i] = equivalent(answers[i], answers[j])
     return [sum(same[i]) / (n - 1) if answers[i] is not None else 0.0 for i in range(n)]
+
+
+class GroupedAnswers:
+    """The answers of k completions per row, and a value per row from its k answers (`per_row`, e.g. the
+    self-consistency difficulty), worked out on a thread while the engine is still generating: the engine reports
+    each completion as it finishes (`add`, the `done` of `generate_guarded`), and `results` waits for the rest.
+    What comes out is what the same functions give in order after the call: pure functions of the texts, each row's
+    value from its answers in sample order.
+
+    The thread gets no SIGALRM deadline (signals reach the main thread only), so the main thread keeps watch in
+    `results`: one answer or row worked on past VERIFY_TIMEOUT_S raises AnswerTimeout there, failing the shard as
+    before (the thread is left to finish alone; it holds nothing the shard needs)."""
+
+    def __init__(self, rows: int, k: int, per_row: Callable[[list[str | None]], Any]) -> None:
+        import queue
+
+        self.k, self.per_row = k, per_row
+        self.answers: list[list[str | None]] = [[None] * k for _ in range(rows)]
+        self.values: list[Any] = [None] * rows
+        self._left = [k] * rows
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._busy: tuple[float, str] | None = None  # (since, what) of the item being worked on
+        self._error: BaseException | None = None
+        self.seconds = 0.0  # the thread's time on answers
+        self._thread = threading.Thread(target=self._work, name="answers", daemon=True)
+        self._thread.start()
+
+    def add(self, i: int, text: str | None) -> None:
+        """The i-th completion's text (row i // k, sample i % k); None for a failed one."""
+        self._queue.put((i, text))
+
+    def _work(self) -> None:
+        import time
+
+        while (item := self._queue.get()) is not None:
+            if self._error is not None:
+                continue
+            i, text = item
+            row, sample = divmod(i, self.k)
+            started = time.perf_counter()
+            self._busy = (started, f"the answer of row {row}, sample {sample}")
+            try:
+                self.answers[row][sample] = extract_answer(text) if text is not None else None
+                self._left[row] -= 1
+                if not self._left[row]:
+                    self._busy = (started, f"the agreement of row {row}'s answers {self.answers[row]!r}")
+                    self.values[row] = self.per_row(self.answers[row])
+            except BaseException as exc:  # raised again by `results`, in the shard's thread
+                self._error = exc
+            finally:
+                self._busy = None
+                self.seconds += time.perf_counter() - started
+
+    def results(self, poll: float = 0.2) -> tuple[list[list[str | None]], list[Any]]:
+        """Every row's answers and value, once the thread has them all (every completion must have been added)."""
+        import time
+
+        self._queue.put(None)
+        while self._thread.is_alive():
+            self._thread.join(poll)
+            busy = self._busy
+            if busy is not None and time.perf_counter() - busy[0] > VERIFY_TIMEOUT_S:
+                raise AnswerTimeout(f"working out {busy[1]} ran past {VERIFY_TIMEOUT_S:g} s; the shard fails rather "
+                                    "than guess (a timeout would make the answer depend on speed)")
+        if self._error is not None:
+            raise self._error
+        missing = [row for row, left in enumerate(self._left) if left]
+        assert not missing, f"rows {missing[:5]} lack answers: a completion was never reported"
+        return self.answers, self.values

@@ -20,7 +20,7 @@ from pydantic import Field, model_validator
 
 from ..engines import Completion, Engine, Request, Sampling
 from ..engines.base import Score, generate_guarded, score_guarded
-from ..recipe.answers import extract_answer, largest_agreement
+from ..recipe.answers import GroupedAnswers, largest_agreement
 from ..recipe.ids import derive_seed, uniform
 from ..recipe.params import ModelSpec, Strict
 from ..recipe.prompts import (
@@ -206,11 +206,15 @@ class DifficultyStage(Stage):
                             CHATML_STOP if self.params.prompt == "response" else ())
         requests = [Request(self.prompt(engine, r["query"]), sampling, derive_seed(self.config.seed, self.name, r["id"], j))
                     for r in rows for j in range(k)]
-        completions = generate_guarded(engine, requests, ctx.per_row_progress(k))
+        # answers and agreement worked out on a thread as the engine finishes each sample (math_verify's CPU off
+        # the engine's critical path), the same values as computed after the call
+        grouped = GroupedAnswers(len(rows), k, self_consistency_difficulty)
+        completions = generate_guarded(engine, requests, ctx.per_row_progress(k),
+                                       done=lambda i, c: grouped.add(i, c.text))
+        answers, difficulties = grouped.results()
         per_row = [completions[i * k : (i + 1) * k] for i in range(len(rows))]
-        answers = [[extract_answer(c.text) for c in group] for group in per_row]
         failures = [next((c for c in group if c.error), None) for group in per_row]
-        scores = [Score(self_consistency_difficulty(a)) for a in answers]
+        scores = [Score(d) for d in difficulties]
         per_row_tokens = [(sum(c.prompt_tokens for c in g), sum(c.completion_tokens for c in g)) for g in per_row]
         return scores, answers, failures, token_counts(completions), per_row_tokens
 

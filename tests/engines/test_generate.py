@@ -47,6 +47,19 @@ def test_transformers_engine_is_batch_invariant(tiny_model_path):
     check_seed_and_greedy(engine)
 
 
+def test_transformers_engine_reports_each_completion_as_its_batch_finishes(tiny_model_path):
+    engine = load_engine("transformers", tiny_model_path, dtype="float32", batch_size=2)
+    reqs = requests()
+    finished: list[tuple[int, int, str]] = []  # (position, batches reported before it, text)
+    batches: list[int] = []
+    out = engine.generate(reqs, progress=lambda rows, tokens: batches.append(rows),
+                          done=lambda i, c: finished.append((i, len(batches), c.text)))
+    assert sorted(i for i, _, _ in finished) == list(range(len(reqs)))
+    assert all(text == out[i].text for i, _, text in finished)
+    assert len({n for _, n, _ in finished}) == len(batches) > 1  # per batch, as it finished, not all at the end
+    assert out == engine.generate(reqs)
+
+
 def test_transformers_engine_honours_stop_strings(tiny_model_path):
     engine = load_engine("transformers", tiny_model_path, dtype="float32")
     free = engine.generate([Request(TEMPLATE.prefix, Sampling(1.0, 1.0, 24), 5)])[0]
@@ -80,7 +93,9 @@ def test_vllm_one_call_reports_rows_and_tokens_as_they_finish(vllm_engine):
     try:
         quiet = vllm_engine.generate(reqs)
         calls: list[tuple[int, int]] = []
-        watched = vllm_engine.generate(reqs, progress=lambda rows, tokens: calls.append((rows, tokens)))
+        finished: list[tuple[int, str, int]] = []  # (position, text, reports so far) as each one finished
+        watched = vllm_engine.generate(reqs, progress=lambda rows, tokens: calls.append((rows, tokens)),
+                                       done=lambda i, c: finished.append((i, c.text, len(calls))))
         params = [SamplingParams(n=1, temperature=r.sampling.temperature, top_p=r.sampling.top_p,
                                  max_tokens=r.sampling.max_tokens, stop=list(r.sampling.stop), seed=r.seed)
                   for r in reqs]
@@ -93,6 +108,10 @@ def test_vllm_one_call_reports_rows_and_tokens_as_they_finish(vllm_engine):
     assert [(c.text, c.completion_tokens) for c in quiet] == [(o.text, len(o.token_ids)) for o in chunked]
     assert calls == [(1, t) for _, t in calls] and len(calls) == len(reqs)  # one report per finished request
     assert calls[0][1] > 0 and sum(t for _, t in calls) == sum(c.completion_tokens for c in quiet)
+    # `done`: once per request, with its final text, as it finished (interleaved with the reports, not after)
+    assert sorted(i for i, _, _ in finished) == list(range(len(reqs)))
+    assert all(text == quiet[i].text for i, text, _ in finished)
+    assert [n for _, _, n in finished] == list(range(len(reqs)))
 
 
 @pytest.mark.vllm

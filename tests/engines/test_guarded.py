@@ -26,16 +26,18 @@ class InOrderEngine:
     def prompt_length(self, prompt: str) -> int:
         return 1
 
-    def generate(self, requests, progress=None):
+    def generate(self, requests, progress=None, done=None):
         self.calls.append(len(requests))
-        done: dict[int, Completion] = {}
+        finished: dict[int, Completion] = {}
         for k, r in enumerate(requests):
             if r.prompt in self.bad:
                 error = RuntimeError(f"step failed on {r.prompt}")
-                raise IncompleteCall(done, error) if self.partial else error
+                raise IncompleteCall(finished, error) if self.partial else error
             self.computed[r.prompt] += 1
-            done[k] = Completion(r.prompt.upper(), 1, 1, "stop")
-        return [done[k] for k in range(len(requests))]
+            finished[k] = Completion(r.prompt.upper(), 1, 1, "stop")
+            if done and self.partial:  # an engine that reports as it goes (vLLM's step loop)
+                done(k, finished[k])
+        return [finished[k] for k in range(len(requests))]
 
 
 def prompts(n: int) -> list[Request]:
@@ -64,3 +66,18 @@ def test_an_engine_that_fails_every_request_still_fails():
     engine = InOrderEngine({f"p{i}" for i in range(4)})
     with pytest.raises(RuntimeError, match="step failed on p0"):
         generate_guarded(engine, prompts(4))
+
+
+@pytest.mark.parametrize("partial", [True, False])
+@pytest.mark.parametrize("bad", [set(), {"p0"}, {"p37"}, {"p5", "p40"}])
+def test_done_is_called_exactly_once_per_request_whatever_fails_and_is_retried(bad, partial):
+    """Reported as the engine finishes (kept across a retry, never twice), or by the guard at the end: a request
+    that failed alone, one the engine did not report, a prompt too long for the context."""
+    engine = InOrderEngine(bad, partial=partial)
+    requests = [*prompts(64), Request("x" * 200, Sampling(), 99)]
+    engine.prompt_length = lambda prompt: 100 if prompt.startswith("x") else 1  # the last one: too long
+    seen: list[tuple[int, str]] = []
+    out = generate_guarded(engine, requests, done=lambda i, c: seen.append((i, c.text if not c.error else c.error)))
+    assert sorted(i for i, _ in seen) == list(range(65))  # each exactly once
+    assert dict(seen) == {i: (c.text if not c.error else c.error) for i, c in enumerate(out)}  # what was returned
+    assert dict(seen)[64] == "prompt-too-long"

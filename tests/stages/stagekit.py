@@ -23,12 +23,14 @@ class FakeEngine:
         self.scored: list[list[dict[str, str]]] = []
         self.batch_size = 8
 
-    def generate(self, requests: Sequence[Request], progress=None) -> list[Completion]:
+    def generate(self, requests: Sequence[Request], progress=None, done=None) -> list[Completion]:
         self.requests.extend(requests)
         out = []
-        for r in requests:
+        for i, r in enumerate(requests):
             text = self.reply(r)
             out.append(Completion(text, len(r.prompt), len(text.split()), "stop"))
+            if done:
+                done(i, out[-1])
         if progress:
             progress(len(requests), sum(c.completion_tokens for c in out))
         return out

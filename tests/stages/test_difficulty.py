@@ -146,3 +146,58 @@ def test_sampling_is_independent_of_row_order_and_shard_cut():
 def test_the_keep_draw_depends_on_the_run_seed(seed):
     stage = make_stage("difficulty", {"method": "scorer", "scorer": "org/scorer"}, seed=seed)
     assert stage.decide({"id": "x-00000000"}, 0.5)["keep_draw"] == uniform(seed, KEEP_STREAM, "x-00000000")
+
+
+class _WaitsForAnswers(FakeEngine):
+    """Reports each completion as it finishes, then (before returning) waits until the stage's answer thread has
+    worked on the first one: the answers overlap the engine call, or this times out."""
+
+    def __init__(self, reply, seen) -> None:
+        super().__init__(reply=reply)
+        self.seen = seen
+        self.overlapped = False
+
+    def generate(self, requests, progress=None, done=None):
+        import time
+
+        out = super().generate(requests, progress, done)
+        deadline = time.monotonic() + 10
+        while not self.seen and time.monotonic() < deadline:
+            time.sleep(0.01)
+        self.overlapped = bool(self.seen)
+        return out
+
+
+def test_answers_are_worked_out_while_the_engine_generates_with_the_same_values(monkeypatch):
+    from scalequest_dataset.recipe import answers
+
+    seen: list[str] = []
+    real = answers.extract_answer
+    monkeypatch.setattr(answers, "extract_answer", lambda text: seen.append(text) or real(text))
+    expected, _, _ = self_consistency(ROWS)  # the same stage: values computed as the engine reports them
+    seen.clear()
+    stage = make_stage("difficulty", {"method": "self-consistency", "model": "org/sampler", "samples": 4,
+                                      "temperature": 0.6, "top_p": 0.9, "max_tokens": 99, "keep": {}}, seed=7)
+    seeds = {derive_seed(7, "difficulty", r["id"], k): (r["query"], k) for r in ROWS for k in range(4)}
+    engine = _WaitsForAnswers(sampler(seeds), seen)
+    ctx, _ = make_ctx(stage, engine)
+    result = stage.process([dict(r) for r in ROWS], ctx)
+    assert engine.overlapped  # an answer was extracted before generate returned
+    assert result.rows == expected.rows and result.dropped == expected.dropped
+    # and they are the answers of the texts in sample order, as a serial pass gives them
+    by_query = {r["query"]: r for r in result.rows}
+    assert all(by_query[q]["difficulty_answers"] == [real(t) for t in SAMPLES[q]] for q in by_query)
+
+
+def test_an_answer_past_the_deadline_fails_the_shard(monkeypatch):
+    import time
+
+    from scalequest_dataset.recipe import answers
+    from scalequest_dataset.stages import difficulty
+
+    monkeypatch.setattr(answers, "VERIFY_TIMEOUT_S", 0.3)
+    monkeypatch.setattr(difficulty, "self_consistency_difficulty", lambda a: time.sleep(3) or 0.0)
+    started = time.monotonic()
+    with pytest.raises(answers.AnswerTimeout, match=r"ran past 0\.3 s"):
+        self_consistency(ROWS)
+    assert time.monotonic() - started < 2.5  # the watch fired; it did not wait for the stuck thread
