@@ -8,7 +8,8 @@ stage takes from SOURCE (`stage_from_source`):
   recomputed from its rows) and written with the record a worker would have written: no engine call;
 - else, where the stage's outputs for a row (a group, with `group_key`) depend on that row alone (`row_local`),
   its model recipe (`Stage.model_recipe`: everything but the input and the rules `rebuild` re-applies) is
-  unchanged, and the engine gives a row the same result whatever its batch-mates: the source's outputs of the
+  unchanged, and the engine gives a row the same result whatever its batch-mates (or the stage's input and shard
+  cut are SOURCE's, so its engine calls would be too: only a rule changed): the source's outputs of the
   rows whose own input values are unchanged go to `state/<stage>/prior.parquet`; a worker takes them from there
   (`Stage.rebuild`) and runs the engine on the other rows only;
 - else the stage is recomputed, and `reuse.json` says why.
@@ -123,7 +124,7 @@ def _why_not_rows(config: RunConfig, plan: Plan, source: Source, theirs: Manifes
         return f"its own recipe changed ({', '.join(changed[:4])}): recomputed whole"
     if not stage.row_local:
         return "a row's outcome depends on every other row of the input: recomputed whole"
-    if stage.model_specs():
+    if stage.model_specs() and not _same_calls(plan, theirs):
         problem = batch_invariance_problem(config)
         if problem:
             return f"a row's output depends on its batch-mates here ({problem}): recomputed whole"
@@ -132,6 +133,16 @@ def _why_not_rows(config: RunConfig, plan: Plan, source: Source, theirs: Manifes
         if given is None or theirs.recipe.input is None or theirs.recipe.input.content != given.content:
             return f"{source.label} holds no input stage {plan.input.stage!r} that its stage {plan.stage!r} was built on"
     return None
+
+
+def _same_calls(plan: Plan, theirs: Manifest) -> bool:
+    """The stage would make SOURCE's engine calls again, request for request and batch for batch: the same input
+    (content digest) cut into the same shards, with the same model recipe (checked before). Only the stage's
+    rules changed (difficulty's keep table, solvability's rule): its recorded outputs are what the engine gives
+    again, batch-mates and all, whether or not it is batch-invariant, so a rule change never re-runs a model."""
+    return (plan.input is not None and theirs.recipe.input is not None
+            and plan.input.content == theirs.recipe.input.content
+            and [s.rows_in for s in theirs.shards] == [s.rows for s in plan.shards])
 
 
 def batch_invariance_problem(config: RunConfig, platform=None) -> str | None:

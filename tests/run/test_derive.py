@@ -225,3 +225,27 @@ def test_diff_names_the_changed_recipe_field_first_and_why_each_later_stage_chan
     text = render(report, "text")
     assert text.index("params.keep.tiny-b") < text.index("questions: identical")  # named first
     assert "because their input changed" in text
+
+
+@pytest.mark.parametrize("change", ["keep-table", "solvability-rule", "more-questions"])
+def test_a_rule_change_never_reruns_a_model_even_on_an_engine_that_is_not_batch_invariant(change, pool, tmp_path):
+    """On an engine whose rows depend on their batch-mates (here the simulated one, as vLLM off a GPU), a stage whose
+    input and shard cut are the source's makes the source's engine calls again: only its rule changed, so its
+    recorded outputs are reused (0 engine tokens) and the result is the run from scratch's. Where its input
+    changed (more questions), the calls would differ: it is recomputed and says why."""
+    base = ("engine.name=simulate", "stages.solvability.max_tokens=256", "stages.difficulty.max_tokens=512",
+            "stages.responses.max_tokens=512")  # room for the simulated replies' verdicts and answers
+    assert batch_invariance_problem(resolve_config("tiny", list(base))) is not None
+    v1 = tiny_run(tmp_path / "v1", pool, *base).root
+    overrides = [*base, *CHANGES[change][0]]
+    scratch = tiny_run(tmp_path / "scratch", pool, *overrides)
+    built = derive(v1, tmp_path / "from", pool, *CHANGES[change][0])
+    assert data_files(built.root) == data_files(scratch.root)
+    stage = CHANGES[change][1]
+    reuse, manifest = manifests(built)[stage].execution.reuse, manifests(built)[stage]
+    if change == "more-questions":
+        later = manifests(built)["solvability"].execution.reuse
+        assert later.mode == "none" and "batch-mates" in later.reason
+    else:
+        assert reuse.mode == "rows" and reuse.rows == manifest.counts.rows_in > 0 and reuse.computed == 0
+        assert manifest.execution.cost.reused_tokens == manifest.tokens and manifest.tokens.completion > 0
