@@ -132,6 +132,7 @@ def _execution(recs: list[ShardRecord], plan_seconds: float = 0.0) -> ManifestEx
         cost=Cost(plan_seconds=plan_seconds, wall_seconds=round(_covered(spans), 3),
                   worker_seconds=round(sum(r.execution.seconds for r in recs), 3),
                   gpu_seconds=round(sum(r.execution.seconds * r.execution.gpus for r in recs), 3),
+                  answer_seconds=round(sum(r.execution.answer_seconds for r in recs), 6),
                   reused_rows=sum(r.execution.reused_rows for r in recs),
                   reused_tokens=sum((r.execution.reused_tokens for r in recs), Tokens())))
 

@@ -65,15 +65,17 @@ def format_funnel(rows: list[FunnelRow]) -> str:
 def format_cost(manifests: dict[str, Manifest]) -> str:
     """A table of what each stage cost (its manifest's execution): the plan's CPU seconds (whole-input passes,
     before any shard), wall seconds, worker-seconds (the sum over
-    workers of their busy time), GPU-seconds, tokens in (prompts) and out (completions)."""
+    workers of their busy time), GPU-seconds, answer seconds (final answers extracted and compared, part of the
+    worker-seconds; self-consistency difficulty overlaps them with its engine call), tokens in (prompts) and out
+    (completions)."""
     derived = any(m.execution.reuse is not None for m in manifests.values())
-    head = (f"{'stage':<12} {'plan s':>9} {'wall s':>9} {'worker s':>9} {'GPU s':>9} {'tokens in':>11} "
-            f"{'tokens out':>11}")
+    head = (f"{'stage':<12} {'plan s':>9} {'wall s':>9} {'worker s':>9} {'GPU s':>9} {'answers s':>9} "
+            f"{'tokens in':>11} {'tokens out':>11}")
     lines = [head + (f"  {'reused rows':>13} {'tokens out made':>15}  from" if derived else "")]
     for stage, m in manifests.items():
         c = m.execution.cost
         line = (f"{stage:<12} {c.plan_seconds:>9.1f} {c.wall_seconds:>9.1f} {c.worker_seconds:>9.1f} {c.gpu_seconds:>9.1f} "
-                f"{m.tokens.prompt:>11,} {m.tokens.completion:>11,}")
+                f"{c.answer_seconds:>9.1f} {m.tokens.prompt:>11,} {m.tokens.completion:>11,}")
         reuse = m.execution.reuse
         if reuse is not None:
             made = m.tokens.completion - c.reused_tokens.completion

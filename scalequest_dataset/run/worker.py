@@ -97,7 +97,7 @@ def _run(layout: RunLayout, config: RunConfig, plan: Plan, spec: ShardSpec, cont
             seconds=round(time.perf_counter() - started, 3), started=started_at.isoformat(timespec="seconds"),
             host=socket.gethostname(), worker=context.name, pid=os.getpid(),
             devices=os.environ.get("CUDA_VISIBLE_DEVICES"), gpus=context.gpus, attempt=attempt,
-            reused_rows=reused_rows, reused_tokens=reused_tokens,
+            reused_rows=reused_rows, reused_tokens=reused_tokens, answer_seconds=round(ctx.answer_seconds, 6),
             stamps={split: s for split, info in files.items() if (s := stamp(folder / info.file)) is not None},
             # keyed and named by model id: where this machine keeps the weights is nobody's business
             engines={model: {**info.as_dict(), "model": model} for model, info in sorted(ctx.engines_used.items())},
@@ -118,8 +118,10 @@ def _process(layout: RunLayout, config: RunConfig, stage: Stage, rows: list[dict
     try:
         return process_with_prior(stage, rows, ctx, prior)
     except NotInvariant:  # the engine said so only once loaded: the whole shard, as a run from scratch does it
-        ctx = StageContext(config, _engine_getter(context.pool, config), context.progress)
-        return stage.process(rows, ctx), 0, Tokens()
+        fresh = StageContext(config, _engine_getter(context.pool, config), context.progress)
+        result = stage.process(rows, fresh)
+        ctx.answer_seconds += fresh.answer_seconds
+        return result, 0, Tokens()
 
 
 def _plan(layout: RunLayout, stage: str) -> Plan:

@@ -113,6 +113,7 @@ class StageContext:
     get_engine: Callable[..., Engine]  # (model, **overrides) -> a loaded engine
     progress: ProgressFn | None = None
     engines_used: dict[str, EngineInfo] = field(default_factory=dict)
+    answer_seconds: float = 0.0  # time spent extracting and comparing final answers (execution.answer_seconds)
 
     def engine(self, model: ResolvedModel, **overrides: Any) -> Engine:
         """A loaded engine for `model`. `overrides` (task="score", trust_remote_code, dtype) go to the

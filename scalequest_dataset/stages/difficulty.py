@@ -212,6 +212,7 @@ class DifficultyStage(Stage):
         completions = generate_guarded(engine, requests, ctx.per_row_progress(k),
                                        done=lambda i, c: grouped.add(i, c.text))
         answers, difficulties = grouped.results()
+        ctx.answer_seconds += grouped.seconds
         per_row = [completions[i * k : (i + 1) * k] for i in range(len(rows))]
         failures = [next((c for c in group if c.error), None) for group in per_row]
         scores = [Score(d) for d in difficulties]

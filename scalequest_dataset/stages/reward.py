@@ -7,6 +7,7 @@ question's sibling responses together, so the stage groups by `question_id` (a s
 
 from __future__ import annotations
 
+import time
 from itertools import groupby
 from typing import Any, ClassVar, Literal
 
@@ -95,11 +96,15 @@ class RewardStage(Stage):
     def process(self, rows: list[dict[str, Any]], ctx: StageContext) -> ShardResult:
         if not rows:
             return ShardResult([])
+        started = time.perf_counter()
         answers = [extract_answer(r["response"]) for r in rows]
         if self.params.method != "reward-model":
+            # no engine call to overlap: the answers are the whole of this method's work
             rewards = self_consistency_rewards(rows, answers)
+            ctx.answer_seconds += time.perf_counter() - started
             ctx.report(len(rows))
             return ShardResult([{**r, "answer": a, "reward": w} for r, a, w in zip(rows, answers, rewards, strict=True)])
+        ctx.answer_seconds += time.perf_counter() - started
         kept, dropped = [], []
         for r, a, score in zip(rows, answers, self.model_rewards(rows, ctx), strict=True):
             out = {**r, "answer": a, "reward": score.value}

@@ -90,8 +90,9 @@ def test_percentages_never_exceed_what_they_claim(stage, rows_in, kept, dropped)
 def test_the_cost_table_reads_each_stage_manifest():
     m = manifest("responses", 25, 27).model_copy(update={
         "tokens": Tokens(prompt=1234, completion=56789),
-        "execution": ManifestExecution(cost=Cost(wall_seconds=12.34, worker_seconds=24.5, gpu_seconds=3.0))})
+        "execution": ManifestExecution(cost=Cost(wall_seconds=12.34, worker_seconds=24.5, gpu_seconds=3.0,
+                                                 answer_seconds=1.26))})
     table = format_cost({"questions": manifest("questions", 40, 40), "responses": m})
-    assert table.splitlines()[0].split() == ["stage", "plan", "s", "wall", "s", "worker", "s", "GPU", "s", "tokens",
-                                             "in", "tokens", "out"]
-    assert table.splitlines()[2].split() == ["responses", "0.0", "12.3", "24.5", "3.0", "1,234", "56,789"]
+    assert table.splitlines()[0].split() == ["stage", "plan", "s", "wall", "s", "worker", "s", "GPU", "s", "answers",
+                                             "s", "tokens", "in", "tokens", "out"]
+    assert table.splitlines()[2].split() == ["responses", "0.0", "12.3", "24.5", "3.0", "1.3", "1,234", "56,789"]

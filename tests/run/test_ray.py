@@ -78,7 +78,7 @@ def test_two_ray_actors_from_the_cli_write_the_in_process_bytes_and_print_the_co
     questions = rec.read(Manifest, RunLayout(out).manifest("questions"))
     assert cost[0].split()[1:] == [f"{questions.execution.cost.plan_seconds:.1f}",
                                    f"{questions.execution.cost.wall_seconds:.1f}",
-                                   f"{questions.execution.cost.worker_seconds:.1f}", "0.0",
+                                   f"{questions.execution.cost.worker_seconds:.1f}", "0.0", "0.0",
                                    f"{questions.tokens.prompt:,}", f"{questions.tokens.completion:,}"]
 
 
