@@ -63,10 +63,12 @@ def test_vllm_scores_are_batch_invariant_and_match_transformers(vllm_score_engin
 
 
 def check_progress(engine) -> list[tuple[int, int]]:
-    """`score` reports every conversation scored and the tokens it read (it generates none)."""
+    """`score` reports every conversation scored and the tokens it read (it generates none: the tokens of
+    `score_length`, from the model's tokenizer), and scores the same without a progress callback."""
     convs = conversations()
     calls: list[tuple[int, int]] = []
-    engine.score(convs, progress=lambda rows, tokens: calls.append((rows, tokens)))
+    scores = engine.score(convs, progress=lambda rows, tokens: calls.append((rows, tokens)))
+    assert scores == engine.score(convs)  # reporting only observes
     assert sum(r for r, _ in calls) == len(convs)
     assert sum(t for _, t in calls) == sum(engine.score_length(c) for c in convs) > 0
     return calls

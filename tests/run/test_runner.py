@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 
 import pytest
@@ -44,7 +45,7 @@ def test_unknown_stage_is_refused_before_anything_is_written(tmp_path):
     assert not (tmp_path / "r").exists()
 
 
-def test_each_bar_counts_the_tokens_its_engine_generates_or_reads(tmp_path, pool, monkeypatch):
+def test_each_bar_counts_the_tokens_its_engine_generates_or_reads(tmp_path, pool, monkeypatch, capsys):
     """The progress bars of a tiny run: generation stages count generated tokens, the reward model's stage the
     tokens it reads (it generates none: its bar showed 0 tok/s), stages without an engine no rate at all."""
     from scalequest_dataset.run import runner
@@ -53,11 +54,13 @@ def test_each_bar_counts_the_tokens_its_engine_generates_or_reads(tmp_path, pool
 
     class Recorded(runner.Progress):
         def __init__(self, name, total_rows, enabled=True, tokens="generated"):
-            super().__init__(name, total_rows, enabled, tokens)
+            super().__init__(name, total_rows, True, tokens)  # drawn (on the captured stderr)
             bars[name] = self
 
     monkeypatch.setattr(runner, "Progress", Recorded)
     tiny_run(tmp_path, pool)
+    drawn = [line for line in re.split(r"[\r\n]", capsys.readouterr().err) if line.startswith("reward ")]
+    assert re.search(r" [1-9][\d,]* read tok/s\]$", drawn[-1]), drawn[-1]  # the line the terminal keeps
     assert bars["reward"].kind == "read" and bars["reward"].tokens > 0
     assert bars["reward"].postfix().endswith(" read tok/s") and not bars["reward"].postfix().startswith("0 ")
     assert bars["questions"].kind == "generated" and bars["questions"].tokens > 0
