@@ -40,24 +40,20 @@ def text_digest(text: str) -> bytes:
 INDEX_SCHEMA = pa.schema([("digest", pa.binary(DIGEST_BYTES)), ("id", pa.string())])
 
 
-def count_texts(batches: Iterable[pa.RecordBatch]) -> pa.Table:
-    """Per normalised text of these rows (its digest): the lowest id and how many rows hold it. Arrow does the
-    grouping: about (16 bytes + id) per row."""
-    parts = []
-    for batch in batches:
-        digests = [text_digest(q or "") for q in batch.column("query").to_pylist()]
-        parts.append(pa.table({"digest": pa.array(digests, pa.binary(DIGEST_BYTES)), "id": batch.column("id"),
-                               "rows": pa.array(np.ones(batch.num_rows, dtype=np.int64))}))
-    return _grouped(parts)
+def text_ids(batches: Iterable[pa.RecordBatch]) -> pa.Table:
+    """(digest of the normalised text, id) of every row of these batches: about 16 bytes + the id per row."""
+    parts = [pa.table({"digest": pa.array([text_digest(q or "") for q in batch.column("query").to_pylist()],
+                                          pa.binary(DIGEST_BYTES)), "id": batch.column("id")}) for batch in batches]
+    return pa.concat_tables(parts) if parts else INDEX_SCHEMA.empty_table()
 
 
-def _grouped(parts: list[pa.Table]) -> pa.Table:
-    """One row per digest: its lowest id and its rows summed. By sorting (digest, then id: a run's first row holds
-    its lowest id), not Arrow's hash aggregation, whose hash tables took ~400 MB for 800k rows (issue 22)."""
-    table = pa.concat_tables(parts) if parts else None
-    if table is None or not table.num_rows:
-        return pa.table({"digest": pa.array([], pa.binary(DIGEST_BYTES)), "id": pa.array([], pa.string()),
-                         "rows": pa.array([], pa.int64())})
+def build_index(parts: list[pa.Table]) -> pa.Table:
+    """(digest, the lowest id) for the texts more than one row of all the parts holds, sorted by digest: the same
+    whatever the parts. By sorting (digest, then id: a run's first row holds its lowest id), not Arrow's hash
+    aggregation, whose hash tables took ~400 MB for 800k rows (issue 22)."""
+    table = pa.concat_tables(parts)
+    if not table.num_rows:
+        return INDEX_SCHEMA.empty_table()
     table = table.take(pc.sort_indices(table, sort_keys=[("digest", "ascending"), ("id", "ascending")]))
     digests = table["digest"].combine_chunks()
     words = np.frombuffer(digests.buffers()[1], dtype=np.uint64, count=2 * len(digests),
@@ -65,17 +61,8 @@ def _grouped(parts: list[pa.Table]) -> pa.Table:
     first = np.ones(len(words), dtype=bool)  # where a run of equal digests starts
     first[1:] = (words[1:] != words[:-1]).any(axis=1)
     starts = np.flatnonzero(first)
-    rows = np.add.reduceat(table["rows"].combine_chunks().to_numpy(), starts)
-    picked = pa.array(starts)
-    return pa.table({"digest": digests.take(picked), "id": table["id"].take(picked), "rows": pa.array(rows)})
-
-
-def build_index(parts: list[pa.Table]) -> pa.Table:
-    """(digest, the lowest id) for the texts held by more than one row of all the parts' rows, sorted by
-    digest: the same whatever the parts (a minimum and a sum do not depend on how rows are grouped)."""
-    counted = _grouped(parts)
-    counted = counted.filter(pc.greater(counted["rows"], 1))
-    return pa.table({"digest": counted["digest"], "id": counted["id"]}, schema=INDEX_SCHEMA).sort_by("digest")
+    picked = pa.array(starts[np.diff(starts, append=len(words)) > 1])  # runs of more than one row
+    return pa.table({"digest": digests.take(picked), "id": table["id"].take(picked)}, schema=INDEX_SCHEMA)
 
 
 class Params(Strict):
@@ -107,8 +94,8 @@ class DedupStage(Stage):
         self.kept_ids: dict[bytes, str] | None = None
 
     def prepare_part(self, batches: Iterable[pa.RecordBatch]) -> pa.Table:
-        """The global pass over a part of the input: every text's lowest id and count."""
-        return count_texts(batches)
+        """The global pass over a part of the input: every row's text digest and id."""
+        return text_ids(batches)
 
     def prepare_merge(self, parts: list[pa.Table]) -> pa.Table:
         return build_index(parts)

@@ -6,7 +6,7 @@ import pyarrow as pa
 import pytest
 from stagekit import make_ctx, make_stage, question
 
-from scalequest_dataset.stages.dedup import build_index, count_texts, normalize_question
+from scalequest_dataset.stages.dedup import build_index, normalize_question, text_ids
 
 SAME = [
     "What is 2 + 2?",
@@ -77,7 +77,7 @@ def test_decision_does_not_depend_on_the_shard_cut(cut):
 
 
 def test_index_holds_only_duplicated_texts_sorted_by_digest():
-    index = build_index([count_texts(batches(ROWS, 3))])
+    index = build_index([text_ids(batches(ROWS, 3))])
     assert sorted(index["id"].to_pylist()) == [LOWEST, "deepseek-qgen-00000005"]
     assert all(len(digest) == 16 for digest in index["digest"].to_pylist())
     assert index["digest"].to_pylist() == sorted(index["digest"].to_pylist())  # persisted with the plan: stable
