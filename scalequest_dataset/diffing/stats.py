@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -160,22 +159,23 @@ class Distributions:
         """Both sides, column by column; a column with no values on either side (all null) is left out. The
         histograms are computed on every core (numpy's sorting and counting release the interpreter): they end
         the diff, with nothing else left to overlap them."""
-        jobs: dict[str, Callable[[], dict[str, Any]]] = {}
+        # (key, kind, column, each side's values, histograms' options)
+        jobs: list[tuple[str, str, str, dict[str, Any], dict[str, Any]]] = []
         for col in sorted(set(a.lengths) | set(b.lengths)):
-            if not any(len(v) for v in (*a.lengths.get(col, []), *b.lengths.get(col, []))):
-                continue
-            jobs[f"len({col})"] = functools.partial(
-                lambda col: {"kind": "length", "column": col, **histograms(
-                    {"a": a.lengths.get(col), "b": b.lengths.get(col)}, quantiles=True)}, col)
+            if any(len(v) for v in (*a.lengths.get(col, []), *b.lengths.get(col, []))):
+                jobs.append((f"len({col})", "length", col, {"a": a.lengths.get(col), "b": b.lengths.get(col)},
+                             {"quantiles": True}))
         for col in sorted(set(a.numbers) | set(b.numbers)):
-            if not any(len(v) for v in (*a.numbers.get(col, []), *b.numbers.get(col, []))):
-                continue
-            jobs[col] = functools.partial(
-                lambda col: {"kind": "number", "column": col, **histograms(
-                    {"a": a.numbers.get(col), "b": b.numbers.get(col)},
-                    value_range=(0.0, 1.0) if col in _columns("unit") else None)}, col)
+            if any(len(v) for v in (*a.numbers.get(col, []), *b.numbers.get(col, []))):
+                jobs.append((col, "number", col, {"a": a.numbers.get(col), "b": b.numbers.get(col)},
+                             {"value_range": (0.0, 1.0) if col in _columns("unit") else None}))
+
+        def one(job: tuple[str, str, str, dict[str, Any], dict[str, Any]]) -> dict[str, Any]:
+            _, kind, col, values, options = job
+            return {"kind": kind, "column": col, **histograms(values, **options)}
+
         with ThreadPoolExecutor(max_workers=max(1, min(len(jobs), os.cpu_count() or 1))) as pool:
-            out = dict(zip(jobs, pool.map(lambda job: job(), jobs.values()), strict=True))
+            out = {job[0]: found for job, found in zip(jobs, pool.map(one, jobs), strict=True)}
         for col in sorted(set(a.categories) | set(b.categories)):
             if set(a.categories.get(col, {})) | set(b.categories.get(col, {})) <= {"null"}:
                 continue
