@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import queue
 import re
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterator
 from fractions import Fraction
 from functools import lru_cache
@@ -205,8 +207,6 @@ class GroupedAnswers:
     before (the thread is left to finish alone; it holds nothing the shard needs)."""
 
     def __init__(self, rows: int, k: int, per_row: Callable[[list[str | None]], Any]) -> None:
-        import queue
-
         self.k, self.per_row = k, per_row
         self.answers: list[list[str | None]] = [[None] * k for _ in range(rows)]
         self.values: list[Any] = [None] * rows
@@ -223,8 +223,6 @@ class GroupedAnswers:
         self._queue.put((i, text))
 
     def _work(self) -> None:
-        import time
-
         while (item := self._queue.get()) is not None:
             if self._error is not None:
                 continue
@@ -246,8 +244,6 @@ class GroupedAnswers:
 
     def results(self, poll: float = 0.2) -> tuple[list[list[str | None]], list[Any]]:
         """Every row's answers and value, once the thread has them all (every completion must have been added)."""
-        import time
-
         self._queue.put(None)
         while self._thread.is_alive():
             self._thread.join(poll)
