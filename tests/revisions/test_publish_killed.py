@@ -16,37 +16,39 @@ import pytest
 from test_publish_versions import runs, tree  # noqa: F401  (the module's fixture: tiny runs of three stages)
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def kill_on_call(owner: str, method: str, call: int = 2, first: str = "") -> str:
+    """Code for the publisher's process: `method` of `owner` ("module:Class") SIGKILLs the process on its `call`-th
+    call, after running the statement `first` (the call's arguments are `a`)."""
+    module, cls = owner.split(":")
+    return f"""
+from {module} import {cls}
+real, calls = getattr({cls}, "{method}"), []
+wrap = staticmethod if isinstance({cls}.__dict__["{method}"], staticmethod) else (lambda f: f)
+def patched(*a, **k):
+    calls.append(1)
+    if len(calls) == {call}:
+        {first or "pass"}
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(*a, **k)
+{cls}.{method} = wrap(patched)
+"""
+
+
 KILLERS = {
     # the second stage's commit: the first stage is committed and tagged, the rest is not
-    "after-first-stage": """
-from scalequest_dataset.revisions.stores.git import LocalGitStore
-real, calls = LocalGitStore.commit, []
-def commit(self, *a, **k):
-    calls.append(1)
-    if len(calls) == 2:
-        os.kill(os.getpid(), signal.SIGKILL)
-    return real(self, *a, **k)
-LocalGitStore.commit = commit
-""",
+    "after-first-stage": kill_on_call("scalequest_dataset.revisions.stores.git:LocalGitStore", "commit"),
     # inside fast-import's stream of the second stage: one blob header written, then the publisher dies
-    "inside-fast-import": """
-from scalequest_dataset.revisions.stores.git import LocalGitStore
-real, calls = LocalGitStore._stream, []
-def stream(out, *a, **k):
-    calls.append(1)
-    if len(calls) == 2:
-        out.write(b"blob\\nmark :1\\ndata 10\\nabc")
-        out.flush()
-        os.kill(os.getpid(), signal.SIGKILL)
-    return real(out, *a, **k)
-LocalGitStore._stream = staticmethod(stream)
-""",
+    "inside-fast-import": kill_on_call("scalequest_dataset.revisions.stores.git:LocalGitStore", "_stream",
+                                       first='a[0].write(b"blob\\nmark :1\\ndata 10\\nabc"); a[0].flush()'),
 }
 
 
-def scalequest(*args: str, killer: str = "") -> subprocess.CompletedProcess:
+def scalequest(*args: str, killer: str = "", env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """`scalequest ARGS` in a new process (`env`: its environment, else this one's), first running `killer`."""
     code = f"import os, signal, sys\n{killer}\nfrom scalequest_dataset.cli import main\nsys.exit(main(sys.argv[1:]))"
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "TOKENIZERS_PARALLELISM": "false"}
+    env = {**(os.environ if env is None else env), "PYTHONPATH": str(ROOT), "TOKENIZERS_PARALLELISM": "false"}
     return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, timeout=300)
 
 

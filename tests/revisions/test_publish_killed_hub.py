@@ -13,38 +13,18 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_publish_killed import kill_on_call, scalequest
 from test_publish_versions import runs, tree  # noqa: F401  (the module's fixture: tiny runs of three stages)
 
-ROOT = Path(__file__).resolve().parents[2]
 KILLERS = {
-    "after-first-stage": """
-from scalequest_dataset.revisions.stores.hub import HubStore
-real, calls = HubStore.commit, []
-def commit(self, *a, **k):
-    calls.append(1)
-    if len(calls) == 2:
-        os.kill(os.getpid(), signal.SIGKILL)
-    return real(self, *a, **k)
-HubStore.commit = commit
-""",
+    "after-first-stage": kill_on_call("scalequest_dataset.revisions.stores.hub:HubStore", "commit"),
     # the second stage's LFS files are on the server; its commit never comes
-    "after-upload-before-commit": """
-from huggingface_hub import HfApi
-real, calls = HfApi.create_commit, []
-def create_commit(self, *a, **k):
-    calls.append(1)
-    if len(calls) == 2:
-        os.kill(os.getpid(), signal.SIGKILL)
-    return real(self, *a, **k)
-HfApi.create_commit = create_commit
-""",
+    "after-upload-before-commit": kill_on_call("huggingface_hub:HfApi", "create_commit"),
 }
 
 
-def scalequest(hub, home: Path, *args: str, killer: str = "") -> subprocess.CompletedProcess:
-    code = f"import os, signal, sys\n{killer}\nfrom scalequest_dataset.cli import main\nsys.exit(main(sys.argv[1:]))"
-    env = {**hub.client_env(home), "PYTHONPATH": str(ROOT), "TOKENIZERS_PARALLELISM": "false"}
-    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, timeout=300)
+def hub_scalequest(hub, home: Path, *args: str, killer: str = "") -> subprocess.CompletedProcess:
+    return scalequest(*args, killer=killer, env=hub.client_env(home))
 
 
 def _state(target: str) -> dict:
@@ -60,17 +40,17 @@ def _state(target: str) -> dict:
 def test_a_hub_publish_killed_half_way_is_not_shown_complete_and_the_same_command_completes_it(
         runs, hub, run_client, tmp_path, where):  # noqa: F811
     clean, target = f"hf://datasets/scalequest/clean-{where}", f"hf://datasets/scalequest/killed-{where}"
-    assert scalequest(hub, tmp_path / "a", "publish", str(runs["v1"]), "--to", clean).returncode == 0
-    killed = scalequest(hub, tmp_path / "b", "publish", str(runs["v1"]), "--to", target, killer=KILLERS[where])
+    assert hub_scalequest(hub, tmp_path / "a", "publish", str(runs["v1"]), "--to", clean).returncode == 0
+    killed = hub_scalequest(hub, tmp_path / "b", "publish", str(runs["v1"]), "--to", target, killer=KILLERS[where])
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
 
     half = run_client(__file__, "_state", target)
     assert half["tags"] == ["v1-questions"]  # the last stage's tag marks a complete version: absent
-    log = scalequest(hub, tmp_path / "c", "log", target)
+    log = hub_scalequest(hub, tmp_path / "c", "log", target)
     assert log.returncode == 0, log.stderr[-3000:]
     assert "v1-dedup" not in log.stdout
 
-    again = scalequest(hub, tmp_path / "d", "publish", str(runs["v1"]), "--to", target)
+    again = hub_scalequest(hub, tmp_path / "d", "publish", str(runs["v1"]), "--to", target)
     assert again.returncode == 0, again.stderr[-3000:]
     done, reference = run_client(__file__, "_state", target), run_client(__file__, "_state", clean)
     assert done["tags"] == reference["tags"] == ["v1-dedup", "v1-language", "v1-questions"]
